@@ -1,0 +1,347 @@
+//! Conversations: the customer kind today (shared inbox or private clinician
+//! thread), shaped so that `direct` and `channel` kinds can join later.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::{ConversationId, CustomerId, StaffUserId, TenantId};
+use crate::message::Seq;
+
+/// What a conversation is and who it is between.
+///
+/// Marked `non_exhaustive`: staff `direct` messages and `channel`s will be
+/// added as further variants, so match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConversationKind {
+    /// A customer and the tenant's staff. Without a clinician it is the
+    /// tenant's shared inbox (any staff may answer); with one it is a private
+    /// thread between that clinician and the patient (plus admins).
+    Customer {
+        /// The customer or patient.
+        customer_id: CustomerId,
+        /// The clinician of a private thread; `None` for the shared inbox.
+        clinician: Option<StaffUserId>,
+    },
+}
+
+impl ConversationKind {
+    /// The wire name of the kind: `customer`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Customer { .. } => "customer",
+        }
+    }
+
+    /// The customer of a customer conversation.
+    pub const fn customer_id(&self) -> Option<CustomerId> {
+        match self {
+            Self::Customer { customer_id, .. } => Some(*customer_id),
+        }
+    }
+
+    /// The clinician of a private customer thread.
+    pub const fn clinician(&self) -> Option<StaffUserId> {
+        match self {
+            Self::Customer { clinician, .. } => *clinician,
+        }
+    }
+}
+
+/// Where a conversation stands in the staff's workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConversationStatus {
+    /// Waiting for, or in, an answer.
+    Open,
+    /// Answered; reopens when the conversation is set back to open.
+    Resolved,
+    /// Out of the working lists.
+    Archived,
+}
+
+impl ConversationStatus {
+    /// The wire name: `open`, `resolved` or `archived`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Resolved => "resolved",
+            Self::Archived => "archived",
+        }
+    }
+}
+
+impl fmt::Display for ConversationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text is not one of `open`, `resolved`, `archived`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("status must be one of open, resolved, archived")]
+pub struct ConversationStatusError;
+
+impl FromStr for ConversationStatus {
+    type Err = ConversationStatusError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(Self::Open),
+            "resolved" => Ok(Self::Resolved),
+            "archived" => Ok(Self::Archived),
+            _ => Err(ConversationStatusError),
+        }
+    }
+}
+
+/// One label on a conversation: 1 to [`Tag::MAX_CHARS`] characters after
+/// trimming, no control characters, no commas.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(String);
+
+/// Why a tag was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    /// Nothing left after trimming.
+    #[error("a tag must not be empty")]
+    Empty,
+    /// Longer than [`Tag::MAX_CHARS`].
+    #[error("a tag must be at most {max} characters", max = Tag::MAX_CHARS)]
+    TooLong,
+    /// Contains a control character or a comma.
+    #[error("a tag must not contain control characters or commas")]
+    ForbiddenCharacter,
+}
+
+impl Tag {
+    /// The longest tag, in characters.
+    pub const MAX_CHARS: usize = 40;
+
+    /// Validates one tag.
+    ///
+    /// # Errors
+    /// [`TagError`] naming the broken rule.
+    pub fn parse(raw: &str) -> Result<Self, TagError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(TagError::Empty);
+        }
+        if trimmed.chars().count() > Self::MAX_CHARS {
+            return Err(TagError::TooLong);
+        }
+        if trimmed.chars().any(|c| c.is_control() || c == ',') {
+            return Err(TagError::ForbiddenCharacter);
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// The tag's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The set of tags of a conversation: at most [`Tags::MAX`], no duplicates,
+/// kept in the order first given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Tags(Vec<Tag>);
+
+/// Why a list of tags was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagsError {
+    /// More than [`Tags::MAX`] distinct tags.
+    #[error("at most {max} tags are allowed", max = Tags::MAX)]
+    TooMany,
+    /// One tag is invalid.
+    #[error("tag {index}: {source}")]
+    Invalid {
+        /// Position of the bad tag in the input.
+        index: usize,
+        /// What is wrong with it.
+        source: TagError,
+    },
+}
+
+impl Tags {
+    /// The most tags one conversation may carry.
+    pub const MAX: usize = 20;
+
+    /// Validates a list of tags, dropping exact duplicates.
+    ///
+    /// # Errors
+    /// [`TagsError`] for an invalid tag or too many tags.
+    pub fn parse<S: AsRef<str>>(raw: &[S]) -> Result<Self, TagsError> {
+        let mut tags: Vec<Tag> = Vec::with_capacity(raw.len().min(Self::MAX));
+        for (index, item) in raw.iter().enumerate() {
+            let tag = Tag::parse(item.as_ref()).map_err(|source| TagsError::Invalid { index, source })?;
+            if !tags.contains(&tag) {
+                if tags.len() == Self::MAX {
+                    return Err(TagsError::TooMany);
+                }
+                tags.push(tag);
+            }
+        }
+        Ok(Self(tags))
+    }
+
+    /// The tags in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Tag> {
+        self.0.iter()
+    }
+
+    /// The tags as plain strings.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(|t| t.0.clone()).collect()
+    }
+
+    /// Whether there are no tags.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A stored conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// Its id.
+    pub id: ConversationId,
+    /// The tenant that owns it.
+    pub tenant: TenantId,
+    /// Kind and participants.
+    pub kind: ConversationKind,
+    /// Workflow status.
+    pub status: ConversationStatus,
+    /// The staff member currently responsible, if any.
+    pub assignee: Option<StaffUserId>,
+    /// Labels set by staff.
+    pub tags: Tags,
+    /// The `seq` of the newest message; [`Seq::ZERO`] before the first one.
+    pub last_seq: Seq,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When anything about it last changed (message, status, tags...).
+    pub updated_at: DateTime<Utc>,
+    /// When the last message was sent (creation time before any): the
+    /// ordering key of conversation lists.
+    pub last_activity_at: DateTime<Utc>,
+}
+
+/// A request to get or create a customer conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCustomerConversation {
+    /// The id to use if the conversation does not exist yet.
+    pub id: ConversationId,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The customer or patient.
+    pub customer_id: CustomerId,
+    /// The clinician of a private thread; `None` for the shared inbox.
+    pub clinician: Option<StaffUserId>,
+    /// Creation time, if it is created.
+    pub now: DateTime<Utc>,
+}
+
+impl NewCustomerConversation {
+    /// The conversation this request would create, for permission checks
+    /// before anything is stored.
+    pub fn prospective(&self) -> Conversation {
+        Conversation {
+            id: self.id,
+            tenant: self.tenant,
+            kind: ConversationKind::Customer {
+                customer_id: self.customer_id,
+                clinician: self.clinician,
+            },
+            status: ConversationStatus::Open,
+            assignee: None,
+            tags: Tags::default(),
+            last_seq: Seq::ZERO,
+            created_at: self.now,
+            updated_at: self.now,
+            last_activity_at: self.now,
+        }
+    }
+}
+
+/// A staff change to a conversation's workflow fields. `None` leaves a field
+/// as it is; `assignee: Some(None)` unassigns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationPatch {
+    /// New status.
+    pub status: Option<ConversationStatus>,
+    /// New assignee, or `Some(None)` to clear it.
+    pub assignee: Option<Option<StaffUserId>>,
+    /// New tags, replacing the old ones.
+    pub tags: Option<Tags>,
+}
+
+impl ConversationPatch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.assignee.is_none() && self.tags.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_rules() {
+        let cases: &[(&str, Result<&str, TagError>)] = &[
+            ("refill", Ok("refill")),
+            ("  urgent  ", Ok("urgent")),
+            ("", Err(TagError::Empty)),
+            ("   ", Err(TagError::Empty)),
+            ("a,b", Err(TagError::ForbiddenCharacter)),
+            ("bad\u{7}", Err(TagError::ForbiddenCharacter)),
+            (&"x".repeat(41), Err(TagError::TooLong)),
+        ];
+        for (raw, expected) in cases {
+            let got = Tag::parse(raw);
+            match expected {
+                Ok(text) => assert_eq!(got.as_ref().map(Tag::as_str), Ok(*text), "{raw:?}"),
+                Err(err) => assert_eq!(got.as_ref().err(), Some(err), "{raw:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tags_drop_duplicates_and_keep_order() {
+        let tags = Tags::parse(&["b", "a", "b"]).unwrap();
+        assert_eq!(tags.to_strings(), vec!["b", "a"]);
+    }
+
+    #[test]
+    fn too_many_tags_are_rejected() {
+        let raw: Vec<String> = (0..=Tags::MAX).map(|i| format!("t{i}")).collect();
+        assert_eq!(Tags::parse(&raw), Err(TagsError::TooMany));
+        assert!(Tags::parse(&raw[..Tags::MAX]).is_ok());
+    }
+
+    #[test]
+    fn an_invalid_tag_is_reported_with_its_position() {
+        assert_eq!(
+            Tags::parse(&["ok", ""]),
+            Err(TagsError::Invalid {
+                index: 1,
+                source: TagError::Empty
+            })
+        );
+    }
+
+    #[test]
+    fn status_parses_its_wire_names_only() {
+        for status in [
+            ConversationStatus::Open,
+            ConversationStatus::Resolved,
+            ConversationStatus::Archived,
+        ] {
+            assert_eq!(status.as_str().parse(), Ok(status));
+        }
+        assert_eq!("closed".parse::<ConversationStatus>(), Err(ConversationStatusError));
+        assert_eq!("OPEN".parse::<ConversationStatus>(), Err(ConversationStatusError));
+    }
+}

@@ -1,0 +1,40 @@
+//! Pure domain of the chat core: identifiers, principals, conversations,
+//! messages, read state and the permission rules that govern them.
+//!
+//! Nothing here performs I/O or reads the clock: every value that exists is
+//! valid (constructors are `parse`), and every rule is a pure function that a
+//! host can test table by table.
+//!
+//! ```
+//! use chat_domain::{MessageBody, Principal, StaffRole, TenantId, StaffUserId};
+//!
+//! let body = MessageBody::parse("  Your prescription is ready  ").unwrap();
+//! assert_eq!(body.as_str(), "Your prescription is ready");
+//!
+//! let pharmacist = Principal::staff(TenantId::new_v4(), StaffUserId::new_v4(), StaffRole::Staff);
+//! assert!(pharmacist.is_staff());
+//! ```
+
+mod conversation;
+mod ids;
+mod message;
+mod permissions;
+mod principal;
+mod read_state;
+
+pub use conversation::{
+    Conversation, ConversationKind, ConversationPatch, ConversationStatus,
+    ConversationStatusError, NewCustomerConversation, Tag, TagError, Tags, TagsError,
+};
+pub use ids::{
+    AttachmentId, ConversationId, CustomerId, IdParseError, MessageId, StaffUserId, TenantId,
+};
+pub use message::{
+    ClientMsgId, ClientMsgIdError, Message, MessageBody, MessageBodyError, NewMessage, Seq,
+    SeqError, MAX_BODY_CHARS,
+};
+pub use permissions::{
+    authorize, authorize_create, conversation_scope, Action, ConversationScope, Denied,
+};
+pub use principal::{Principal, Sender, StaffRole};
+pub use read_state::ReadState;

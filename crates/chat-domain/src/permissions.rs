@@ -1,0 +1,313 @@
+//! Permission rules as pure functions of (principal, conversation, action).
+//!
+//! Two ways to say no: [`Denied::NotFound`] when the principal may not even
+//! know the conversation exists (other tenant, another customer's thread,
+//! another clinician's private thread), and [`Denied::Forbidden`] when they
+//! may see it but not do this.
+
+use crate::conversation::{Conversation, ConversationKind};
+use crate::ids::{CustomerId, StaffUserId, TenantId};
+use crate::principal::Principal;
+
+/// Something a principal wants to do to an existing conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// See the conversation and its messages.
+    Read,
+    /// Send a message into it.
+    Send,
+    /// Move one's own read or delivered marker.
+    MarkRead,
+    /// Change status, assignee or tags (staff only).
+    Update,
+}
+
+/// Why an action is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The principal may not know the conversation exists.
+    #[error("conversation not found")]
+    NotFound,
+    /// The principal may see the conversation but not do this.
+    #[error("not allowed to do this")]
+    Forbidden,
+}
+
+/// Which conversations of a tenant a principal may read: the filter behind
+/// conversation lists and unread totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConversationScope {
+    /// Every conversation of the tenant (admins).
+    All {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// The shared inbox plus the private threads of one clinician (staff).
+    InboxAndClinician {
+        /// The tenant.
+        tenant: TenantId,
+        /// The staff member.
+        clinician: StaffUserId,
+    },
+    /// One customer's conversations.
+    Customer {
+        /// The tenant.
+        tenant: TenantId,
+        /// The customer.
+        customer_id: CustomerId,
+    },
+}
+
+impl ConversationScope {
+    /// The tenant the scope is within.
+    pub const fn tenant(&self) -> TenantId {
+        match self {
+            Self::All { tenant }
+            | Self::InboxAndClinician { tenant, .. }
+            | Self::Customer { tenant, .. } => *tenant,
+        }
+    }
+}
+
+/// The conversations `principal` may read.
+pub const fn conversation_scope(principal: &Principal) -> ConversationScope {
+    match *principal {
+        Principal::Staff {
+            tenant,
+            role: crate::StaffRole::Admin,
+            ..
+        } => ConversationScope::All { tenant },
+        Principal::Staff {
+            tenant, user_id, ..
+        } => ConversationScope::InboxAndClinician {
+            tenant,
+            clinician: user_id,
+        },
+        Principal::Customer {
+            tenant,
+            customer_id,
+        } => ConversationScope::Customer {
+            tenant,
+            customer_id,
+        },
+    }
+}
+
+fn can_read(principal: &Principal, conversation: &Conversation) -> bool {
+    if principal.tenant() != conversation.tenant {
+        return false;
+    }
+    match (principal, conversation.kind) {
+        (Principal::Staff { .. }, _) if principal.is_admin() => true,
+        (
+            Principal::Staff { user_id, .. },
+            ConversationKind::Customer { clinician, .. },
+        ) => clinician.is_none_or(|c| c == *user_id),
+        (
+            Principal::Customer { customer_id, .. },
+            ConversationKind::Customer {
+                customer_id: owner, ..
+            },
+        ) => *customer_id == owner,
+    }
+}
+
+/// Whether `principal` may do `action` on `conversation`.
+///
+/// # Errors
+/// [`Denied::NotFound`] when the conversation is not readable by the
+/// principal at all, [`Denied::Forbidden`] when it is readable but the action
+/// is not allowed.
+pub fn authorize(
+    principal: &Principal,
+    conversation: &Conversation,
+    action: Action,
+) -> Result<(), Denied> {
+    if !can_read(principal, conversation) {
+        return Err(Denied::NotFound);
+    }
+    match action {
+        Action::Read | Action::Send | Action::MarkRead => Ok(()),
+        Action::Update if principal.is_staff() => Ok(()),
+        Action::Update => Err(Denied::Forbidden),
+    }
+}
+
+/// Whether `principal` may get or create `conversation` (a prospective one,
+/// not stored yet).
+///
+/// Staff may open the shared inbox with any customer of their tenant and a
+/// private thread with themselves as clinician; admins may also open one for
+/// another clinician. Customers never create conversations: staff invite them.
+///
+/// # Errors
+/// [`Denied::Forbidden`] for customers and for staff naming another
+/// clinician; [`Denied::NotFound`] across tenants.
+pub fn authorize_create(principal: &Principal, conversation: &Conversation) -> Result<(), Denied> {
+    if principal.tenant() != conversation.tenant {
+        return Err(Denied::NotFound);
+    }
+    match (principal, conversation.kind) {
+        (Principal::Customer { .. }, _) => Err(Denied::Forbidden),
+        (Principal::Staff { .. }, _) if principal.is_admin() => Ok(()),
+        (
+            Principal::Staff { user_id, .. },
+            ConversationKind::Customer { clinician, .. },
+        ) => {
+            if clinician.is_none_or(|c| c == *user_id) {
+                Ok(())
+            } else {
+                Err(Denied::Forbidden)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::{ConversationId, ConversationStatus, Seq, StaffRole, Tags};
+
+    struct World {
+        tenant: TenantId,
+        other_tenant: TenantId,
+        customer: CustomerId,
+        other_customer: CustomerId,
+        clinician: StaffUserId,
+        colleague: StaffUserId,
+        admin: StaffUserId,
+    }
+
+    fn world() -> World {
+        World {
+            tenant: TenantId::new_v4(),
+            other_tenant: TenantId::new_v4(),
+            customer: CustomerId::new_v4(),
+            other_customer: CustomerId::new_v4(),
+            clinician: StaffUserId::new_v4(),
+            colleague: StaffUserId::new_v4(),
+            admin: StaffUserId::new_v4(),
+        }
+    }
+
+    fn conversation(tenant: TenantId, customer: CustomerId, clinician: Option<StaffUserId>) -> Conversation {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        Conversation {
+            id: ConversationId::new_v7(),
+            tenant,
+            kind: ConversationKind::Customer {
+                customer_id: customer,
+                clinician,
+            },
+            status: ConversationStatus::Open,
+            assignee: None,
+            tags: Tags::default(),
+            last_seq: Seq::ZERO,
+            created_at: at,
+            updated_at: at,
+            last_activity_at: at,
+        }
+    }
+
+    #[test]
+    fn access_rules() {
+        let w = world();
+        let inbox = conversation(w.tenant, w.customer, None);
+        let private = conversation(w.tenant, w.customer, Some(w.clinician));
+        let staff = |user| Principal::staff(w.tenant, user, StaffRole::Staff);
+        let admin = Principal::staff(w.tenant, w.admin, StaffRole::Admin);
+        let foreign_staff = Principal::staff(w.other_tenant, w.colleague, StaffRole::Staff);
+        let foreign_admin = Principal::staff(w.other_tenant, w.admin, StaffRole::Admin);
+        let customer = Principal::customer(w.tenant, w.customer);
+        let other_customer = Principal::customer(w.tenant, w.other_customer);
+        let foreign_customer = Principal::customer(w.other_tenant, w.customer);
+
+        use Action::*;
+        use Denied::*;
+        #[rustfmt::skip]
+        let table: Vec<(&str, Principal, &Conversation, Action, Result<(), Denied>)> = vec![
+            ("staff of the tenant reads the shared inbox",      staff(w.colleague), &inbox,   Read,     Ok(())),
+            ("staff of the tenant answers the shared inbox",    staff(w.colleague), &inbox,   Send,     Ok(())),
+            ("staff of the tenant marks the inbox read",        staff(w.colleague), &inbox,   MarkRead, Ok(())),
+            ("staff of the tenant updates the shared inbox",    staff(w.colleague), &inbox,   Update,   Ok(())),
+            ("staff of another tenant cannot see the inbox",    foreign_staff,      &inbox,   Read,     Err(NotFound)),
+            ("staff of another tenant cannot send",             foreign_staff,      &inbox,   Send,     Err(NotFound)),
+            ("admin of another tenant cannot see the inbox",    foreign_admin,      &inbox,   Read,     Err(NotFound)),
+            ("customer reads their own conversation",           customer,           &inbox,   Read,     Ok(())),
+            ("customer sends into their own conversation",      customer,           &inbox,   Send,     Ok(())),
+            ("customer marks their own conversation read",      customer,           &inbox,   MarkRead, Ok(())),
+            ("customer cannot update (staff-only action)",      customer,           &inbox,   Update,   Err(Forbidden)),
+            ("customer reads their private thread",             customer,           &private, Read,     Ok(())),
+            ("customer cannot update their private thread",     customer,           &private, Update,   Err(Forbidden)),
+            ("another customer of the tenant cannot see it",    other_customer,     &inbox,   Read,     Err(NotFound)),
+            ("another customer cannot send into it",            other_customer,     &inbox,   Send,     Err(NotFound)),
+            ("another customer cannot even try to update it",   other_customer,     &inbox,   Update,   Err(NotFound)),
+            ("customer of another tenant cannot see it",        foreign_customer,   &inbox,   Read,     Err(NotFound)),
+            ("assigned clinician reads the private thread",     staff(w.clinician), &private, Read,     Ok(())),
+            ("assigned clinician answers the private thread",   staff(w.clinician), &private, Send,     Ok(())),
+            ("assigned clinician updates the private thread",   staff(w.clinician), &private, Update,   Ok(())),
+            ("another staff member cannot see the thread",      staff(w.colleague), &private, Read,     Err(NotFound)),
+            ("another staff member cannot send into it",        staff(w.colleague), &private, Send,     Err(NotFound)),
+            ("another staff member cannot update it",           staff(w.colleague), &private, Update,   Err(NotFound)),
+            ("admin reads the private thread",                  admin,              &private, Read,     Ok(())),
+            ("admin sends into the private thread",             admin,              &private, Send,     Ok(())),
+            ("admin updates the private thread",                admin,              &private, Update,   Ok(())),
+            ("admin reads the shared inbox",                    admin,              &inbox,   Read,     Ok(())),
+        ];
+        for (rule, principal, conversation, action, expected) in table {
+            assert_eq!(authorize(&principal, conversation, action), expected, "{rule}");
+        }
+    }
+
+    #[test]
+    fn creation_rules() {
+        let w = world();
+        let inbox = conversation(w.tenant, w.customer, None);
+        let own_thread = conversation(w.tenant, w.customer, Some(w.clinician));
+        let foreign_inbox = conversation(w.other_tenant, w.customer, None);
+        let clinician = Principal::staff(w.tenant, w.clinician, StaffRole::Staff);
+        let colleague = Principal::staff(w.tenant, w.colleague, StaffRole::Staff);
+        let admin = Principal::staff(w.tenant, w.admin, StaffRole::Admin);
+        let customer = Principal::customer(w.tenant, w.customer);
+
+        #[rustfmt::skip]
+        let table: Vec<(&str, Principal, &Conversation, Result<(), Denied>)> = vec![
+            ("staff opens the shared inbox with a customer",    colleague, &inbox,         Ok(())),
+            ("clinician opens a private thread for themself",   clinician, &own_thread,    Ok(())),
+            ("staff cannot open a thread for another clinician", colleague, &own_thread,   Err(Denied::Forbidden)),
+            ("admin opens a thread for any clinician",          admin,     &own_thread,    Ok(())),
+            ("customer cannot create conversations",            customer,  &inbox,         Err(Denied::Forbidden)),
+            ("nobody creates in another tenant",                admin,     &foreign_inbox, Err(Denied::NotFound)),
+        ];
+        for (rule, principal, conversation, expected) in table {
+            assert_eq!(authorize_create(&principal, conversation), expected, "{rule}");
+        }
+    }
+
+    #[test]
+    fn scopes_follow_the_principal() {
+        let w = world();
+        assert_eq!(
+            conversation_scope(&Principal::staff(w.tenant, w.admin, StaffRole::Admin)),
+            ConversationScope::All { tenant: w.tenant }
+        );
+        assert_eq!(
+            conversation_scope(&Principal::staff(w.tenant, w.clinician, StaffRole::Staff)),
+            ConversationScope::InboxAndClinician {
+                tenant: w.tenant,
+                clinician: w.clinician
+            }
+        );
+        let scope = conversation_scope(&Principal::customer(w.tenant, w.customer));
+        assert_eq!(
+            scope,
+            ConversationScope::Customer {
+                tenant: w.tenant,
+                customer_id: w.customer
+            }
+        );
+        assert_eq!(scope.tenant(), w.tenant);
+    }
+}
