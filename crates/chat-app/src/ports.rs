@@ -6,9 +6,9 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chat_domain::{
-    Action, Conversation, ConversationId, ConversationPatch, ConversationScope,
-    ConversationStatus, Denied, Message, MessageId, NewCustomerConversation, NewMessage,
-    Principal, ReadState, Sender, Seq, TenantId,
+    Action, Conversation, ConversationId, ConversationPatch, ConversationScope, ConversationStatus,
+    Denied, Message, MessageId, NewCustomerConversation, NewMessage, Principal, ReadState, Sender,
+    Seq, TenantId,
 };
 use chrono::{DateTime, Utc};
 
@@ -141,7 +141,10 @@ pub trait ConversationRepository: Send + Sync {
     ///
     /// # Errors
     /// [`RepoError`] on storage failure.
-    async fn list(&self, query: &ConversationListQuery) -> Result<ConversationPage, RepoError>;
+    async fn list_conversations(
+        &self,
+        query: &ConversationListQuery,
+    ) -> Result<ConversationPage, RepoError>;
 
     /// Applies `patch` and sets `updated_at` to `now`; `None` when the
     /// conversation does not exist in `tenant`.
@@ -161,8 +164,11 @@ pub trait ConversationRepository: Send + Sync {
     ///
     /// # Errors
     /// [`RepoError`] on storage failure.
-    async fn unread_total(&self, scope: ConversationScope, reader: Sender)
-        -> Result<u64, RepoError>;
+    async fn unread_total(
+        &self,
+        scope: ConversationScope,
+        reader: Sender,
+    ) -> Result<u64, RepoError>;
 }
 
 /// What an append did.
@@ -244,14 +250,17 @@ pub trait MessageRepository: Send + Sync {
     /// # Errors
     /// [`AppendError::ConversationNotFound`],
     /// [`AppendError::ReplyTargetNotFound`], or a storage failure.
-    async fn append(&self, message: &NewMessage, reopen: bool)
-        -> Result<AppendOutcome, AppendError>;
+    async fn append(
+        &self,
+        message: &NewMessage,
+        reopen: bool,
+    ) -> Result<AppendOutcome, AppendError>;
 
     /// A page of the messages of conversation `id` of `tenant`, by `seq`.
     ///
     /// # Errors
     /// [`RepoError`] on storage failure.
-    async fn list(
+    async fn list_messages(
         &self,
         tenant: TenantId,
         id: ConversationId,
@@ -435,8 +444,18 @@ mod tests {
 
     #[test]
     fn foreign_cursors_are_rejected() {
-        for raw in ["", "abc", "12_notauuid", "x_0190a0a0a0a0a0a0a0a0a0a0a0a0a0a0", "99999999999999999999_0190a0a0a0a0a0a0a0a0a0a0a0a0a0a0"] {
-            assert_eq!(raw.parse::<ConversationCursor>(), Err(CursorError), "{raw:?}");
+        for raw in [
+            "",
+            "abc",
+            "12_notauuid",
+            "x_0190a0a0a0a0a0a0a0a0a0a0a0a0a0a0",
+            "99999999999999999999_0190a0a0a0a0a0a0a0a0a0a0a0a0a0a0",
+        ] {
+            assert_eq!(
+                raw.parse::<ConversationCursor>(),
+                Err(CursorError),
+                "{raw:?}"
+            );
         }
     }
 }

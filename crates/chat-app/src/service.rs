@@ -181,7 +181,11 @@ impl ChatService {
             .policy
             .check(principal, &prospective, PolicyAction::Create)
             .await?;
-        Ok(self.ports.conversations.get_or_create_customer(&new).await?)
+        Ok(self
+            .ports
+            .conversations
+            .get_or_create_customer(&new)
+            .await?)
     }
 
     /// The conversations `principal` may read, most recent activity first,
@@ -207,13 +211,17 @@ impl ChatService {
             limit: limit.get(),
             cursor,
         };
-        let mut page = self.ports.conversations.list(&query).await?;
+        let mut page = self.ports.conversations.list_conversations(&query).await?;
         let mut visible = Vec::with_capacity(page.items.len());
         for item in page.items {
             let allowed = self
                 .ports
                 .policy
-                .check(principal, &item.conversation, PolicyAction::Act(Action::Read))
+                .check(
+                    principal,
+                    &item.conversation,
+                    PolicyAction::Act(Action::Read),
+                )
                 .await
                 .is_ok();
             if allowed {
@@ -294,7 +302,7 @@ impl ChatService {
         Ok(self
             .ports
             .messages
-            .list(
+            .list_messages(
                 principal.tenant(),
                 id,
                 MessageQuery {
@@ -341,9 +349,9 @@ impl ChatService {
             .await
             .map_err(|err| match err {
                 AppendError::ConversationNotFound => ChatError::NotFound,
-                AppendError::ReplyTargetNotFound => ChatError::Invalid(
-                    "reply_to must name a message of this conversation".into(),
-                ),
+                AppendError::ReplyTargetNotFound => {
+                    ChatError::Invalid("reply_to must name a message of this conversation".into())
+                }
                 AppendError::Unexpected(err) => ChatError::Unexpected(err),
             })?;
         match outcome {

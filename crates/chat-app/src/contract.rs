@@ -1,0 +1,1101 @@
+//! The adapter contract suite: one set of behaviours every repository
+//! adapter must show, written once and run against each adapter through
+//! [`contract_tests!`](crate::contract_tests).
+//!
+//! An adapter's integration-test file provides a factory that returns a
+//! fresh, empty store and invokes the macro:
+//!
+//! ```ignore
+//! async fn fresh_store() -> std::sync::Arc<MyStore> { /* ... */ }
+//! chat_app::contract_tests!(fresh_store);
+//! ```
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chat_domain::{
+    ClientMsgId, ConversationId, ConversationKind, ConversationPatch, ConversationScope,
+    ConversationStatus, CustomerId, MessageBody, MessageId, NewCustomerConversation, NewMessage,
+    Sender, Seq, StaffUserId, Tags, TenantId,
+};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use crate::ports::{
+    AppendError, AppendOutcome, ConversationListQuery, ConversationRepository, MessageCursor,
+    MessageQuery, MessageRepository, ReadStateRepository, Receipt,
+};
+
+/// A store the suite can run against: all three repositories in one.
+pub trait Store:
+    ConversationRepository + MessageRepository + ReadStateRepository + 'static
+{
+}
+
+impl<T: ConversationRepository + MessageRepository + ReadStateRepository + 'static> Store for T {}
+
+/// Expands to one `#[tokio::test]` per contract case, each calling
+/// `$factory().await` for a fresh store. The calling crate needs `tokio`
+/// (with `macros` and `rt-multi-thread`) as a dev-dependency.
+#[macro_export]
+macro_rules! contract_tests {
+    ($factory:ident) => {
+        $crate::contract_tests!(@cases $factory;
+            get_or_create_returns_one_conversation_per_customer_and_clinician,
+            concurrent_get_or_create_creates_exactly_once,
+            appends_number_messages_from_one_and_bump_the_conversation,
+            fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate,
+            ten_concurrent_sends_with_one_client_msg_id_store_one_message,
+            a_replayed_client_msg_id_returns_the_original_later_on,
+            client_msg_ids_are_scoped_to_the_sender,
+            reply_to_must_name_a_message_of_the_same_conversation,
+            appending_to_a_missing_or_foreign_conversation_fails,
+            a_customer_message_can_reopen_a_resolved_conversation,
+            message_pages_follow_the_seq_cursor_both_ways,
+            read_state_never_moves_backwards_and_is_capped,
+            delivered_receipts_move_only_the_delivered_marker,
+            unread_counts_follow_the_read_marker,
+            conversation_lists_honour_scope_status_and_order,
+            conversation_list_cursor_walks_every_row_once,
+            updates_apply_only_the_given_fields,
+            a_tenant_never_sees_another_tenants_rows,
+        );
+    };
+    (@cases $factory:ident; $($case:ident),* $(,)?) => {
+        mod contract {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let store = super::$factory().await;
+                    $crate::contract::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn body(text: &str) -> Option<MessageBody> {
+    Some(MessageBody::parse(text).expect("valid body"))
+}
+
+fn new_conversation(
+    tenant: TenantId,
+    customer: CustomerId,
+    clinician: Option<StaffUserId>,
+    now: DateTime<Utc>,
+) -> NewCustomerConversation {
+    NewCustomerConversation {
+        id: ConversationId::new_v7(),
+        tenant,
+        customer_id: customer,
+        clinician,
+        now,
+    }
+}
+
+async fn open_inbox<S: Store>(store: &S, tenant: TenantId) -> chat_domain::Conversation {
+    let (conversation, created) = store
+        .get_or_create_customer(&new_conversation(tenant, CustomerId::new_v4(), None, t0()))
+        .await
+        .expect("create conversation");
+    assert!(created);
+    conversation
+}
+
+fn message(
+    conversation: &chat_domain::Conversation,
+    sender: Sender,
+    text: &str,
+    at: DateTime<Utc>,
+) -> NewMessage {
+    NewMessage {
+        id: MessageId::new_v7(),
+        tenant: conversation.tenant,
+        conversation_id: conversation.id,
+        sender,
+        body: body(text),
+        reply_to: None,
+        client_msg_id: None,
+        created_at: at,
+    }
+}
+
+async fn send<S: Store>(
+    store: &S,
+    conversation: &chat_domain::Conversation,
+    sender: Sender,
+    text: &str,
+) -> chat_domain::Message {
+    match store
+        .append(&message(conversation, sender, text, t0()), false)
+        .await
+        .expect("append")
+    {
+        AppendOutcome::Created(m) => m,
+        AppendOutcome::Replayed(m) => panic!("unexpected replay of {:?}", m.id),
+    }
+}
+
+fn seq(n: u64) -> Seq {
+    Seq::from_u64(n).expect("small seq")
+}
+
+/// One conversation per (tenant, customer, clinician): asking again returns
+/// it; another clinician or the inbox is another conversation.
+pub async fn get_or_create_returns_one_conversation_per_customer_and_clinician<S: Store>(
+    store: Arc<S>,
+) {
+    let tenant = TenantId::new_v4();
+    let customer = CustomerId::new_v4();
+    let clinician = StaffUserId::new_v4();
+    let (inbox, created) = store
+        .get_or_create_customer(&new_conversation(tenant, customer, None, t0()))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(inbox.tenant, tenant);
+    assert_eq!(
+        inbox.kind,
+        ConversationKind::Customer {
+            customer_id: customer,
+            clinician: None
+        }
+    );
+    assert_eq!(inbox.status, ConversationStatus::Open);
+    assert_eq!(inbox.last_seq, Seq::ZERO);
+    assert_eq!(inbox.created_at, t0());
+
+    let (again, created) = store
+        .get_or_create_customer(&new_conversation(
+            tenant,
+            customer,
+            None,
+            t0() + Duration::hours(1),
+        ))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again, inbox);
+
+    let (private, created) = store
+        .get_or_create_customer(&new_conversation(tenant, customer, Some(clinician), t0()))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(private.id, inbox.id);
+    assert_eq!(private.kind.clinician(), Some(clinician));
+
+    let found = store.find(tenant, inbox.id).await.unwrap();
+    assert_eq!(found, Some(inbox));
+}
+
+/// Racing get-or-create calls for one key create one row and all return it.
+pub async fn concurrent_get_or_create_creates_exactly_once<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let customer = CustomerId::new_v4();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .get_or_create_customer(&new_conversation(tenant, customer, None, t0()))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let results: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let ids: HashSet<_> = results.iter().map(|(c, _)| c.id).collect();
+    assert_eq!(ids.len(), 1, "all callers get the same conversation");
+    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+}
+
+/// Seq counts 1, 2, 3; the conversation's last_seq and activity follow, and
+/// the sender's own message counts as read by them.
+pub async fn appends_number_messages_from_one_and_bump_the_conversation<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let staff = Sender::Staff(StaffUserId::new_v4());
+    let mut last_at = t0();
+    for (i, sender) in [customer, staff, customer].into_iter().enumerate() {
+        last_at = t0() + Duration::minutes(i as i64 + 1);
+        let new = message(&conversation, sender, &format!("message {i}"), last_at);
+        let stored = match store.append(&new, false).await.unwrap() {
+            AppendOutcome::Created(m) => m,
+            other => panic!("expected a new message, got {other:?}"),
+        };
+        assert_eq!(stored, new.clone().into_message(seq(i as u64 + 1)));
+    }
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, seq(3));
+    assert_eq!(after.last_activity_at, last_at);
+    assert_eq!(after.updated_at, last_at);
+
+    let summary = store
+        .find_summary(tenant, conversation.id, customer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.unread_count, 0, "own last message marks all read");
+    assert_eq!(summary.last_message.map(|m| m.seq), Some(seq(3)));
+    let staff_view = store
+        .find_summary(tenant, conversation.id, staff)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(staff_view.unread_count, 1);
+}
+
+/// 50 concurrent senders into one conversation: seq 1..=50, no gap, no
+/// duplicate, last_seq 50.
+pub async fn fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate<S: Store>(
+    store: Arc<S>,
+) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            let new = message(
+                &conversation,
+                Sender::Staff(StaffUserId::new_v4()),
+                &format!("concurrent {i}"),
+                t0(),
+            );
+            tokio::spawn(async move { store.append(&new, false).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        match task.expect("task").expect("append") {
+            AppendOutcome::Created(m) => seqs.push(m.seq.get()),
+            AppendOutcome::Replayed(m) => panic!("unexpected replay {:?}", m.id),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+    let page = store
+        .list_messages(
+            tenant,
+            conversation.id,
+            MessageQuery {
+                cursor: MessageCursor::After(Seq::ZERO),
+                limit: 200,
+            },
+        )
+        .await
+        .unwrap();
+    let stored: Vec<u64> = page.messages.iter().map(|m| m.seq.get()).collect();
+    assert_eq!(stored, (1..=50).collect::<Vec<u64>>());
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, seq(50));
+}
+
+/// The same client_msg_id sent 10 times at once stores one message; every
+/// call returns it.
+pub async fn ten_concurrent_sends_with_one_client_msg_id_store_one_message<S: Store>(
+    store: Arc<S>,
+) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let sender = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let key = ClientMsgId::parse("c-81").unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            let mut new = message(&conversation, sender, "hello", t0());
+            new.client_msg_id = Some(key.clone());
+            tokio::spawn(async move { store.append(&new, false).await })
+        })
+        .collect();
+    let outcomes: Vec<AppendOutcome> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task").expect("append"))
+        .collect();
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, AppendOutcome::Created(_)))
+        .count();
+    assert_eq!(created, 1, "exactly one send stores the message");
+    let ids: HashSet<_> = outcomes.iter().map(|o| o.message().id).collect();
+    assert_eq!(ids.len(), 1, "every call returns the same message");
+    assert!(outcomes.iter().all(|o| o.message().seq == seq(1)));
+    let page = store
+        .list_messages(
+            tenant,
+            conversation.id,
+            MessageQuery {
+                cursor: MessageCursor::Latest,
+                limit: 50,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, seq(1), "a replay consumes no seq");
+}
+
+/// A replay long after the original still returns the original, unchanged.
+pub async fn a_replayed_client_msg_id_returns_the_original_later_on<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let sender = Sender::Staff(StaffUserId::new_v4());
+    let mut first = message(&conversation, sender, "original", t0());
+    first.client_msg_id = Some(ClientMsgId::parse("k1").unwrap());
+    let AppendOutcome::Created(original) = store.append(&first, false).await.unwrap() else {
+        panic!("first send must create");
+    };
+    send(&*store, &conversation, sender, "in between").await;
+    let mut replay = message(
+        &conversation,
+        sender,
+        "changed text",
+        t0() + Duration::hours(1),
+    );
+    replay.client_msg_id = first.client_msg_id.clone();
+    match store.append(&replay, false).await.unwrap() {
+        AppendOutcome::Replayed(m) => assert_eq!(m, original),
+        other => panic!("expected replay, got {other:?}"),
+    }
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, seq(2));
+}
+
+/// Another sender may use the same client_msg_id: keys are per sender.
+pub async fn client_msg_ids_are_scoped_to_the_sender<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let key = ClientMsgId::parse("same-key").unwrap();
+    for sender in [
+        Sender::Staff(StaffUserId::new_v4()),
+        Sender::Customer(conversation.kind.customer_id().unwrap()),
+    ] {
+        let mut new = message(&conversation, sender, "hi", t0());
+        new.client_msg_id = Some(key.clone());
+        assert!(matches!(
+            store.append(&new, false).await.unwrap(),
+            AppendOutcome::Created(_)
+        ));
+    }
+    // The same key in another conversation is another message too.
+    let other = open_inbox(&*store, tenant).await;
+    let mut new = message(&other, Sender::System, "hi", t0());
+    new.client_msg_id = Some(key);
+    assert!(matches!(
+        store.append(&new, false).await.unwrap(),
+        AppendOutcome::Created(_)
+    ));
+}
+
+/// A reply names a message of the same conversation; anything else stores
+/// nothing.
+pub async fn reply_to_must_name_a_message_of_the_same_conversation<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let other = open_inbox(&*store, tenant).await;
+    let sender = Sender::Staff(StaffUserId::new_v4());
+    let elsewhere = send(&*store, &other, sender, "elsewhere").await;
+    let first = send(&*store, &conversation, sender, "question").await;
+
+    let mut reply = message(&conversation, sender, "answer", t0());
+    reply.reply_to = Some(first.id);
+    let AppendOutcome::Created(stored) = store.append(&reply, false).await.unwrap() else {
+        panic!("reply must be stored");
+    };
+    assert_eq!(stored.reply_to, Some(first.id));
+
+    for target in [elsewhere.id, MessageId::new_v7()] {
+        let mut bad = message(&conversation, sender, "bad reply", t0());
+        bad.reply_to = Some(target);
+        assert!(matches!(
+            store.append(&bad, false).await,
+            Err(AppendError::ReplyTargetNotFound)
+        ));
+    }
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, seq(2), "refused replies consume no seq");
+}
+
+/// Appending to an unknown conversation, or one of another tenant, fails.
+pub async fn appending_to_a_missing_or_foreign_conversation_fails<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let mut foreign = message(&conversation, Sender::System, "sneaky", t0());
+    foreign.tenant = TenantId::new_v4();
+    assert!(matches!(
+        store.append(&foreign, false).await,
+        Err(AppendError::ConversationNotFound)
+    ));
+    let mut missing = message(&conversation, Sender::System, "lost", t0());
+    missing.conversation_id = ConversationId::new_v7();
+    assert!(matches!(
+        store.append(&missing, false).await,
+        Err(AppendError::ConversationNotFound)
+    ));
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, Seq::ZERO);
+}
+
+/// `reopen` sets a resolved conversation back to open in the same write.
+pub async fn a_customer_message_can_reopen_a_resolved_conversation<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let patch = ConversationPatch {
+        status: Some(ConversationStatus::Resolved),
+        ..ConversationPatch::default()
+    };
+    store
+        .update(tenant, conversation.id, &patch, t0())
+        .await
+        .unwrap()
+        .unwrap();
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    store
+        .append(&message(&conversation, customer, "still", t0()), false)
+        .await
+        .unwrap();
+    let unchanged = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(unchanged.status, ConversationStatus::Resolved);
+    store
+        .append(
+            &message(&conversation, customer, "one more thing", t0()),
+            true,
+        )
+        .await
+        .unwrap();
+    let reopened = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(reopened.status, ConversationStatus::Open);
+}
+
+/// Latest and before give newest first; after gives oldest first;
+/// `has_more` tells whether more lie beyond.
+pub async fn message_pages_follow_the_seq_cursor_both_ways<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let sender = Sender::Staff(StaffUserId::new_v4());
+    for i in 1..=7 {
+        send(&*store, &conversation, sender, &format!("m{i}")).await;
+    }
+    let page = |cursor, limit| {
+        let store = store.clone();
+        async move {
+            let page = store
+                .list_messages(tenant, conversation.id, MessageQuery { cursor, limit })
+                .await
+                .unwrap();
+            let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq.get()).collect();
+            (seqs, page.has_more)
+        }
+    };
+    assert_eq!(page(MessageCursor::Latest, 3).await, (vec![7, 6, 5], true));
+    assert_eq!(
+        page(MessageCursor::Latest, 7).await,
+        (vec![7, 6, 5, 4, 3, 2, 1], false)
+    );
+    assert_eq!(
+        page(MessageCursor::Before(seq(5)), 3).await,
+        (vec![4, 3, 2], true)
+    );
+    assert_eq!(
+        page(MessageCursor::Before(seq(3)), 3).await,
+        (vec![2, 1], false)
+    );
+    assert_eq!(
+        page(MessageCursor::Before(seq(1)), 3).await,
+        (vec![], false)
+    );
+    assert_eq!(
+        page(MessageCursor::After(seq(2)), 3).await,
+        (vec![3, 4, 5], true)
+    );
+    assert_eq!(
+        page(MessageCursor::After(seq(4)), 3).await,
+        (vec![5, 6, 7], false)
+    );
+    assert_eq!(page(MessageCursor::After(seq(7)), 3).await, (vec![], false));
+    assert_eq!(page(MessageCursor::After(Seq::ZERO), 200).await.0.len(), 7);
+
+    let stored = store
+        .list_messages(
+            tenant,
+            conversation.id,
+            MessageQuery {
+                cursor: MessageCursor::Latest,
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let newest = &stored.messages[0];
+    assert_eq!(newest.body.as_ref().map(MessageBody::as_str), Some("m7"));
+    assert_eq!(newest.sender, sender);
+    assert_eq!(newest.conversation_id, conversation.id);
+    assert_eq!(newest.tenant, tenant);
+}
+
+/// Read markers only move forward and never past the newest message.
+pub async fn read_state_never_moves_backwards_and_is_capped<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let staff = Sender::Staff(StaffUserId::new_v4());
+    let reader = Sender::Customer(conversation.kind.customer_id().unwrap());
+    for i in 0..5 {
+        send(&*store, &conversation, staff, &format!("m{i}")).await;
+    }
+    let advance = |up_to: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .advance(
+                    tenant,
+                    conversation.id,
+                    reader,
+                    Receipt::Read,
+                    seq(up_to),
+                    t0(),
+                )
+                .await
+                .unwrap()
+                .expect("conversation exists")
+        }
+    };
+    let first = advance(3).await;
+    assert!(first.moved);
+    assert_eq!(first.state.last_read_seq, seq(3));
+    assert_eq!(
+        first.state.last_delivered_seq,
+        seq(3),
+        "read implies delivered"
+    );
+    assert_eq!(first.state.reader, reader);
+    assert_eq!(first.state.conversation_id, conversation.id);
+
+    let back = advance(1).await;
+    assert!(!back.moved);
+    assert_eq!(back.state.last_read_seq, seq(3), "never backwards");
+
+    let same = advance(3).await;
+    assert!(!same.moved);
+
+    let capped = advance(1_000).await;
+    assert!(capped.moved);
+    assert_eq!(capped.state.last_read_seq, seq(5), "capped at last_seq");
+
+    // Racing markers end at the highest.
+    let tasks: Vec<_> = (0..5u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .advance(
+                        tenant,
+                        conversation.id,
+                        staff,
+                        Receipt::Read,
+                        seq(i + 1),
+                        t0(),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    futures::future::join_all(tasks).await;
+    let summary = store
+        .find_summary(tenant, conversation.id, staff)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.unread_count, 0);
+}
+
+/// A delivered receipt moves the delivered marker, never the read one.
+pub async fn delivered_receipts_move_only_the_delivered_marker<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let staff = Sender::Staff(StaffUserId::new_v4());
+    let reader = Sender::Customer(conversation.kind.customer_id().unwrap());
+    for i in 0..4 {
+        send(&*store, &conversation, staff, &format!("m{i}")).await;
+    }
+    let delivered = store
+        .advance(
+            tenant,
+            conversation.id,
+            reader,
+            Receipt::Delivered,
+            seq(4),
+            t0(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(delivered.moved);
+    assert_eq!(delivered.state.last_delivered_seq, seq(4));
+    assert_eq!(delivered.state.last_read_seq, Seq::ZERO);
+
+    let read = store
+        .advance(tenant, conversation.id, reader, Receipt::Read, seq(2), t0())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(read.moved);
+    assert_eq!(read.state.last_read_seq, seq(2));
+    assert_eq!(
+        read.state.last_delivered_seq,
+        seq(4),
+        "delivered never goes back"
+    );
+
+    let again = store
+        .advance(
+            tenant,
+            conversation.id,
+            reader,
+            Receipt::Delivered,
+            seq(3),
+            t0(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!again.moved);
+}
+
+/// Unread counts per conversation and in total follow the read markers.
+pub async fn unread_counts_follow_the_read_marker<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let customer = CustomerId::new_v4();
+    let clinician = StaffUserId::new_v4();
+    let reader = Sender::Customer(customer);
+    let (inbox, _) = store
+        .get_or_create_customer(&new_conversation(tenant, customer, None, t0()))
+        .await
+        .unwrap();
+    let (private, _) = store
+        .get_or_create_customer(&new_conversation(tenant, customer, Some(clinician), t0()))
+        .await
+        .unwrap();
+    let staff = Sender::Staff(clinician);
+    for i in 0..3 {
+        send(&*store, &inbox, staff, &format!("inbox {i}")).await;
+    }
+    for i in 0..2 {
+        send(&*store, &private, staff, &format!("private {i}")).await;
+    }
+    let customer_scope = ConversationScope::Customer {
+        tenant,
+        customer_id: customer,
+    };
+    assert_eq!(store.unread_total(customer_scope, reader).await.unwrap(), 5);
+    store
+        .advance(tenant, inbox.id, reader, Receipt::Read, seq(2), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.unread_total(customer_scope, reader).await.unwrap(), 3);
+    let summary = store
+        .find_summary(tenant, inbox.id, reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.unread_count, 1);
+
+    // Another staff member sees the inbox unread but not the private thread.
+    let colleague = StaffUserId::new_v4();
+    let colleague_scope = ConversationScope::InboxAndClinician {
+        tenant,
+        clinician: colleague,
+    };
+    assert_eq!(
+        store
+            .unread_total(colleague_scope, Sender::Staff(colleague))
+            .await
+            .unwrap(),
+        3
+    );
+    // The clinician wrote everything: nothing unread for them.
+    let clinician_scope = ConversationScope::InboxAndClinician { tenant, clinician };
+    assert_eq!(store.unread_total(clinician_scope, staff).await.unwrap(), 0);
+    // A fresh reader in an empty scope has zero.
+    let nobody = ConversationScope::Customer {
+        tenant,
+        customer_id: CustomerId::new_v4(),
+    };
+    assert_eq!(store.unread_total(nobody, reader).await.unwrap(), 0);
+}
+
+/// Lists show what the scope allows, filter by status, newest activity
+/// first, with last message and unread count.
+pub async fn conversation_lists_honour_scope_status_and_order<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let customer = CustomerId::new_v4();
+    let clinician = StaffUserId::new_v4();
+    let colleague = StaffUserId::new_v4();
+    let mk = |customer, clinician, minutes| {
+        new_conversation(
+            tenant,
+            customer,
+            clinician,
+            t0() + Duration::minutes(minutes),
+        )
+    };
+    let (inbox, _) = store
+        .get_or_create_customer(&mk(customer, None, 1))
+        .await
+        .unwrap();
+    let (private, _) = store
+        .get_or_create_customer(&mk(customer, Some(clinician), 2))
+        .await
+        .unwrap();
+    let (other_inbox, _) = store
+        .get_or_create_customer(&mk(CustomerId::new_v4(), None, 3))
+        .await
+        .unwrap();
+    let (colleague_thread, _) = store
+        .get_or_create_customer(&mk(CustomerId::new_v4(), Some(colleague), 4))
+        .await
+        .unwrap();
+    // Activity: the inbox gets the newest message.
+    let new = message(
+        &inbox,
+        Sender::Customer(customer),
+        "newest",
+        t0() + Duration::minutes(10),
+    );
+    store.append(&new, false).await.unwrap();
+
+    let list = |scope, reader, status| {
+        let store = store.clone();
+        async move {
+            store
+                .list_conversations(&ConversationListQuery {
+                    scope,
+                    reader,
+                    status,
+                    limit: 50,
+                    cursor: None,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let ids = |page: &crate::ports::ConversationPage| -> Vec<ConversationId> {
+        page.items.iter().map(|i| i.conversation.id).collect()
+    };
+
+    let admin_page = list(
+        ConversationScope::All { tenant },
+        Sender::Staff(StaffUserId::new_v4()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ids(&admin_page),
+        vec![inbox.id, colleague_thread.id, other_inbox.id, private.id]
+    );
+    assert!(admin_page.next_cursor.is_none());
+    let first = &admin_page.items[0];
+    assert_eq!(first.unread_count, 1);
+    assert_eq!(
+        first
+            .last_message
+            .as_ref()
+            .and_then(|m| m.body.as_ref())
+            .map(MessageBody::as_str),
+        Some("newest")
+    );
+    assert!(admin_page.items[1].last_message.is_none());
+    assert_eq!(admin_page.items[1].unread_count, 0);
+
+    let clinician_page = list(
+        ConversationScope::InboxAndClinician { tenant, clinician },
+        Sender::Staff(clinician),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ids(&clinician_page),
+        vec![inbox.id, other_inbox.id, private.id]
+    );
+
+    let customer_page = list(
+        ConversationScope::Customer {
+            tenant,
+            customer_id: customer,
+        },
+        Sender::Customer(customer),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&customer_page), vec![inbox.id, private.id]);
+    assert_eq!(
+        customer_page.items[0].unread_count, 0,
+        "own message is read"
+    );
+
+    store
+        .update(
+            tenant,
+            other_inbox.id,
+            &ConversationPatch {
+                status: Some(ConversationStatus::Archived),
+                ..ConversationPatch::default()
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let archived = list(
+        ConversationScope::All { tenant },
+        Sender::System,
+        Some(ConversationStatus::Archived),
+    )
+    .await;
+    assert_eq!(ids(&archived), vec![other_inbox.id]);
+    let open = list(
+        ConversationScope::All { tenant },
+        Sender::System,
+        Some(ConversationStatus::Open),
+    )
+    .await;
+    assert_eq!(open.items.len(), 3);
+}
+
+/// Walking a list page by page returns every conversation exactly once, in
+/// order, also when several share the same activity time.
+pub async fn conversation_list_cursor_walks_every_row_once<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let mut expected = Vec::new();
+    for i in 0..23 {
+        // Groups of three share one activity time, to exercise the id tie-break.
+        let at = t0() + Duration::seconds(i / 3);
+        let (c, _) = store
+            .get_or_create_customer(&new_conversation(tenant, CustomerId::new_v4(), None, at))
+            .await
+            .unwrap();
+        expected.push((c.last_activity_at, c.id));
+    }
+    expected.sort_by(|a, b| b.cmp(a));
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_conversations(&ConversationListQuery {
+                scope: ConversationScope::All { tenant },
+                reader: Sender::System,
+                status: None,
+                limit: 5,
+                cursor,
+            })
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 5);
+        seen.extend(
+            page.items
+                .iter()
+                .map(|i| (i.conversation.last_activity_at, i.conversation.id)),
+        );
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "pagination must terminate");
+    }
+    assert_eq!(pages, 5);
+    assert_eq!(seen, expected);
+}
+
+/// A patch changes only the fields it sets; clearing the assignee works.
+pub async fn updates_apply_only_the_given_fields<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let assignee = StaffUserId::new_v4();
+    let later = t0() + Duration::hours(2);
+    let tags = Tags::parse(&["refill", "urgent"]).unwrap();
+    let updated = store
+        .update(
+            tenant,
+            conversation.id,
+            &ConversationPatch {
+                status: Some(ConversationStatus::Resolved),
+                assignee: Some(Some(assignee)),
+                tags: Some(tags.clone()),
+            },
+            later,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.status, ConversationStatus::Resolved);
+    assert_eq!(updated.assignee, Some(assignee));
+    assert_eq!(updated.tags, tags);
+    assert_eq!(updated.updated_at, later);
+    assert_eq!(updated.created_at, conversation.created_at);
+
+    let only_tags = store
+        .update(
+            tenant,
+            conversation.id,
+            &ConversationPatch {
+                tags: Some(Tags::default()),
+                ..ConversationPatch::default()
+            },
+            later,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(only_tags.status, ConversationStatus::Resolved);
+    assert_eq!(only_tags.assignee, Some(assignee));
+    assert!(only_tags.tags.is_empty());
+
+    let cleared = store
+        .update(
+            tenant,
+            conversation.id,
+            &ConversationPatch {
+                assignee: Some(None),
+                ..ConversationPatch::default()
+            },
+            later,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.assignee, None);
+    assert_eq!(
+        store.find(tenant, conversation.id).await.unwrap(),
+        Some(cleared)
+    );
+
+    let missing = store
+        .update(
+            tenant,
+            ConversationId::new_v7(),
+            &ConversationPatch::default(),
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, None);
+}
+
+/// Nothing of one tenant is visible or writable through another tenant's id.
+pub async fn a_tenant_never_sees_another_tenants_rows<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let intruder = TenantId::new_v4();
+    let customer = CustomerId::new_v4();
+    let (conversation, _) = store
+        .get_or_create_customer(&new_conversation(tenant, customer, None, t0()))
+        .await
+        .unwrap();
+    send(
+        &*store,
+        &conversation,
+        Sender::Staff(StaffUserId::new_v4()),
+        "private health data",
+    )
+    .await;
+
+    assert_eq!(store.find(intruder, conversation.id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .find_summary(intruder, conversation.id, Sender::Customer(customer))
+            .await
+            .unwrap(),
+        None
+    );
+    let page = store
+        .list_messages(
+            intruder,
+            conversation.id,
+            MessageQuery {
+                cursor: MessageCursor::Latest,
+                limit: 50,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty());
+    for scope in [
+        ConversationScope::All { tenant: intruder },
+        ConversationScope::Customer {
+            tenant: intruder,
+            customer_id: customer,
+        },
+        ConversationScope::InboxAndClinician {
+            tenant: intruder,
+            clinician: StaffUserId::new_v4(),
+        },
+    ] {
+        let listed = store
+            .list_conversations(&ConversationListQuery {
+                scope,
+                reader: Sender::Customer(customer),
+                status: None,
+                limit: 50,
+                cursor: None,
+            })
+            .await
+            .unwrap();
+        assert!(listed.items.is_empty(), "{scope:?}");
+        assert_eq!(
+            store
+                .unread_total(scope, Sender::Customer(customer))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    let patch = ConversationPatch {
+        status: Some(ConversationStatus::Archived),
+        ..ConversationPatch::default()
+    };
+    assert_eq!(
+        store
+            .update(intruder, conversation.id, &patch, t0())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .advance(
+                intruder,
+                conversation.id,
+                Sender::Customer(customer),
+                Receipt::Read,
+                seq(1),
+                t0()
+            )
+            .await
+            .unwrap(),
+        None
+    );
+    // The same customer id in another tenant is another conversation.
+    let (theirs, created) = store
+        .get_or_create_customer(&new_conversation(intruder, customer, None, t0()))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(theirs.id, conversation.id);
+    let untouched = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(untouched.status, ConversationStatus::Open);
+    assert_eq!(untouched.last_seq, seq(1));
+}
