@@ -33,6 +33,8 @@ pub mod contract;
 mod error;
 pub mod ports;
 mod service;
+#[cfg(test)]
+mod service_tests;
 
 pub use error::ChatError;
 pub use ports::{

@@ -175,7 +175,8 @@ impl Tags {
     pub fn parse<S: AsRef<str>>(raw: &[S]) -> Result<Self, TagsError> {
         let mut tags: Vec<Tag> = Vec::with_capacity(raw.len().min(Self::MAX));
         for (index, item) in raw.iter().enumerate() {
-            let tag = Tag::parse(item.as_ref()).map_err(|source| TagsError::Invalid { index, source })?;
+            let tag =
+                Tag::parse(item.as_ref()).map_err(|source| TagsError::Invalid { index, source })?;
             if !tags.contains(&tag) {
                 if tags.len() == Self::MAX {
                     return Err(TagsError::TooMany);
@@ -341,7 +342,13 @@ mod tests {
         ] {
             assert_eq!(status.as_str().parse(), Ok(status));
         }
-        assert_eq!("closed".parse::<ConversationStatus>(), Err(ConversationStatusError));
-        assert_eq!("OPEN".parse::<ConversationStatus>(), Err(ConversationStatusError));
+        assert_eq!(
+            "closed".parse::<ConversationStatus>(),
+            Err(ConversationStatusError)
+        );
+        assert_eq!(
+            "OPEN".parse::<ConversationStatus>(),
+            Err(ConversationStatusError)
+        );
     }
 }

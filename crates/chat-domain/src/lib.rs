@@ -23,8 +23,8 @@ mod principal;
 mod read_state;
 
 pub use conversation::{
-    Conversation, ConversationKind, ConversationPatch, ConversationStatus,
-    ConversationStatusError, NewCustomerConversation, Tag, TagError, Tags, TagsError,
+    Conversation, ConversationKind, ConversationPatch, ConversationStatus, ConversationStatusError,
+    NewCustomerConversation, Tag, TagError, Tags, TagsError,
 };
 pub use ids::{
     AttachmentId, ConversationId, CustomerId, IdParseError, MessageId, StaffUserId, TenantId,

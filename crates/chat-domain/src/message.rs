@@ -268,7 +268,10 @@ mod tests {
             ("esc\u{1b}[31m", Err(MessageBodyError::ControlCharacter)),
             (&long_ok, Ok(&long_ok)),
             (&padded_ok, Ok(padded_ok.trim())),
-            (&too_long, Err(MessageBodyError::TooLong(MAX_BODY_CHARS + 1))),
+            (
+                &too_long,
+                Err(MessageBodyError::TooLong(MAX_BODY_CHARS + 1)),
+            ),
         ];
         for (raw, expected) in cases {
             let got = MessageBody::parse(raw);

@@ -99,10 +99,9 @@ fn can_read(principal: &Principal, conversation: &Conversation) -> bool {
     }
     match (principal, conversation.kind) {
         (Principal::Staff { .. }, _) if principal.is_admin() => true,
-        (
-            Principal::Staff { user_id, .. },
-            ConversationKind::Customer { clinician, .. },
-        ) => clinician.is_none_or(|c| c == *user_id),
+        (Principal::Staff { user_id, .. }, ConversationKind::Customer { clinician, .. }) => {
+            clinician.is_none_or(|c| c == *user_id)
+        }
         (
             Principal::Customer { customer_id, .. },
             ConversationKind::Customer {
@@ -150,10 +149,7 @@ pub fn authorize_create(principal: &Principal, conversation: &Conversation) -> R
     match (principal, conversation.kind) {
         (Principal::Customer { .. }, _) => Err(Denied::Forbidden),
         (Principal::Staff { .. }, _) if principal.is_admin() => Ok(()),
-        (
-            Principal::Staff { user_id, .. },
-            ConversationKind::Customer { clinician, .. },
-        ) => {
+        (Principal::Staff { user_id, .. }, ConversationKind::Customer { clinician, .. }) => {
             if clinician.is_none_or(|c| c == *user_id) {
                 Ok(())
             } else {
@@ -192,7 +188,11 @@ mod tests {
         }
     }
 
-    fn conversation(tenant: TenantId, customer: CustomerId, clinician: Option<StaffUserId>) -> Conversation {
+    fn conversation(
+        tenant: TenantId,
+        customer: CustomerId,
+        clinician: Option<StaffUserId>,
+    ) -> Conversation {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         Conversation {
             id: ConversationId::new_v7(),
@@ -211,6 +211,15 @@ mod tests {
         }
     }
 
+    /// (rule, who, on what, doing what, expected outcome)
+    type AccessRow<'a> = (
+        &'a str,
+        Principal,
+        &'a Conversation,
+        Action,
+        Result<(), Denied>,
+    );
+
     #[test]
     fn access_rules() {
         let w = world();
@@ -227,7 +236,7 @@ mod tests {
         use Action::*;
         use Denied::*;
         #[rustfmt::skip]
-        let table: Vec<(&str, Principal, &Conversation, Action, Result<(), Denied>)> = vec![
+        let table: Vec<AccessRow<'_>> = vec![
             ("staff of the tenant reads the shared inbox",      staff(w.colleague), &inbox,   Read,     Ok(())),
             ("staff of the tenant answers the shared inbox",    staff(w.colleague), &inbox,   Send,     Ok(())),
             ("staff of the tenant marks the inbox read",        staff(w.colleague), &inbox,   MarkRead, Ok(())),
@@ -257,7 +266,11 @@ mod tests {
             ("admin reads the shared inbox",                    admin,              &inbox,   Read,     Ok(())),
         ];
         for (rule, principal, conversation, action, expected) in table {
-            assert_eq!(authorize(&principal, conversation, action), expected, "{rule}");
+            assert_eq!(
+                authorize(&principal, conversation, action),
+                expected,
+                "{rule}"
+            );
         }
     }
 
@@ -282,7 +295,11 @@ mod tests {
             ("nobody creates in another tenant",                admin,     &foreign_inbox, Err(Denied::NotFound)),
         ];
         for (rule, principal, conversation, expected) in table {
-            assert_eq!(authorize_create(&principal, conversation), expected, "{rule}");
+            assert_eq!(
+                authorize_create(&principal, conversation),
+                expected,
+                "{rule}"
+            );
         }
     }
 

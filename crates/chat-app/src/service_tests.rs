@@ -1,0 +1,2220 @@
+//! Unit tests of [`ChatService`]: every use case against mocked ports, with a
+//! fixed clock and fixed identifiers.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use chat_domain::{
+    Action, ClientMsgId, Conversation, ConversationId, ConversationKind, ConversationPatch,
+    ConversationScope, ConversationStatus, CustomerId, Denied, Message, MessageBody, MessageId,
+    NewCustomerConversation, NewMessage, Principal, ReadState, Sender, Seq, StaffRole, StaffUserId,
+    Tags, TenantId,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use uuid::Uuid;
+
+use crate::ports::{
+    AppendError, AppendOutcome, ChatEvent, ConversationCursor, ConversationListQuery,
+    ConversationPage, ConversationSummary, MessageCursor, MessagePage, MessageQuery, PolicyAction,
+    Receipt, ReceiptUpdate, RepoError,
+};
+use crate::{
+    ChatError, ChatService, MockAccessPolicy, MockClock, MockConversationRepository,
+    MockEventPublisher, MockIdGenerator, MockMessageRepository, MockReadStateRepository, PageLimit,
+    Ports, SendMessage,
+};
+
+const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(0x7e_0001));
+const OTHER_TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(0x7e_0002));
+const CUSTOMER: CustomerId = CustomerId::from_uuid(Uuid::from_u128(0xc0_0001));
+const OTHER_CUSTOMER: CustomerId = CustomerId::from_uuid(Uuid::from_u128(0xc0_0002));
+const CLINICIAN: StaffUserId = StaffUserId::from_uuid(Uuid::from_u128(0x5f_0001));
+const COLLEAGUE: StaffUserId = StaffUserId::from_uuid(Uuid::from_u128(0x5f_0002));
+const ADMIN: StaffUserId = StaffUserId::from_uuid(Uuid::from_u128(0x5f_0003));
+
+/// The conversation the tests act on.
+const CONVERSATION_ID: ConversationId = ConversationId::from_uuid(Uuid::from_u128(0xc1_0001));
+/// Another stored conversation, for lists.
+const SECOND_CONVERSATION_ID: ConversationId =
+    ConversationId::from_uuid(Uuid::from_u128(0xc1_0002));
+/// Another stored conversation, for lists.
+const THIRD_CONVERSATION_ID: ConversationId = ConversationId::from_uuid(Uuid::from_u128(0xc1_0003));
+/// What the mocked id generator hands out for a new conversation.
+const NEW_CONVERSATION_ID: ConversationId = ConversationId::from_uuid(Uuid::from_u128(0xc1_00ff));
+/// What the mocked id generator hands out for a new message.
+const NEW_MESSAGE_ID: MessageId = MessageId::from_uuid(Uuid::from_u128(0x3e_00ff));
+/// A message stored before the test starts.
+const STORED_MESSAGE_ID: MessageId = MessageId::from_uuid(Uuid::from_u128(0x3e_0001));
+
+/// What the mocked clock says, whenever asked.
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 9, 30, 0).unwrap()
+}
+
+/// When the stored fixtures were created, distinct from [`now`] so that a
+/// mix-up shows.
+fn earlier() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 15, 8, 0, 0).unwrap()
+}
+
+fn seq(raw: u64) -> Seq {
+    Seq::from_u64(raw).unwrap()
+}
+
+fn staff() -> Principal {
+    Principal::staff(TENANT, COLLEAGUE, StaffRole::Staff)
+}
+
+fn clinician() -> Principal {
+    Principal::staff(TENANT, CLINICIAN, StaffRole::Staff)
+}
+
+fn admin() -> Principal {
+    Principal::staff(TENANT, ADMIN, StaffRole::Admin)
+}
+
+fn customer() -> Principal {
+    Principal::customer(TENANT, CUSTOMER)
+}
+
+fn other_customer() -> Principal {
+    Principal::customer(TENANT, OTHER_CUSTOMER)
+}
+
+fn foreign_customer() -> Principal {
+    Principal::customer(OTHER_TENANT, CUSTOMER)
+}
+
+fn conversation(
+    id: ConversationId,
+    clinician: Option<StaffUserId>,
+    status: ConversationStatus,
+) -> Conversation {
+    Conversation {
+        id,
+        tenant: TENANT,
+        kind: ConversationKind::Customer {
+            customer_id: CUSTOMER,
+            clinician,
+        },
+        status,
+        assignee: None,
+        tags: Tags::default(),
+        last_seq: seq(4),
+        created_at: earlier(),
+        updated_at: earlier(),
+        last_activity_at: earlier(),
+    }
+}
+
+/// The customer's open shared-inbox conversation.
+fn inbox() -> Conversation {
+    conversation(CONVERSATION_ID, None, ConversationStatus::Open)
+}
+
+/// The customer's open private thread with [`CLINICIAN`].
+fn private_thread() -> Conversation {
+    conversation(CONVERSATION_ID, Some(CLINICIAN), ConversationStatus::Open)
+}
+
+fn inbox_with_status(status: ConversationStatus) -> Conversation {
+    conversation(CONVERSATION_ID, None, status)
+}
+
+fn stored_message(sender: Sender, text: &str) -> Message {
+    Message {
+        id: STORED_MESSAGE_ID,
+        tenant: TENANT,
+        conversation_id: CONVERSATION_ID,
+        seq: seq(4),
+        sender,
+        body: Some(MessageBody::parse(text).unwrap()),
+        reply_to: None,
+        client_msg_id: None,
+        created_at: earlier(),
+        edited_at: None,
+        deleted_at: None,
+    }
+}
+
+fn summary(conversation: Conversation, unread_count: u64) -> ConversationSummary {
+    ConversationSummary {
+        conversation,
+        last_message: Some(stored_message(
+            Sender::Customer(CUSTOMER),
+            "Is my refill ready?",
+        )),
+        unread_count,
+    }
+}
+
+fn read_state(reader: Sender, last_read: u64, last_delivered: u64) -> ReadState {
+    ReadState {
+        conversation_id: CONVERSATION_ID,
+        reader,
+        last_read_seq: seq(last_read),
+        last_delivered_seq: seq(last_delivered),
+        updated_at: now(),
+    }
+}
+
+fn send_request(text: &str) -> SendMessage {
+    SendMessage {
+        body: Some(MessageBody::parse(text).unwrap()),
+        reply_to: None,
+        client_msg_id: None,
+    }
+}
+
+/// The message the service should hand to `append` for `request` by `sender`.
+fn expected_new_message(sender: Sender, request: &SendMessage) -> NewMessage {
+    NewMessage {
+        id: NEW_MESSAGE_ID,
+        tenant: TENANT,
+        conversation_id: CONVERSATION_ID,
+        sender,
+        body: request.body.clone(),
+        reply_to: request.reply_to,
+        client_msg_id: request.client_msg_id.clone(),
+        created_at: now(),
+    }
+}
+
+fn storage_failure() -> anyhow::Error {
+    anyhow!("connection reset by peer")
+}
+
+/// Asserts that `err` is [`ChatError::Unexpected`] carrying the cause built by
+/// [`storage_failure`].
+fn assert_unexpected(err: &ChatError) {
+    match err {
+        ChatError::Unexpected(cause) => assert_eq!(cause.to_string(), "connection reset by peer"),
+        other => panic!("expected ChatError::Unexpected, got {other:?}"),
+    }
+}
+
+fn assert_invalid(err: &ChatError, needle: &str) {
+    match err {
+        ChatError::Invalid(message) => assert!(
+            message.contains(needle),
+            "message {message:?} does not mention {needle:?}"
+        ),
+        other => panic!("expected ChatError::Invalid, got {other:?}"),
+    }
+}
+
+/// The mocked ports of one test. A port method without an expectation panics
+/// when called, so whatever a test does not set up must not happen; tests
+/// still say `.never()` where that is the point.
+#[derive(Default)]
+struct Harness {
+    conversations: MockConversationRepository,
+    messages: MockMessageRepository,
+    read_states: MockReadStateRepository,
+    events: MockEventPublisher,
+    policy: MockAccessPolicy,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// The service over these mocks, with a clock stuck at [`now`] and ids
+    /// [`NEW_CONVERSATION_ID`] / [`NEW_MESSAGE_ID`].
+    fn service(self) -> ChatService {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(now());
+        let mut ids = MockIdGenerator::new();
+        ids.expect_conversation_id()
+            .return_const(NEW_CONVERSATION_ID);
+        ids.expect_message_id().return_const(NEW_MESSAGE_ID);
+        ChatService::new(Ports {
+            conversations: Arc::new(self.conversations),
+            messages: Arc::new(self.messages),
+            read_states: Arc::new(self.read_states),
+            events: Arc::new(self.events),
+            policy: Arc::new(self.policy),
+            clock: Arc::new(clock),
+            ids: Arc::new(ids),
+        })
+    }
+
+    /// `find` is called once, in `tenant`, for [`CONVERSATION_ID`], and
+    /// returns `stored`.
+    fn find_returns(&mut self, tenant: TenantId, stored: Option<Conversation>) -> &mut Self {
+        self.conversations
+            .expect_find()
+            .withf(move |t, id| *t == tenant && *id == CONVERSATION_ID)
+            .times(1)
+            .return_once(move |_, _| Ok(stored));
+        self
+    }
+
+    /// The host policy is asked once whether `principal` may do `action` on
+    /// `conversation`, and answers `answer`.
+    fn policy_answers(
+        &mut self,
+        principal: Principal,
+        conversation: Conversation,
+        action: PolicyAction,
+        answer: Result<(), Denied>,
+    ) -> &mut Self {
+        self.policy
+            .expect_check()
+            .withf(move |p, c, a| *p == principal && *c == conversation && *a == action)
+            .times(1)
+            .return_once(move |_, _, _| answer);
+        self
+    }
+
+    /// The conversation is stored and both the domain rules and the policy
+    /// are expected to let `principal` do `action` on it.
+    fn authorized(
+        &mut self,
+        principal: Principal,
+        stored: Conversation,
+        action: Action,
+    ) -> &mut Self {
+        self.find_returns(principal.tenant(), Some(stored.clone()))
+            .policy_answers(principal, stored, PolicyAction::Act(action), Ok(()))
+    }
+
+    fn policy_not_asked(&mut self) -> &mut Self {
+        self.policy.expect_check().never();
+        self
+    }
+
+    fn publishes_nothing(&mut self) -> &mut Self {
+        self.events.expect_publish().never();
+        self
+    }
+
+    /// `publish` is called exactly once, with `event`.
+    fn publishes(&mut self, event: ChatEvent) -> &mut Self {
+        self.events
+            .expect_publish()
+            .withf(move |e| *e == event)
+            .times(1)
+            .return_const(());
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PageLimit::parse
+
+#[test]
+fn page_limit_accepts_one_and_the_maximum() {
+    assert_eq!(PageLimit::parse(1).unwrap().get(), 1);
+    assert_eq!(PageLimit::parse(200).unwrap().get(), 200);
+    assert_eq!(PageLimit::MAX, 200);
+}
+
+#[test]
+fn page_limit_of_zero_is_invalid() {
+    assert_invalid(&PageLimit::parse(0).unwrap_err(), "between 1 and 200");
+}
+
+#[test]
+fn page_limit_above_the_maximum_is_invalid() {
+    assert_invalid(&PageLimit::parse(201).unwrap_err(), "between 1 and 200");
+    assert_invalid(
+        &PageLimit::parse(u32::MAX).unwrap_err(),
+        "between 1 and 200",
+    );
+}
+
+#[test]
+fn page_limit_defaults_to_fifty() {
+    assert_eq!(PageLimit::default(), PageLimit::DEFAULT);
+    assert_eq!(PageLimit::default().get(), 50);
+}
+
+// ---------------------------------------------------------------------------
+// get_or_create_conversation
+
+fn new_conversation_request(clinician: Option<StaffUserId>) -> NewCustomerConversation {
+    NewCustomerConversation {
+        id: NEW_CONVERSATION_ID,
+        tenant: TENANT,
+        customer_id: CUSTOMER,
+        clinician,
+        now: now(),
+    }
+}
+
+/// Expects a successful creation flow: the policy is asked about the
+/// prospective conversation, then the store gets `new` once.
+fn expect_creation(
+    h: &mut Harness,
+    principal: Principal,
+    new: &NewCustomerConversation,
+    stored: (Conversation, bool),
+) {
+    h.policy_answers(principal, new.prospective(), PolicyAction::Create, Ok(()));
+    let expected = new.clone();
+    h.conversations
+        .expect_get_or_create_customer()
+        .withf(move |n| *n == expected)
+        .times(1)
+        .return_once(move |_| Ok(stored));
+    h.publishes_nothing();
+}
+
+#[tokio::test]
+async fn staff_creates_the_shared_inbox_with_a_fresh_id_and_the_current_time() {
+    let new = new_conversation_request(None);
+    let created = new.prospective();
+    let mut h = Harness::new();
+    expect_creation(&mut h, staff(), &new, (created.clone(), true));
+
+    let (conversation, was_created) = h
+        .service()
+        .get_or_create_conversation(&staff(), CUSTOMER, None)
+        .await
+        .unwrap();
+
+    assert_eq!(conversation, created);
+    assert_eq!(conversation.id, NEW_CONVERSATION_ID);
+    assert!(was_created);
+}
+
+#[tokio::test]
+async fn an_existing_conversation_is_returned_with_created_false() {
+    let new = new_conversation_request(None);
+    let mut h = Harness::new();
+    expect_creation(&mut h, staff(), &new, (inbox(), false));
+
+    let (conversation, was_created) = h
+        .service()
+        .get_or_create_conversation(&staff(), CUSTOMER, None)
+        .await
+        .unwrap();
+
+    assert_eq!(conversation, inbox());
+    assert!(!was_created);
+}
+
+#[tokio::test]
+async fn clinician_opens_a_private_thread_for_themself() {
+    let new = new_conversation_request(Some(CLINICIAN));
+    let created = new.prospective();
+    let mut h = Harness::new();
+    expect_creation(&mut h, clinician(), &new, (created.clone(), true));
+
+    let (conversation, was_created) = h
+        .service()
+        .get_or_create_conversation(&clinician(), CUSTOMER, Some(CLINICIAN))
+        .await
+        .unwrap();
+
+    assert_eq!(conversation, created);
+    assert_eq!(conversation.kind.clinician(), Some(CLINICIAN));
+    assert!(was_created);
+}
+
+#[tokio::test]
+async fn admin_opens_a_private_thread_for_another_clinician() {
+    let new = new_conversation_request(Some(CLINICIAN));
+    let created = new.prospective();
+    let mut h = Harness::new();
+    expect_creation(&mut h, admin(), &new, (created.clone(), true));
+
+    let (conversation, was_created) = h
+        .service()
+        .get_or_create_conversation(&admin(), CUSTOMER, Some(CLINICIAN))
+        .await
+        .unwrap();
+
+    assert_eq!(conversation, created);
+    assert!(was_created);
+}
+
+/// Expects a creation refused before the store: neither the store nor the
+/// publisher is touched.
+fn expect_no_creation(h: &mut Harness) {
+    h.conversations.expect_get_or_create_customer().never();
+    h.publishes_nothing();
+}
+
+#[tokio::test]
+async fn customer_cannot_create_a_conversation_and_gets_forbidden() {
+    let mut h = Harness::new();
+    expect_no_creation(&mut h);
+    h.policy_not_asked();
+
+    let err = h
+        .service()
+        .get_or_create_conversation(&customer(), CUSTOMER, None)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn staff_cannot_open_a_private_thread_for_another_clinician_and_gets_forbidden() {
+    let mut h = Harness::new();
+    expect_no_creation(&mut h);
+    h.policy_not_asked();
+
+    let err = h
+        .service()
+        .get_or_create_conversation(&staff(), CUSTOMER, Some(CLINICIAN))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn creation_hidden_by_the_host_policy_gives_not_found() {
+    let new = new_conversation_request(Some(CLINICIAN));
+    let mut h = Harness::new();
+    expect_no_creation(&mut h);
+    h.policy_answers(
+        clinician(),
+        new.prospective(),
+        PolicyAction::Create,
+        Err(Denied::NotFound),
+    );
+
+    let err = h
+        .service()
+        .get_or_create_conversation(&clinician(), CUSTOMER, Some(CLINICIAN))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn creation_refused_by_the_host_policy_gives_forbidden() {
+    let new = new_conversation_request(None);
+    let mut h = Harness::new();
+    expect_no_creation(&mut h);
+    h.policy_answers(
+        staff(),
+        new.prospective(),
+        PolicyAction::Create,
+        Err(Denied::Forbidden),
+    );
+
+    let err = h
+        .service()
+        .get_or_create_conversation(&staff(), CUSTOMER, None)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn storage_failure_while_creating_is_unexpected() {
+    let mut h = Harness::new();
+    h.policy_answers(
+        staff(),
+        new_conversation_request(None).prospective(),
+        PolicyAction::Create,
+        Ok(()),
+    );
+    h.conversations
+        .expect_get_or_create_customer()
+        .times(1)
+        .return_once(|_| Err(RepoError::Unexpected(storage_failure())));
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .get_or_create_conversation(&staff(), CUSTOMER, None)
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+// ---------------------------------------------------------------------------
+// list_conversations
+
+fn cursor() -> ConversationCursor {
+    ConversationCursor {
+        last_activity_at: earlier(),
+        id: THIRD_CONVERSATION_ID,
+    }
+}
+
+/// A page of three conversations (inbox, private thread, another inbox).
+fn three_item_page() -> ConversationPage {
+    ConversationPage {
+        items: vec![
+            summary(inbox(), 2),
+            summary(
+                conversation(
+                    SECOND_CONVERSATION_ID,
+                    Some(CLINICIAN),
+                    ConversationStatus::Open,
+                ),
+                0,
+            ),
+            summary(
+                conversation(THIRD_CONVERSATION_ID, None, ConversationStatus::Open),
+                5,
+            ),
+        ],
+        next_cursor: Some(cursor()),
+    }
+}
+
+/// The store is asked once for `query` and returns `page`.
+fn expect_listing(h: &mut Harness, query: ConversationListQuery, page: ConversationPage) {
+    h.conversations
+        .expect_list_conversations()
+        .withf(move |q| *q == query)
+        .times(1)
+        .return_once(move |_| Ok(page));
+}
+
+/// The policy is asked about every item of a listing for `principal` and
+/// refuses the conversations in `refused` with the paired answer.
+fn expect_policy_on_items(
+    h: &mut Harness,
+    principal: Principal,
+    items: usize,
+    refused: Vec<(ConversationId, Denied)>,
+) {
+    h.policy
+        .expect_check()
+        .withf(move |p, _, a| *p == principal && *a == PolicyAction::Act(Action::Read))
+        .times(items)
+        .returning(move |_, c, _| {
+            refused
+                .iter()
+                .find(|(id, _)| *id == c.id)
+                .map_or(Ok(()), |(_, denied)| Err(*denied))
+        });
+}
+
+#[tokio::test]
+async fn staff_lists_the_inbox_and_their_own_threads_as_reader() {
+    let page = three_item_page();
+    let mut h = Harness::new();
+    expect_listing(
+        &mut h,
+        ConversationListQuery {
+            scope: ConversationScope::InboxAndClinician {
+                tenant: TENANT,
+                clinician: COLLEAGUE,
+            },
+            reader: Sender::Staff(COLLEAGUE),
+            status: Some(ConversationStatus::Open),
+            limit: 20,
+            cursor: Some(cursor()),
+        },
+        page.clone(),
+    );
+    expect_policy_on_items(&mut h, staff(), 3, vec![]);
+    h.publishes_nothing();
+
+    let listed = h
+        .service()
+        .list_conversations(
+            &staff(),
+            Some(ConversationStatus::Open),
+            PageLimit::parse(20).unwrap(),
+            Some(cursor()),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(listed, page);
+}
+
+#[tokio::test]
+async fn admin_lists_every_conversation_of_the_tenant() {
+    let page = three_item_page();
+    let mut h = Harness::new();
+    expect_listing(
+        &mut h,
+        ConversationListQuery {
+            scope: ConversationScope::All { tenant: TENANT },
+            reader: Sender::Staff(ADMIN),
+            status: None,
+            limit: 50,
+            cursor: None,
+        },
+        page.clone(),
+    );
+    expect_policy_on_items(&mut h, admin(), 3, vec![]);
+
+    let listed = h
+        .service()
+        .list_conversations(&admin(), None, PageLimit::default(), None)
+        .await
+        .unwrap();
+
+    assert_eq!(listed, page);
+}
+
+#[tokio::test]
+async fn customer_lists_only_their_own_conversations() {
+    let page = ConversationPage {
+        items: vec![summary(inbox(), 1)],
+        next_cursor: None,
+    };
+    let mut h = Harness::new();
+    expect_listing(
+        &mut h,
+        ConversationListQuery {
+            scope: ConversationScope::Customer {
+                tenant: TENANT,
+                customer_id: CUSTOMER,
+            },
+            reader: Sender::Customer(CUSTOMER),
+            status: Some(ConversationStatus::Resolved),
+            limit: 1,
+            cursor: None,
+        },
+        page.clone(),
+    );
+    expect_policy_on_items(&mut h, customer(), 1, vec![]);
+
+    let listed = h
+        .service()
+        .list_conversations(
+            &customer(),
+            Some(ConversationStatus::Resolved),
+            PageLimit::parse(1).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(listed, page);
+}
+
+#[tokio::test]
+async fn conversations_the_host_policy_refuses_are_left_out_of_the_page() {
+    let page = three_item_page();
+    let mut h = Harness::new();
+    expect_listing(
+        &mut h,
+        ConversationListQuery {
+            scope: ConversationScope::All { tenant: TENANT },
+            reader: Sender::Staff(ADMIN),
+            status: None,
+            limit: 3,
+            cursor: None,
+        },
+        page.clone(),
+    );
+    expect_policy_on_items(
+        &mut h,
+        admin(),
+        3,
+        vec![
+            (CONVERSATION_ID, Denied::NotFound),
+            (THIRD_CONVERSATION_ID, Denied::Forbidden),
+        ],
+    );
+
+    let listed = h
+        .service()
+        .list_conversations(&admin(), None, PageLimit::parse(3).unwrap(), None)
+        .await
+        .unwrap();
+
+    assert_eq!(listed.items, vec![page.items[1].clone()]);
+    assert_eq!(listed.items[0].conversation.id, SECOND_CONVERSATION_ID);
+    // The store's cursor still points past the refused items, so the next
+    // page neither repeats nor skips anything.
+    assert_eq!(listed.next_cursor, Some(cursor()));
+}
+
+#[tokio::test]
+async fn an_empty_listing_asks_the_policy_nothing() {
+    let mut h = Harness::new();
+    h.conversations
+        .expect_list_conversations()
+        .times(1)
+        .return_once(|_| Ok(ConversationPage::default()));
+    h.policy_not_asked();
+
+    let listed = h
+        .service()
+        .list_conversations(&staff(), None, PageLimit::default(), None)
+        .await
+        .unwrap();
+
+    assert_eq!(listed, ConversationPage::default());
+}
+
+#[tokio::test]
+async fn storage_failure_while_listing_conversations_is_unexpected() {
+    let mut h = Harness::new();
+    h.conversations
+        .expect_list_conversations()
+        .times(1)
+        .return_once(|_| Err(RepoError::Unexpected(storage_failure())));
+    h.policy_not_asked();
+
+    let err = h
+        .service()
+        .list_conversations(&staff(), None, PageLimit::default(), None)
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+// ---------------------------------------------------------------------------
+// get_conversation
+
+/// `find_summary` must not be reached.
+fn expect_no_summary(h: &mut Harness) {
+    h.conversations.expect_find_summary().never();
+}
+
+#[tokio::test]
+async fn customer_gets_their_conversation_with_their_unread_count() {
+    let expected = summary(inbox(), 3);
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::Read);
+    let returned = expected.clone();
+    h.conversations
+        .expect_find_summary()
+        .withf(|t, id, reader| {
+            *t == TENANT && *id == CONVERSATION_ID && *reader == Sender::Customer(CUSTOMER)
+        })
+        .times(1)
+        .return_once(move |_, _, _| Ok(Some(returned)));
+    h.publishes_nothing();
+
+    let got = h
+        .service()
+        .get_conversation(&customer(), CONVERSATION_ID)
+        .await
+        .unwrap();
+
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn clinician_gets_their_private_thread_with_their_unread_count() {
+    let expected = summary(private_thread(), 0);
+    let mut h = Harness::new();
+    h.authorized(clinician(), private_thread(), Action::Read);
+    let returned = expected.clone();
+    h.conversations
+        .expect_find_summary()
+        .withf(|t, id, reader| {
+            *t == TENANT && *id == CONVERSATION_ID && *reader == Sender::Staff(CLINICIAN)
+        })
+        .times(1)
+        .return_once(move |_, _, _| Ok(Some(returned)));
+
+    let got = h
+        .service()
+        .get_conversation(&clinician(), CONVERSATION_ID)
+        .await
+        .unwrap();
+
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn a_missing_conversation_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, None).policy_not_asked();
+    expect_no_summary(&mut h);
+
+    let err = h
+        .service()
+        .get_conversation(&staff(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn customer_of_another_tenant_gets_not_found_even_if_the_store_returns_the_conversation() {
+    let mut h = Harness::new();
+    // The lookup is scoped to the caller's tenant; the domain rules still
+    // stop a store that ignores it.
+    h.find_returns(OTHER_TENANT, Some(inbox()))
+        .policy_not_asked();
+    expect_no_summary(&mut h);
+
+    let err = h
+        .service()
+        .get_conversation(&foreign_customer(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn another_customer_of_the_tenant_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+    expect_no_summary(&mut h);
+
+    let err = h
+        .service()
+        .get_conversation(&other_customer(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn staff_gets_not_found_for_another_clinicians_private_thread() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(private_thread()))
+        .policy_not_asked();
+    expect_no_summary(&mut h);
+
+    let err = h
+        .service()
+        .get_conversation(&staff(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_conversation_hidden_by_the_host_policy_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        customer(),
+        inbox(),
+        PolicyAction::Act(Action::Read),
+        Err(Denied::NotFound),
+    );
+    expect_no_summary(&mut h);
+
+    let err = h
+        .service()
+        .get_conversation(&customer(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn reading_refused_by_the_host_policy_is_forbidden() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        customer(),
+        inbox(),
+        PolicyAction::Act(Action::Read),
+        Err(Denied::Forbidden),
+    );
+    expect_no_summary(&mut h);
+
+    let err = h
+        .service()
+        .get_conversation(&customer(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_summary_gone_after_the_check_is_not_found() {
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::Read);
+    h.conversations
+        .expect_find_summary()
+        .times(1)
+        .return_once(|_, _, _| Ok(None));
+
+    let err = h
+        .service()
+        .get_conversation(&customer(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn storage_failure_while_finding_the_conversation_is_unexpected() {
+    let mut h = Harness::new();
+    h.conversations
+        .expect_find()
+        .times(1)
+        .return_once(|_, _| Err(RepoError::Unexpected(storage_failure())));
+    h.policy_not_asked();
+    expect_no_summary(&mut h);
+
+    let err = h
+        .service()
+        .get_conversation(&customer(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+#[tokio::test]
+async fn storage_failure_while_loading_the_summary_is_unexpected() {
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::Read);
+    h.conversations
+        .expect_find_summary()
+        .times(1)
+        .return_once(|_, _, _| Err(RepoError::Unexpected(storage_failure())));
+
+    let err = h
+        .service()
+        .get_conversation(&customer(), CONVERSATION_ID)
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+// ---------------------------------------------------------------------------
+// update_conversation
+
+fn resolve_and_tag() -> ConversationPatch {
+    ConversationPatch {
+        status: Some(ConversationStatus::Resolved),
+        assignee: Some(Some(COLLEAGUE)),
+        tags: Some(Tags::parse(&["refill"]).unwrap()),
+    }
+}
+
+fn updated(mut conversation: Conversation, patch: &ConversationPatch) -> Conversation {
+    if let Some(status) = patch.status {
+        conversation.status = status;
+    }
+    if let Some(assignee) = patch.assignee {
+        conversation.assignee = assignee;
+    }
+    if let Some(tags) = &patch.tags {
+        conversation.tags = tags.clone();
+    }
+    conversation.updated_at = now();
+    conversation
+}
+
+/// The store is asked once to apply `patch` at [`now`] and returns
+/// `result`.
+fn expect_update(
+    h: &mut Harness,
+    patch: ConversationPatch,
+    result: Result<Option<Conversation>, RepoError>,
+) {
+    h.conversations
+        .expect_update()
+        .withf(move |t, id, p, at| {
+            *t == TENANT && *id == CONVERSATION_ID && *p == patch && *at == now()
+        })
+        .times(1)
+        .return_once(move |_, _, _, _| result);
+}
+
+fn expect_no_update(h: &mut Harness) {
+    h.conversations.expect_update().never();
+    h.publishes_nothing();
+}
+
+#[tokio::test]
+async fn staff_updates_the_conversation_and_publishes_conversation_updated() {
+    let patch = resolve_and_tag();
+    let after = updated(inbox(), &patch);
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Update);
+    expect_update(&mut h, patch.clone(), Ok(Some(after.clone())));
+    h.publishes(ChatEvent::ConversationUpdated {
+        conversation: after.clone(),
+    });
+
+    let got = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, patch)
+        .await
+        .unwrap();
+
+    assert_eq!(got, after);
+    assert_eq!(got.status, ConversationStatus::Resolved);
+    assert_eq!(got.assignee, Some(COLLEAGUE));
+}
+
+#[tokio::test]
+async fn admin_unassigns_a_private_thread() {
+    let patch = ConversationPatch {
+        assignee: Some(None),
+        ..ConversationPatch::default()
+    };
+    let mut before = private_thread();
+    before.assignee = Some(CLINICIAN);
+    let after = updated(before.clone(), &patch);
+    let mut h = Harness::new();
+    h.authorized(admin(), before, Action::Update);
+    expect_update(&mut h, patch.clone(), Ok(Some(after.clone())));
+    h.publishes(ChatEvent::ConversationUpdated {
+        conversation: after.clone(),
+    });
+
+    let got = h
+        .service()
+        .update_conversation(&admin(), CONVERSATION_ID, patch)
+        .await
+        .unwrap();
+
+    assert_eq!(got, after);
+    assert_eq!(got.assignee, None);
+}
+
+#[tokio::test]
+async fn customer_cannot_update_their_conversation_and_gets_forbidden() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+    expect_no_update(&mut h);
+
+    let err = h
+        .service()
+        .update_conversation(&customer(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn another_customer_trying_to_update_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+    expect_no_update(&mut h);
+
+    let err = h
+        .service()
+        .update_conversation(&other_customer(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn staff_updating_another_clinicians_private_thread_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(private_thread()))
+        .policy_not_asked();
+    expect_no_update(&mut h);
+
+    let err = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_update_hidden_by_the_host_policy_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        staff(),
+        inbox(),
+        PolicyAction::Act(Action::Update),
+        Err(Denied::NotFound),
+    );
+    expect_no_update(&mut h);
+
+    let err = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_update_refused_by_the_host_policy_is_forbidden() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        staff(),
+        inbox(),
+        PolicyAction::Act(Action::Update),
+        Err(Denied::Forbidden),
+    );
+    expect_no_update(&mut h);
+
+    let err = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_empty_patch_is_invalid() {
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Update);
+    expect_no_update(&mut h);
+
+    let err = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, ConversationPatch::default())
+        .await
+        .unwrap_err();
+
+    assert_invalid(&err, "nothing to update");
+}
+
+#[tokio::test]
+async fn updating_a_missing_conversation_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, None).policy_not_asked();
+    expect_no_update(&mut h);
+
+    let err = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_conversation_gone_before_the_update_is_not_found_and_publishes_nothing() {
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Update);
+    expect_update(&mut h, resolve_and_tag(), Ok(None));
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn storage_failure_while_updating_is_unexpected_and_publishes_nothing() {
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Update);
+    expect_update(
+        &mut h,
+        resolve_and_tag(),
+        Err(RepoError::Unexpected(storage_failure())),
+    );
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+// ---------------------------------------------------------------------------
+// list_messages
+
+fn message_page() -> MessagePage {
+    MessagePage {
+        messages: vec![stored_message(
+            Sender::Staff(COLLEAGUE),
+            "Ready for pick-up.",
+        )],
+        has_more: true,
+    }
+}
+
+fn expect_message_listing(
+    h: &mut Harness,
+    query: MessageQuery,
+    result: Result<MessagePage, RepoError>,
+) {
+    h.messages
+        .expect_list_messages()
+        .withf(move |t, id, q| *t == TENANT && *id == CONVERSATION_ID && *q == query)
+        .times(1)
+        .return_once(move |_, _, _| result);
+}
+
+fn expect_no_message_listing(h: &mut Harness) {
+    h.messages.expect_list_messages().never();
+}
+
+#[tokio::test]
+async fn customer_lists_messages_with_the_given_cursor_and_limit() {
+    let query = MessageQuery {
+        cursor: MessageCursor::Before(seq(10)),
+        limit: 25,
+    };
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::Read);
+    expect_message_listing(&mut h, query, Ok(message_page()));
+    h.publishes_nothing();
+
+    let page = h
+        .service()
+        .list_messages(
+            &customer(),
+            CONVERSATION_ID,
+            MessageCursor::Before(seq(10)),
+            PageLimit::parse(25).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(page, message_page());
+}
+
+#[tokio::test]
+async fn clinician_catches_up_on_their_private_thread() {
+    let query = MessageQuery {
+        cursor: MessageCursor::After(seq(3)),
+        limit: 50,
+    };
+    let mut h = Harness::new();
+    h.authorized(clinician(), private_thread(), Action::Read);
+    expect_message_listing(&mut h, query, Ok(message_page()));
+
+    let page = h
+        .service()
+        .list_messages(
+            &clinician(),
+            CONVERSATION_ID,
+            MessageCursor::After(seq(3)),
+            PageLimit::default(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(page, message_page());
+}
+
+#[tokio::test]
+async fn messages_of_a_missing_conversation_are_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, None).policy_not_asked();
+    expect_no_message_listing(&mut h);
+
+    let err = h
+        .service()
+        .list_messages(
+            &customer(),
+            CONVERSATION_ID,
+            MessageCursor::Latest,
+            PageLimit::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn another_customer_listing_messages_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+    expect_no_message_listing(&mut h);
+
+    let err = h
+        .service()
+        .list_messages(
+            &other_customer(),
+            CONVERSATION_ID,
+            MessageCursor::Latest,
+            PageLimit::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn customer_of_another_tenant_listing_messages_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(OTHER_TENANT, Some(inbox()))
+        .policy_not_asked();
+    expect_no_message_listing(&mut h);
+
+    let err = h
+        .service()
+        .list_messages(
+            &foreign_customer(),
+            CONVERSATION_ID,
+            MessageCursor::Latest,
+            PageLimit::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn staff_listing_messages_of_another_clinicians_private_thread_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(private_thread()))
+        .policy_not_asked();
+    expect_no_message_listing(&mut h);
+
+    let err = h
+        .service()
+        .list_messages(
+            &staff(),
+            CONVERSATION_ID,
+            MessageCursor::Latest,
+            PageLimit::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn messages_hidden_by_the_host_policy_are_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        customer(),
+        inbox(),
+        PolicyAction::Act(Action::Read),
+        Err(Denied::NotFound),
+    );
+    expect_no_message_listing(&mut h);
+
+    let err = h
+        .service()
+        .list_messages(
+            &customer(),
+            CONVERSATION_ID,
+            MessageCursor::Latest,
+            PageLimit::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn messages_refused_by_the_host_policy_are_forbidden() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        customer(),
+        inbox(),
+        PolicyAction::Act(Action::Read),
+        Err(Denied::Forbidden),
+    );
+    expect_no_message_listing(&mut h);
+
+    let err = h
+        .service()
+        .list_messages(
+            &customer(),
+            CONVERSATION_ID,
+            MessageCursor::Latest,
+            PageLimit::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn storage_failure_while_listing_messages_is_unexpected() {
+    let query = MessageQuery {
+        cursor: MessageCursor::Latest,
+        limit: 50,
+    };
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::Read);
+    expect_message_listing(&mut h, query, Err(RepoError::Unexpected(storage_failure())));
+
+    let err = h
+        .service()
+        .list_messages(
+            &customer(),
+            CONVERSATION_ID,
+            MessageCursor::Latest,
+            PageLimit::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+// ---------------------------------------------------------------------------
+// send_message
+
+/// `append` is called once with exactly `new` and `reopen`, and returns
+/// `result`.
+fn expect_append(
+    h: &mut Harness,
+    new: NewMessage,
+    reopen: bool,
+    result: Result<AppendOutcome, AppendError>,
+) {
+    h.messages
+        .expect_append()
+        .withf(move |m, r| *m == new && *r == reopen)
+        .times(1)
+        .return_once(move |_, _| result);
+}
+
+fn expect_no_append(h: &mut Harness) {
+    h.messages.expect_append().never();
+    h.publishes_nothing();
+}
+
+#[tokio::test]
+async fn staff_sends_a_message_and_publishes_message_created() {
+    let request = SendMessage {
+        body: Some(MessageBody::parse("  Your prescription is ready  ").unwrap()),
+        reply_to: Some(STORED_MESSAGE_ID),
+        client_msg_id: Some(ClientMsgId::parse("c-81").unwrap()),
+    };
+    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let stored = new.clone().into_message(seq(5));
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        false,
+        Ok(AppendOutcome::Created(stored.clone())),
+    );
+    h.publishes(ChatEvent::MessageCreated {
+        conversation: inbox(),
+        message: stored.clone(),
+    });
+
+    let outcome = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, request)
+        .await
+        .unwrap();
+
+    assert!(outcome.created);
+    assert_eq!(outcome.message, stored);
+    assert_eq!(outcome.message.seq, seq(5));
+}
+
+#[tokio::test]
+async fn customer_sends_into_their_open_conversation_without_reopening_it() {
+    let request = send_request("Is my refill ready?");
+    let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
+    let stored = new.clone().into_message(seq(5));
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        false,
+        Ok(AppendOutcome::Created(stored.clone())),
+    );
+    h.publishes(ChatEvent::MessageCreated {
+        conversation: inbox(),
+        message: stored.clone(),
+    });
+
+    let outcome = h
+        .service()
+        .send_message(&customer(), CONVERSATION_ID, request)
+        .await
+        .unwrap();
+
+    assert!(outcome.created);
+    assert_eq!(outcome.message, stored);
+}
+
+#[tokio::test]
+async fn customer_sending_into_a_resolved_conversation_reopens_it() {
+    let resolved = inbox_with_status(ConversationStatus::Resolved);
+    let request = send_request("One more question");
+    let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
+    let stored = new.clone().into_message(seq(5));
+    let mut h = Harness::new();
+    h.authorized(customer(), resolved.clone(), Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        true,
+        Ok(AppendOutcome::Created(stored.clone())),
+    );
+    h.publishes(ChatEvent::MessageCreated {
+        conversation: resolved,
+        message: stored.clone(),
+    });
+
+    let outcome = h
+        .service()
+        .send_message(&customer(), CONVERSATION_ID, request)
+        .await
+        .unwrap();
+
+    assert!(outcome.created);
+    assert_eq!(outcome.message, stored);
+}
+
+#[tokio::test]
+async fn customer_sending_into_an_archived_conversation_reopens_it() {
+    let archived = inbox_with_status(ConversationStatus::Archived);
+    let request = send_request("Hello again");
+    let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
+    let stored = new.clone().into_message(seq(5));
+    let mut h = Harness::new();
+    h.authorized(customer(), archived.clone(), Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        true,
+        Ok(AppendOutcome::Created(stored.clone())),
+    );
+    h.publishes(ChatEvent::MessageCreated {
+        conversation: archived,
+        message: stored.clone(),
+    });
+
+    let outcome = h
+        .service()
+        .send_message(&customer(), CONVERSATION_ID, request)
+        .await
+        .unwrap();
+
+    assert!(outcome.created);
+    assert_eq!(outcome.message, stored);
+}
+
+#[tokio::test]
+async fn staff_sending_into_a_resolved_conversation_does_not_reopen_it() {
+    let resolved = inbox_with_status(ConversationStatus::Resolved);
+    let request = send_request("Closing note");
+    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let stored = new.clone().into_message(seq(5));
+    let mut h = Harness::new();
+    h.authorized(staff(), resolved.clone(), Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        false,
+        Ok(AppendOutcome::Created(stored.clone())),
+    );
+    h.publishes(ChatEvent::MessageCreated {
+        conversation: resolved,
+        message: stored.clone(),
+    });
+
+    let outcome = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, request)
+        .await
+        .unwrap();
+
+    assert!(outcome.created);
+    assert_eq!(outcome.message, stored);
+}
+
+#[tokio::test]
+async fn a_replayed_client_msg_id_returns_the_original_and_publishes_nothing() {
+    let request = SendMessage {
+        client_msg_id: Some(ClientMsgId::parse("c-81").unwrap()),
+        ..send_request("Is my refill ready?")
+    };
+    let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
+    let original = Message {
+        client_msg_id: request.client_msg_id.clone(),
+        ..stored_message(Sender::Customer(CUSTOMER), "Is my refill ready?")
+    };
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        false,
+        Ok(AppendOutcome::Replayed(original.clone())),
+    );
+    h.publishes_nothing();
+
+    let outcome = h
+        .service()
+        .send_message(&customer(), CONVERSATION_ID, request)
+        .await
+        .unwrap();
+
+    assert!(!outcome.created);
+    assert_eq!(outcome.message, original);
+    assert_eq!(outcome.message.id, STORED_MESSAGE_ID);
+}
+
+#[tokio::test]
+async fn customer_of_another_tenant_cannot_send_and_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(OTHER_TENANT, Some(inbox()))
+        .policy_not_asked();
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(&foreign_customer(), CONVERSATION_ID, send_request("hi"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn another_customer_cannot_send_and_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(&other_customer(), CONVERSATION_ID, send_request("hi"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn staff_cannot_send_into_another_clinicians_private_thread_and_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(private_thread()))
+        .policy_not_asked();
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, send_request("hi"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_send_hidden_by_the_host_policy_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(private_thread()))
+        .policy_answers(
+            customer(),
+            private_thread(),
+            PolicyAction::Act(Action::Send),
+            Err(Denied::NotFound),
+        );
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(&customer(), CONVERSATION_ID, send_request("hi"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_send_refused_by_the_host_policy_is_forbidden() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(private_thread()))
+        .policy_answers(
+            customer(),
+            private_thread(),
+            PolicyAction::Act(Action::Send),
+            Err(Denied::Forbidden),
+        );
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(&customer(), CONVERSATION_ID, send_request("hi"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn sending_into_a_missing_conversation_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, None).policy_not_asked();
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, send_request("hi"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_message_without_a_body_is_invalid() {
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Send);
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(
+            &staff(),
+            CONVERSATION_ID,
+            SendMessage {
+                body: None,
+                reply_to: None,
+                client_msg_id: Some(ClientMsgId::parse("c-82").unwrap()),
+            },
+        )
+        .await
+        .unwrap_err();
+
+    assert_invalid(&err, "body");
+}
+
+#[tokio::test]
+async fn a_reply_to_a_message_outside_the_conversation_is_invalid() {
+    let request = SendMessage {
+        reply_to: Some(MessageId::from_uuid(Uuid::from_u128(0x3e_dead))),
+        ..send_request("Answering that")
+    };
+    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Send);
+    expect_append(&mut h, new, false, Err(AppendError::ReplyTargetNotFound));
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, request)
+        .await
+        .unwrap_err();
+
+    assert_invalid(&err, "reply_to");
+}
+
+#[tokio::test]
+async fn a_conversation_gone_before_the_append_is_not_found() {
+    let request = send_request("hi");
+    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Send);
+    expect_append(&mut h, new, false, Err(AppendError::ConversationNotFound));
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, request)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn storage_failure_while_appending_is_unexpected_and_publishes_nothing() {
+    let request = send_request("hi");
+    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let mut h = Harness::new();
+    h.authorized(staff(), inbox(), Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        false,
+        Err(AppendError::Unexpected(storage_failure())),
+    );
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, request)
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+#[tokio::test]
+async fn storage_failure_while_finding_the_conversation_to_send_into_is_unexpected() {
+    let mut h = Harness::new();
+    h.conversations
+        .expect_find()
+        .times(1)
+        .return_once(|_, _| Err(RepoError::Unexpected(storage_failure())));
+    h.policy_not_asked();
+    expect_no_append(&mut h);
+
+    let err = h
+        .service()
+        .send_message(&staff(), CONVERSATION_ID, send_request("hi"))
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+// ---------------------------------------------------------------------------
+// mark
+
+/// `advance` is called once with these arguments at [`now`] and returns
+/// `result`.
+fn expect_advance(
+    h: &mut Harness,
+    reader: Sender,
+    receipt: Receipt,
+    up_to: Seq,
+    result: Result<Option<ReceiptUpdate>, RepoError>,
+) {
+    h.read_states
+        .expect_advance()
+        .withf(move |t, id, who, what, to, at| {
+            *t == TENANT
+                && *id == CONVERSATION_ID
+                && *who == reader
+                && *what == receipt
+                && *to == up_to
+                && *at == now()
+        })
+        .times(1)
+        .return_once(move |_, _, _, _, _, _| result);
+}
+
+fn expect_no_advance(h: &mut Harness) {
+    h.read_states.expect_advance().never();
+    h.publishes_nothing();
+}
+
+#[tokio::test]
+async fn customer_marks_read_and_publishes_receipt_moved() {
+    let reader = Sender::Customer(CUSTOMER);
+    let state = read_state(reader, 4, 4);
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::MarkRead);
+    expect_advance(
+        &mut h,
+        reader,
+        Receipt::Read,
+        seq(4),
+        Ok(Some(ReceiptUpdate { state, moved: true })),
+    );
+    h.publishes(ChatEvent::ReceiptMoved {
+        conversation: inbox(),
+        receipt: Receipt::Read,
+        state,
+    });
+
+    let got = h
+        .service()
+        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap();
+
+    assert_eq!(got, state);
+}
+
+#[tokio::test]
+async fn clinician_marks_delivered_and_publishes_receipt_moved() {
+    let reader = Sender::Staff(CLINICIAN);
+    let state = read_state(reader, 1, 3);
+    let mut h = Harness::new();
+    h.authorized(clinician(), private_thread(), Action::MarkRead);
+    expect_advance(
+        &mut h,
+        reader,
+        Receipt::Delivered,
+        seq(3),
+        Ok(Some(ReceiptUpdate { state, moved: true })),
+    );
+    h.publishes(ChatEvent::ReceiptMoved {
+        conversation: private_thread(),
+        receipt: Receipt::Delivered,
+        state,
+    });
+
+    let got = h
+        .service()
+        .mark(&clinician(), CONVERSATION_ID, Receipt::Delivered, seq(3))
+        .await
+        .unwrap();
+
+    assert_eq!(got, state);
+}
+
+#[tokio::test]
+async fn a_marker_that_does_not_move_publishes_nothing_and_returns_the_state() {
+    let reader = Sender::Customer(CUSTOMER);
+    // Asked for 2, already at 4: markers never move backwards.
+    let state = read_state(reader, 4, 4);
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::MarkRead);
+    expect_advance(
+        &mut h,
+        reader,
+        Receipt::Read,
+        seq(2),
+        Ok(Some(ReceiptUpdate {
+            state,
+            moved: false,
+        })),
+    );
+    h.publishes_nothing();
+
+    let got = h
+        .service()
+        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(2))
+        .await
+        .unwrap();
+
+    assert_eq!(got, state);
+}
+
+#[tokio::test]
+async fn another_customer_marking_read_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+    expect_no_advance(&mut h);
+
+    let err = h
+        .service()
+        .mark(&other_customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn customer_of_another_tenant_marking_read_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(OTHER_TENANT, Some(inbox()))
+        .policy_not_asked();
+    expect_no_advance(&mut h);
+
+    let err = h
+        .service()
+        .mark(&foreign_customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn staff_marking_another_clinicians_private_thread_gets_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(private_thread()))
+        .policy_not_asked();
+    expect_no_advance(&mut h);
+
+    let err = h
+        .service()
+        .mark(&staff(), CONVERSATION_ID, Receipt::Delivered, seq(4))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_mark_hidden_by_the_host_policy_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        customer(),
+        inbox(),
+        PolicyAction::Act(Action::MarkRead),
+        Err(Denied::NotFound),
+    );
+    expect_no_advance(&mut h);
+
+    let err = h
+        .service()
+        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_mark_refused_by_the_host_policy_is_forbidden() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, Some(inbox())).policy_answers(
+        customer(),
+        inbox(),
+        PolicyAction::Act(Action::MarkRead),
+        Err(Denied::Forbidden),
+    );
+    expect_no_advance(&mut h);
+
+    let err = h
+        .service()
+        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn marking_a_missing_conversation_is_not_found() {
+    let mut h = Harness::new();
+    h.find_returns(TENANT, None).policy_not_asked();
+    expect_no_advance(&mut h);
+
+    let err = h
+        .service()
+        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_conversation_gone_before_the_marker_moves_is_not_found() {
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::MarkRead);
+    expect_advance(
+        &mut h,
+        Sender::Customer(CUSTOMER),
+        Receipt::Read,
+        seq(4),
+        Ok(None),
+    );
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn storage_failure_while_marking_is_unexpected() {
+    let mut h = Harness::new();
+    h.authorized(customer(), inbox(), Action::MarkRead);
+    expect_advance(
+        &mut h,
+        Sender::Customer(CUSTOMER),
+        Receipt::Read,
+        seq(4),
+        Err(RepoError::Unexpected(storage_failure())),
+    );
+    h.publishes_nothing();
+
+    let err = h
+        .service()
+        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
+        .await
+        .unwrap_err();
+
+    assert_unexpected(&err);
+}
+
+// ---------------------------------------------------------------------------
+// unread_total
+
+fn expect_unread_total(
+    h: &mut Harness,
+    scope: ConversationScope,
+    reader: Sender,
+    result: Result<u64, RepoError>,
+) {
+    h.conversations
+        .expect_unread_total()
+        .withf(move |s, r| *s == scope && *r == reader)
+        .times(1)
+        .return_once(move |_, _| result);
+}
+
+#[tokio::test]
+async fn staff_unread_total_covers_the_inbox_and_their_own_threads() {
+    let mut h = Harness::new();
+    expect_unread_total(
+        &mut h,
+        ConversationScope::InboxAndClinician {
+            tenant: TENANT,
+            clinician: COLLEAGUE,
+        },
+        Sender::Staff(COLLEAGUE),
+        Ok(7),
+    );
+    h.policy_not_asked();
+
+    let total = h.service().unread_total(&staff()).await.unwrap();
+
+    assert_eq!(total, 7);
+}
+
+#[tokio::test]
+async fn admin_unread_total_covers_the_whole_tenant() {
+    let mut h = Harness::new();
+    expect_unread_total(
+        &mut h,
+        ConversationScope::All { tenant: TENANT },
+        Sender::Staff(ADMIN),
+        Ok(42),
+    );
+
+    let total = h.service().unread_total(&admin()).await.unwrap();
+
+    assert_eq!(total, 42);
+}
+
+#[tokio::test]
+async fn customer_unread_total_covers_their_own_conversations() {
+    let mut h = Harness::new();
+    expect_unread_total(
+        &mut h,
+        ConversationScope::Customer {
+            tenant: TENANT,
+            customer_id: CUSTOMER,
+        },
+        Sender::Customer(CUSTOMER),
+        Ok(0),
+    );
+
+    let total = h.service().unread_total(&customer()).await.unwrap();
+
+    assert_eq!(total, 0);
+}
+
+#[tokio::test]
+async fn storage_failure_while_counting_unread_is_unexpected() {
+    let mut h = Harness::new();
+    expect_unread_total(
+        &mut h,
+        ConversationScope::Customer {
+            tenant: TENANT,
+            customer_id: CUSTOMER,
+        },
+        Sender::Customer(CUSTOMER),
+        Err(RepoError::Unexpected(storage_failure())),
+    );
+
+    let err = h.service().unread_total(&customer()).await.unwrap_err();
+
+    assert_unexpected(&err);
+}
