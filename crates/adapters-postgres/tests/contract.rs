@@ -1,0 +1,206 @@
+//! The adapter contract suite against PostgreSQL, plus what only this
+//! adapter has: migrations, pooling, test databases, query plans. Each test
+//! gets its own database on the server named by `CHAT_TEST_DATABASE_URL`.
+
+use std::sync::Arc;
+
+use adapters_postgres::testing::{admin_url, fresh_database};
+use adapters_postgres::PostgresStore;
+
+async fn fresh_store() -> Arc<PostgresStore> {
+    let url = fresh_database(&admin_url())
+        .await
+        .expect("create a test database");
+    let store = PostgresStore::connect(&url, 10)
+        .await
+        .expect("connect to the test database");
+    Arc::new(store)
+}
+
+chat_app::contract_tests!(fresh_store);
+
+mod postgres_specific {
+    use chat_app::{
+        AppendOutcome, ConversationRepository, MessageCursor, MessageQuery, MessageRepository,
+        ReadStateRepository, Receipt, RepoError,
+    };
+    use chat_domain::{
+        ClientMsgId, Conversation, ConversationId, CustomerId, MessageBody, MessageId,
+        NewCustomerConversation, NewMessage, Sender, Seq, TenantId,
+    };
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::*;
+
+    fn at_nanos() -> DateTime<Utc> {
+        Utc.timestamp_opt(1_772_355_600, 123_456_789)
+            .single()
+            .expect("valid time")
+    }
+
+    async fn inbox(store: &PostgresStore) -> Conversation {
+        let new = NewCustomerConversation {
+            id: ConversationId::new_v7(),
+            tenant: TenantId::new_v4(),
+            customer_id: CustomerId::new_v4(),
+            clinician: None,
+            now: at_nanos(),
+        };
+        store.get_or_create_customer(&new).await.unwrap().0
+    }
+
+    fn new_message(conversation: &Conversation, sender: Sender, key: Option<&str>) -> NewMessage {
+        NewMessage {
+            id: MessageId::new_v7(),
+            tenant: conversation.tenant,
+            conversation_id: conversation.id,
+            sender,
+            body: Some(MessageBody::parse("take two a day").unwrap()),
+            reply_to: None,
+            client_msg_id: key.map(|k| ClientMsgId::parse(k).unwrap()),
+            created_at: at_nanos(),
+        }
+    }
+
+    fn chain(err: &RepoError) -> String {
+        let RepoError::Unexpected(err) = err;
+        format!("{err:#}")
+    }
+
+    #[tokio::test]
+    async fn migrations_apply_on_a_fresh_database_and_twice_is_harmless() {
+        let store = fresh_store().await;
+        store.migrate().await.expect("second migration run");
+        store.ping().await.expect("ping");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "select table_name::text from information_schema.tables \
+             where table_schema = 'public' and table_name not like '\\_sqlx%' order by 1",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(tables, ["conversations", "messages", "read_states"]);
+    }
+
+    #[tokio::test]
+    async fn fresh_database_gives_distinct_databases() {
+        let admin = admin_url();
+        let (a, b) = tokio::join!(fresh_database(&admin), fresh_database(&admin));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_ne!(a, b);
+        assert!(a.rsplit('/').next().unwrap().starts_with("chat_test_"));
+    }
+
+    #[tokio::test]
+    async fn timestamps_are_stored_to_the_microsecond_and_replays_match_the_original() {
+        let store = fresh_store().await;
+        let conversation = inbox(&store).await;
+        assert_eq!(
+            conversation.created_at.timestamp_subsec_nanos(),
+            123_456_000
+        );
+        let new = new_message(&conversation, Sender::System, Some("k"));
+        let AppendOutcome::Created(created) = store.append(&new, false).await.unwrap() else {
+            panic!("first send must create");
+        };
+        assert_eq!(created.created_at.timestamp_subsec_nanos(), 123_456_000);
+        match store.append(&new, false).await.unwrap() {
+            AppendOutcome::Replayed(replayed) => assert_eq!(replayed, created),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_system_sender_has_read_state_too() {
+        let store = fresh_store().await;
+        let conversation = inbox(&store).await;
+        store
+            .append(&new_message(&conversation, Sender::System, None), false)
+            .await
+            .unwrap();
+        let update = store
+            .advance(
+                conversation.tenant,
+                conversation.id,
+                Sender::System,
+                Receipt::Read,
+                Seq::from_u64(1).unwrap(),
+                at_nanos(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!update.moved, "the sender's own message is read already");
+        assert_eq!(update.state.reader, Sender::System);
+        assert_eq!(update.state.last_read_seq, Seq::from_u64(1).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_client_msg_id_violates_the_index_the_adapter_maps() {
+        let store = fresh_store().await;
+        let conversation = inbox(&store).await;
+        store
+            .append(
+                &new_message(&conversation, Sender::System, Some("k")),
+                false,
+            )
+            .await
+            .unwrap();
+        // A writer that skips the row lock hits the unique index, whose name
+        // the adapter maps to a replay.
+        let err = sqlx::query(
+            "insert into messages (id, tenant_id, conversation_id, seq, sender_type, \
+                 client_msg_id, created_at) \
+             values ($1, $2, $3, 2, 'system', 'k', now())",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(*conversation.tenant.as_uuid())
+        .bind(*conversation.id.as_uuid())
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+        let constraint = err.as_database_error().and_then(|e| e.constraint());
+        assert_eq!(constraint, Some("messages_client_msg_id_key"));
+    }
+
+    #[tokio::test]
+    async fn corrupt_rows_are_errors_with_context_not_panics() {
+        let store = fresh_store().await;
+        let conversation = inbox(&store).await;
+        let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+        store
+            .append(&new_message(&conversation, customer, None), false)
+            .await
+            .unwrap();
+        for statement in [
+            "alter table conversations drop constraint conversations_status_check",
+            "alter table messages drop constraint messages_sender_type_check",
+            "alter table messages drop constraint messages_sender_id_check",
+            "update conversations set status = 'closed'",
+            "update messages set sender_type = 'robot'",
+        ] {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        let err = store
+            .find(conversation.tenant, conversation.id)
+            .await
+            .unwrap_err();
+        assert!(chain(&err).contains("unknown status `closed`"), "{err:?}");
+        let err = store
+            .list_messages(
+                conversation.tenant,
+                conversation.id,
+                MessageQuery {
+                    cursor: MessageCursor::Latest,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(chain(&err).contains("invalid sender `robot`"), "{err:?}");
+        assert!(
+            !chain(&err).contains("take two"),
+            "bodies never reach errors"
+        );
+    }
+}
