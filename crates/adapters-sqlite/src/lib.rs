@@ -1,0 +1,149 @@
+//! SQLite repositories for the chat core: the embedded default store.
+//!
+//! [`SqliteStore`] implements [`chat_app::ConversationRepository`],
+//! [`chat_app::MessageRepository`] and [`chat_app::ReadStateRepository`] over
+//! one database file, so a single process needs nothing else to run the chat.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//!
+//! use adapters_sqlite::SqliteStore;
+//!
+//! let store = Arc::new(SqliteStore::connect("data/chat.db".as_ref()).await?);
+//! store.ping().await?;
+//! // Hand the store to `chat_app::Ports::from_store(store, events)`.
+//! # Ok(()) }
+//! ```
+//!
+//! SQLite allows one writer at a time. Every write therefore goes through a
+//! pool of exactly one connection, inside a `begin immediate` transaction:
+//! writers queue in the pool instead of failing with `SQLITE_BUSY` when two
+//! deferred transactions try to upgrade their read locks. Reads use a
+//! separate pool of several connections and, thanks to WAL, never wait for
+//! the writer.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod conversations;
+mod messages;
+#[cfg(test)]
+mod plans;
+mod read_states;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+/// The schema, embedded at compile time and applied by [`SqliteStore::connect`].
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// How long a connection waits for a lock held by another process before
+/// giving up with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections of the read pool.
+const READ_CONNECTIONS: u32 = 4;
+
+/// Conversations, messages and read markers in one SQLite database file.
+///
+/// Cheap to clone: clones share the same connection pools.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: SQLite has a single writer.
+    write: SqlitePool,
+    /// Several connections that only ever read.
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file and its parent
+    /// directory when missing, and applies pending migrations.
+    ///
+    /// Connections use WAL journaling, `synchronous = NORMAL` (durable across
+    /// process crashes; a power loss may lose the last transactions, never
+    /// corrupt the file), foreign keys and a busy timeout.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created or opened, or a migration
+    /// fails (for example a database written by a newer version).
+    #[tracing::instrument(skip_all, fields(path = %path.display()), err)]
+    pub async fn connect(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // A one-off at start-up, before any connection exists.
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating directory {}", parent.display()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let write = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .with_context(|| format!("opening sqlite database {}", path.display()))?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .with_context(|| format!("migrating sqlite database {}", path.display()))?;
+        // `query_only` rather than a read-only open: a read-only connection
+        // cannot recreate the WAL index files once the last writer closed.
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.pragma("query_only", "on"))
+            .await
+            .with_context(|| format!("opening read connections to {}", path.display()))?;
+        Ok(Self { write, read })
+    }
+
+    /// Checks that both pools can reach the database, for readiness probes.
+    ///
+    /// # Errors
+    /// When a connection cannot be acquired or a trivial query fails.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("select 1")
+            .execute(&self.read)
+            .await
+            .context("pinging the sqlite read pool")?;
+        sqlx::query("select 1")
+            .execute(&self.write)
+            .await
+            .context("pinging the sqlite write pool")?;
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for those in use to be returned, so
+    /// the WAL is checkpointed into the database file. Later calls fail.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// Starts a write transaction on the single writer connection.
+    /// `begin immediate` takes the write lock at once, so another process
+    /// sharing the file makes this wait (busy timeout) instead of failing a
+    /// later lock upgrade.
+    async fn begin_write(&self) -> anyhow::Result<Transaction<'static, Sqlite>> {
+        self.write
+            .begin_with("begin immediate")
+            .await
+            .context("starting a sqlite write transaction")
+    }
+}

@@ -1,0 +1,118 @@
+//! Checks that every query path is served by an index, as `explain query
+//! plan` reports it: no table scan anywhere, and no sort except the final
+//! one of a list page over its already limited rows.
+
+use chat_app::MessageCursor;
+use chat_domain::{ConversationScope, CustomerId, Seq, StaffUserId, TenantId};
+
+use crate::conversations::{customer_key_sql, find_sql, list_sql, summary_sql, unread_sql};
+use crate::messages::{page_sql, replay_sql};
+use crate::SqliteStore;
+
+/// One `explain query plan` row: its id, its parent's id and its text.
+type PlanRow = (i64, i64, String);
+
+async fn plan(store: &SqliteStore, sql: &str) -> Vec<PlanRow> {
+    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("explain query plan {sql}"))
+        .fetch_all(&store.read)
+        .await
+        .unwrap_or_else(|err| panic!("explaining {sql}: {err}"));
+    rows.into_iter()
+        .map(|(id, parent, _, detail)| (id, parent, detail))
+        .collect()
+}
+
+/// The plan rows that read a whole table, or sort rows an index should have
+/// delivered in order. A list page may sort what its ranges returned (at
+/// most `limit + 1` rows each), but not inside a range.
+fn costly(rows: &[PlanRow], list_page: bool) -> Vec<&PlanRow> {
+    let in_range = |parent: i64| {
+        rows.iter()
+            .any(|(id, _, detail)| *id == parent && detail.starts_with("CO-ROUTINE"))
+    };
+    rows.iter()
+        .filter(|(_, parent, detail)| {
+            let scan = detail.starts_with("SCAN ") && !detail.starts_with("SCAN (subquery");
+            let sort = detail.starts_with("USE TEMP B-TREE") && (!list_page || in_range(*parent));
+            scan || sort
+        })
+        .collect()
+}
+
+fn scopes() -> [ConversationScope; 3] {
+    let tenant = TenantId::new_v4();
+    [
+        ConversationScope::All { tenant },
+        ConversationScope::InboxAndClinician {
+            tenant,
+            clinician: StaffUserId::new_v4(),
+        },
+        ConversationScope::Customer {
+            tenant,
+            customer_id: CustomerId::new_v4(),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_query_path_uses_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(&dir.path().join("chat.db"))
+        .await
+        .unwrap();
+
+    for scope in scopes() {
+        for status in [false, true] {
+            for cursor in [false, true] {
+                let sql = list_sql(&scope, status, cursor);
+                let rows = plan(&store, &sql).await;
+                assert!(costly(&rows, true).is_empty(), "{sql}\n{rows:#?}");
+                // Each range is one index range: the scope's equality terms,
+                // the status (a customer's few rows are filtered) and the
+                // keyset position all bound the search.
+                let mut terms = vec!["tenant_id=?"];
+                match scope {
+                    ConversationScope::All { .. } => {}
+                    ConversationScope::InboxAndClinician { .. } => terms.push("staff_user_id=?"),
+                    ConversationScope::Customer { .. } => terms.push("customer_id=?"),
+                }
+                if status && !matches!(scope, ConversationScope::Customer { .. }) {
+                    terms.push("status=?");
+                }
+                if cursor {
+                    terms.push("(last_activity_at,id)<(?,?)");
+                }
+                let searches: Vec<_> = rows
+                    .iter()
+                    .filter(|(_, _, detail)| detail.starts_with("SEARCH c "))
+                    .collect();
+                assert!(!searches.is_empty(), "{sql}\n{rows:#?}");
+                for (_, _, detail) in searches {
+                    for term in &terms {
+                        assert!(detail.contains(term), "{term} in {detail}\n{sql}");
+                    }
+                }
+            }
+        }
+    }
+
+    let mut lookups = vec![find_sql(), summary_sql(), customer_key_sql(), replay_sql()];
+    lookups.extend(scopes().iter().map(unread_sql));
+    for cursor in [
+        MessageCursor::Latest,
+        MessageCursor::Before(Seq::ZERO),
+        MessageCursor::After(Seq::ZERO),
+    ] {
+        lookups.push(page_sql(cursor));
+    }
+    for sql in lookups {
+        let rows = plan(&store, &sql).await;
+        assert!(costly(&rows, false).is_empty(), "{sql}\n{rows:#?}");
+        assert!(
+            rows.iter()
+                .any(|(_, _, detail)| detail.starts_with("SEARCH")),
+            "{sql}\n{rows:#?}"
+        );
+    }
+    store.close().await;
+}
