@@ -1,0 +1,233 @@
+//! Wire types of the REST API (API.md), kept apart from the domain types.
+
+use chat_app::{ConversationSummary, MessagePage};
+use chat_domain::{Conversation, Message, Sender};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A message author on the wire.
+#[derive(Debug, Serialize)]
+pub struct SenderDto {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: Option<Uuid>,
+}
+
+impl From<Sender> for SenderDto {
+    fn from(sender: Sender) -> Self {
+        Self {
+            kind: sender.kind(),
+            id: sender.id(),
+        }
+    }
+}
+
+/// An attachment on the wire.
+#[derive(Debug, Serialize)]
+pub struct AttachmentDto {}
+
+/// A message on the wire.
+#[derive(Debug, Serialize)]
+pub struct MessageDto {
+    id: Uuid,
+    conversation_id: Uuid,
+    seq: u64,
+    sender: SenderDto,
+    body: Option<String>,
+    attachments: Vec<AttachmentDto>,
+    reply_to: Option<Uuid>,
+    client_msg_id: Option<String>,
+    created_at: String,
+    edited_at: Option<String>,
+    deleted_at: Option<String>,
+}
+
+impl From<Message> for MessageDto {
+    fn from(m: Message) -> Self {
+        let deleted = m.deleted_at.is_some();
+        Self {
+            id: m.id.into(),
+            conversation_id: m.conversation_id.into(),
+            seq: m.seq.get(),
+            sender: m.sender.into(),
+            // A deleted message keeps its place in the sequence, not its text.
+            body: if deleted {
+                None
+            } else {
+                m.body.map(chat_domain::MessageBody::into_string)
+            },
+            attachments: Vec::new(),
+            reply_to: m.reply_to.map(Into::into),
+            client_msg_id: m.client_msg_id.map(|c| c.as_str().to_owned()),
+            created_at: time(m.created_at),
+            edited_at: m.edited_at.map(time),
+            deleted_at: m.deleted_at.map(time),
+        }
+    }
+}
+
+/// A conversation on the wire; list and get add the last message and the
+/// caller's unread count.
+#[derive(Debug, Serialize)]
+pub struct ConversationDto {
+    id: Uuid,
+    tenant_id: Uuid,
+    kind: &'static str,
+    customer_id: Option<Uuid>,
+    staff_user_id: Option<Uuid>,
+    status: &'static str,
+    assignee_id: Option<Uuid>,
+    tags: Vec<String>,
+    last_seq: u64,
+    created_at: String,
+    updated_at: String,
+    last_activity_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_message: Option<Option<MessageDto>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread_count: Option<u64>,
+}
+
+impl From<Conversation> for ConversationDto {
+    fn from(c: Conversation) -> Self {
+        Self {
+            id: c.id.into(),
+            tenant_id: c.tenant.into(),
+            kind: c.kind.name(),
+            customer_id: c.kind.customer_id().map(Into::into),
+            staff_user_id: c.kind.clinician().map(Into::into),
+            status: c.status.as_str(),
+            assignee_id: c.assignee.map(Into::into),
+            tags: c.tags.to_strings(),
+            last_seq: c.last_seq.get(),
+            created_at: time(c.created_at),
+            updated_at: time(c.updated_at),
+            last_activity_at: time(c.last_activity_at),
+            last_message: None,
+            unread_count: None,
+        }
+    }
+}
+
+impl From<ConversationSummary> for ConversationDto {
+    fn from(s: ConversationSummary) -> Self {
+        Self {
+            last_message: Some(s.last_message.map(Into::into)),
+            unread_count: Some(s.unread_count),
+            ..s.conversation.into()
+        }
+    }
+}
+
+/// A page of conversations.
+#[derive(Debug, Serialize)]
+pub struct ConversationListDto {
+    pub conversations: Vec<ConversationDto>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of messages.
+#[derive(Debug, Serialize)]
+pub struct MessagePageDto {
+    messages: Vec<MessageDto>,
+    has_more: bool,
+}
+
+impl From<MessagePage> for MessagePageDto {
+    fn from(page: MessagePage) -> Self {
+        Self {
+            messages: page.messages.into_iter().map(Into::into).collect(),
+            has_more: page.has_more,
+        }
+    }
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null`
+/// (`Some(None)`).
+fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `POST /conversations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversationRequest {
+    pub customer_id: Uuid,
+    #[serde(default)]
+    pub staff_user_id: Option<Uuid>,
+}
+
+/// `PATCH /conversations/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConversationRequest {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub assignee_id: Option<Option<Uuid>>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// `POST /conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub attachment_ids: Option<Vec<Uuid>>,
+    #[serde(default)]
+    pub reply_to: Option<Uuid>,
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+}
+
+/// `POST /conversations/{id}/read`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    pub up_to_seq: u64,
+}
+
+/// `POST /customer-token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerTokenRequest {
+    pub customer_id: Uuid,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `GET /conversations` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConversationsQuery {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `GET /conversations/{id}/messages` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListMessagesQuery {
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub before: Option<u64>,
+    #[serde(default)]
+    pub after: Option<u64>,
+}

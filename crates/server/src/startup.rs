@@ -1,0 +1,192 @@
+//! Building and running the server: adapters chosen by configuration, the
+//! router with tracing and timeouts, graceful shutdown on SIGINT/SIGTERM.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use adapters_postgres::PostgresStore;
+use adapters_sqlite::SqliteStore;
+use anyhow::Context;
+use async_trait::async_trait;
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::Router;
+use chat_app::{ChatService, EventPublisher, Ports};
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Authenticator, CustomerTokens, StaffVerifier};
+use crate::config::{DatabaseSettings, Settings};
+use crate::events::InProcessBus;
+use crate::state::{AppState, Readiness};
+
+#[async_trait]
+impl Readiness for SqliteStore {
+    async fn check(&self) -> anyhow::Result<()> {
+        self.ping().await
+    }
+}
+
+#[async_trait]
+impl Readiness for PostgresStore {
+    async fn check(&self) -> anyhow::Result<()> {
+        self.ping().await
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    bus: InProcessBus,
+}
+
+impl Application {
+    /// Connects the store (running its migrations), binds the listener and
+    /// assembles the router.
+    ///
+    /// # Errors
+    /// When the store cannot be opened, a key cannot be read, or the
+    /// address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let bus = InProcessBus::default();
+        let events: Arc<dyn EventPublisher> = Arc::new(bus.clone());
+        let (ports, readiness): (Ports, Arc<dyn Readiness>) = match &settings.database {
+            DatabaseSettings::Sqlite { path } => {
+                let store = Arc::new(
+                    SqliteStore::connect(path)
+                        .await
+                        .with_context(|| format!("opening SQLite database {}", path.display()))?,
+                );
+                tracing::info!(path = %path.display(), "using SQLite");
+                (Ports::from_store(store.clone(), events), store)
+            }
+            DatabaseSettings::Postgres {
+                url,
+                max_connections,
+            } => {
+                let store = Arc::new(
+                    PostgresStore::connect(url.expose(), *max_connections)
+                        .await
+                        .context("connecting to PostgreSQL (CHAT_DATABASE_URL)")?,
+                );
+                tracing::info!("using PostgreSQL");
+                (Ports::from_store(store.clone(), events), store)
+            }
+        };
+        let auth = Authenticator {
+            staff: StaffVerifier::new(&settings.staff_jwt)?,
+            customers: CustomerTokens::new(&settings.customer_token_secret),
+        };
+        let state = AppState {
+            service: ChatService::new(ports),
+            auth: Arc::new(auth),
+            readiness,
+            customer_token_max_ttl: settings.customer_token_max_ttl,
+            max_request_bytes: settings.max_request_bytes,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        };
+        let router = crate::routes::router(state)
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                settings.request_timeout,
+            ))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    // The matched route, never the raw URI: query strings may
+                    // carry tokens.
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("http", method = %request.method(), route, request_id)
+                }),
+            )
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        Ok(Self {
+            listener,
+            router,
+            bus,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .context("reading the bound address")
+    }
+
+    /// The in-process event bus (for real-time transports and tests).
+    pub fn events(&self) -> InProcessBus {
+        self.bus.clone()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr()?, "listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the server over real HTTP, each on its own random
+//! port with its own database (a fresh SQLite file, or a fresh PostgreSQL
+//! database).
+
+mod helpers;
+
+mod auth;
+mod bad_inputs;
+mod walkthrough;
