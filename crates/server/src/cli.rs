@@ -93,8 +93,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
+            // Logging first, so that what configuration loading reports
+            // (generated development secrets) is seen.
+            telemetry::init(crate::config::log_format(&crate::config::ProcessEnv)?);
             let settings = Settings::from_env()?;
-            telemetry::init(settings.log_format);
             Application::build(settings)
                 .await?
                 .run_until_stopped()

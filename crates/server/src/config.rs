@@ -206,6 +206,18 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+/// The log format from `CHAT_LOG_FORMAT` (`text`, the default, or `json`).
+///
+/// # Errors
+/// For any other value.
+pub fn log_format(env: &dyn Env) -> anyhow::Result<LogFormat> {
+    match env.var("CHAT_LOG_FORMAT").as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => bail!("CHAT_LOG_FORMAT={other:?}: expected text or json"),
+    }
+}
+
 impl Settings {
     /// Settings from the process environment.
     ///
@@ -325,11 +337,7 @@ impl Settings {
         if timeout == 0 {
             bail!("CHAT_REQUEST_TIMEOUT_SECONDS must be at least 1");
         }
-        let log_format = match env.var("CHAT_LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => bail!("CHAT_LOG_FORMAT={other:?}: expected text or json"),
-        };
+        let log_format = log_format(env)?;
         Ok(Self {
             bind,
             data_dir,
