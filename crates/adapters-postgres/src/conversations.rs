@@ -14,6 +14,7 @@ use chat_domain::{
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 
+use crate::attachments;
 use crate::rows::{self, CONVERSATION_COLUMNS, LAST_MESSAGE_SELECT, MESSAGE_COLUMNS};
 use crate::PostgresStore;
 
@@ -224,7 +225,13 @@ impl ConversationRepository for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .context("loading a conversation summary")?;
-        Ok(row.as_ref().map(rows::summary).transpose()?)
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut summary = [rows::summary(&row)?];
+        attachments::load_into_summaries(&self.pool, tenant, &mut summary).await?;
+        let [summary] = summary;
+        Ok(Some(summary))
     }
 
     #[tracing::instrument(
@@ -260,11 +267,12 @@ impl ConversationRepository for PostgresStore {
             .context("listing conversations")?;
         let limit = usize::try_from(query.limit).context("page size does not fit in memory")?;
         let has_more = rows.len() > limit;
-        let items = rows
+        let mut items = rows
             .iter()
             .take(limit)
             .map(rows::summary)
             .collect::<anyhow::Result<Vec<_>>>()?;
+        attachments::load_into_summaries(&self.pool, tenant, &mut items).await?;
         let next_cursor = if has_more {
             items.last().map(|item| ConversationCursor {
                 last_activity_at: item.conversation.last_activity_at,

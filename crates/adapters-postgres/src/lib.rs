@@ -1,8 +1,8 @@
 //! PostgreSQL repositories of the chat core: the production store.
 //!
 //! [`PostgresStore`] implements [`chat_app::ConversationRepository`],
-//! [`chat_app::MessageRepository`] and [`chat_app::ReadStateRepository`] over
-//! one sqlx pool. The schema lives in `migrations/postgres` and is embedded in
+//! [`chat_app::MessageRepository`], [`chat_app::ReadStateRepository`] and
+//! [`chat_app::AttachmentRepository`] over one sqlx pool. The schema lives in `migrations/postgres` and is embedded in
 //! the binary; [`PostgresStore::connect`] applies it at start-up.
 //!
 //! ```no_run
@@ -20,6 +20,7 @@
 //! Every statement filters by tenant, so one tenant never reads or writes
 //! another tenant's rows, whatever ids it guesses.
 
+mod attachments;
 mod conversations;
 mod messages;
 mod read_states;

@@ -10,6 +10,7 @@ use chat_app::{
 use chat_domain::{ClientMsgId, ConversationId, Message, NewMessage, Sender, TenantId};
 use sqlx::{PgConnection, Row as _};
 
+use crate::attachments;
 use crate::rows::{self, MESSAGE_COLUMNS, PLAIN};
 use crate::PostgresStore;
 
@@ -34,10 +35,15 @@ async fn find_by_client_msg_id(
     .bind(sender.kind())
     .bind(rows::sender_id(sender))
     .bind(*tenant.as_uuid())
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await
     .context("looking up a client_msg_id")?;
-    row.map(|row| rows::message(&row, &PLAIN)).transpose()
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut original = rows::message(&row, &PLAIN)?;
+    attachments::load_into(&mut *conn, tenant, &mut [&mut original]).await?;
+    Ok(Some(original))
 }
 
 impl PostgresStore {
@@ -157,7 +163,7 @@ impl MessageRepository for PostgresStore {
         .bind(message.created_at)
         .fetch_one(&mut *tx)
         .await;
-        let stored = match inserted {
+        let mut stored = match inserted {
             Ok(row) => rows::message(&row, &PLAIN)?,
             // Unreachable while every append takes the row lock first, but
             // a writer that does not must still get the idempotent answer.
@@ -176,6 +182,9 @@ impl MessageRepository for PostgresStore {
                     .into())
             }
         };
+
+        // Inserted first: the links reference the message row.
+        stored.attachments = attachments::link(&mut tx, message).await?;
 
         sqlx::query(
             "update conversations set last_seq = $1, updated_at = $2, last_activity_at = $2, \
@@ -247,11 +256,17 @@ impl MessageRepository for PostgresStore {
             .context("listing messages")?;
         let limit = usize::try_from(query.limit).context("page size does not fit in memory")?;
         let has_more = rows.len() > limit;
-        let messages = rows
+        let mut messages = rows
             .iter()
             .take(limit)
             .map(|row| rows::message(row, &PLAIN))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        attachments::load_into(
+            &self.pool,
+            tenant,
+            &mut messages.iter_mut().collect::<Vec<_>>(),
+        )
+        .await?;
         tracing::Span::current().record("items", messages.len());
         Ok(MessagePage { messages, has_more })
     }

@@ -166,6 +166,8 @@ pub(crate) fn message(row: &PgRow, cols: &MessageColumns) -> anyhow::Result<Mess
         seq: seq(get(row, cols.seq)?, "seq")?,
         sender,
         body,
+        // Filled in by `attachments::load_into`.
+        attachments: Vec::new(),
         reply_to: reply_to.map(MessageId::from_uuid),
         client_msg_id,
         created_at: get(row, cols.created_at)?,

@@ -56,6 +56,7 @@ mod postgres_specific {
             conversation_id: conversation.id,
             sender,
             body: Some(MessageBody::parse("take two a day").unwrap()),
+            attachments: Vec::new(),
             reply_to: None,
             client_msg_id: key.map(|k| ClientMsgId::parse(k).unwrap()),
             created_at: at_nanos(),
@@ -79,7 +80,10 @@ mod postgres_specific {
         .fetch_all(store.pool())
         .await
         .unwrap();
-        assert_eq!(tables, ["conversations", "messages", "read_states"]);
+        assert_eq!(
+            tables,
+            ["attachments", "conversations", "messages", "read_states"]
+        );
     }
 
     #[tokio::test]

@@ -145,6 +145,8 @@ fn decode_message(row: &SqliteRow, id: Uuid) -> anyhow::Result<Message> {
         seq: seq(row.try_get("m_seq")?)?,
         sender,
         body,
+        // Filled in by `attachments::load_into`.
+        attachments: Vec::new(),
         reply_to: reply_to.map(MessageId::from_uuid),
         client_msg_id,
         created_at: time(row.try_get("m_created_at")?)?,

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
+use crate::attachments;
 use crate::codec::{self, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use crate::SqliteStore;
 
@@ -230,7 +231,13 @@ impl ConversationRepository for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .context("selecting conversation summary")?;
-        Ok(row.as_ref().map(summary).transpose()?)
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut found = [summary(&row)?];
+        attachments::load_into_summaries(&self.read, tenant, &mut found).await?;
+        let [found] = found;
+        Ok(Some(found))
     }
 
     #[tracing::instrument(skip_all, fields(tenant_id = %query.scope.tenant()), err)]
@@ -268,6 +275,7 @@ impl ConversationRepository for SqliteStore {
         } else {
             None
         };
+        attachments::load_into_summaries(&self.read, query.scope.tenant(), &mut items).await?;
         Ok(ConversationPage { items, next_cursor })
     }
 

@@ -1,8 +1,8 @@
 //! SQLite repositories for the chat core: the embedded default store.
 //!
 //! [`SqliteStore`] implements [`chat_app::ConversationRepository`],
-//! [`chat_app::MessageRepository`] and [`chat_app::ReadStateRepository`] over
-//! one database file, so a single process needs nothing else to run the chat.
+//! [`chat_app::MessageRepository`], [`chat_app::ReadStateRepository`] and
+//! [`chat_app::AttachmentRepository`] over one database file, so a single process needs nothing else to run the chat.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod attachments;
 mod codec;
 mod conversations;
 mod messages;

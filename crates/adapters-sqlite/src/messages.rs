@@ -11,6 +11,7 @@ use chat_domain::{ConversationId, Message, NewMessage, Seq, TenantId};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
+use crate::attachments;
 use crate::codec::{self, MESSAGE_COLUMNS};
 use crate::SqliteStore;
 
@@ -56,10 +57,15 @@ async fn find_replayed(
         .bind(new.sender.kind())
         .bind(new.sender.id())
         .bind(client_msg_id.as_str())
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await
         .context("looking up message by client_msg_id")?;
-    row.as_ref().map(codec::message).transpose()
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut original = codec::message(&row)?;
+    attachments::load_into(&mut *conn, new.tenant, &mut [&mut original]).await?;
+    Ok(Some(original))
 }
 
 impl SqliteStore {
@@ -100,7 +106,7 @@ impl SqliteStore {
             }
         }
         let seq = codec::seq(last_seq)?.next();
-        let mut message = new.clone().into_message(seq);
+        let mut message = new.clone().into_message(seq, Vec::new());
         message.created_at = codec::truncate(message.created_at);
         let created_at = codec::micros(message.created_at);
         sqlx::query(
@@ -121,6 +127,8 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(AppendFailure::Insert)?;
+        // After the insert: the links reference the message row.
+        message.attachments = attachments::link(&mut tx, new).await?;
         sqlx::query(
             "update conversations set last_seq = ?3, updated_at = ?4, last_activity_at = ?4, \
                  status = case when ?5 then 'open' else status end \
@@ -241,6 +249,12 @@ impl MessageRepository for SqliteStore {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let has_more = messages.len() > limit;
         messages.truncate(limit);
+        attachments::load_into(
+            &self.read,
+            tenant,
+            &mut messages.iter_mut().collect::<Vec<_>>(),
+        )
+        .await?;
         Ok(MessagePage { messages, has_more })
     }
 }

@@ -5,6 +5,7 @@
 use chat_app::MessageCursor;
 use chat_domain::{ConversationScope, CustomerId, Seq, StaffUserId, TenantId};
 
+use crate::attachments;
 use crate::conversations::{customer_key_sql, find_sql, list_sql, summary_sql, unread_sql};
 use crate::messages::{page_sql, replay_sql};
 use crate::SqliteStore;
@@ -97,6 +98,13 @@ async fn every_query_path_uses_an_index() {
     }
 
     let mut lookups = vec![find_sql(), summary_sql(), customer_key_sql(), replay_sql()];
+    lookups.extend([
+        attachments::find_sql(),
+        attachments::orphans_sql(),
+        attachments::own_upload_sql(),
+        attachments::of_messages_sql(1),
+        attachments::of_messages_sql(50),
+    ]);
     lookups.extend(scopes().iter().map(unread_sql));
     for cursor in [
         MessageCursor::Latest,

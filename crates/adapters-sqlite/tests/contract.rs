@@ -102,6 +102,7 @@ mod sqlite_specific {
             tables,
             [
                 "_sqlx_migrations",
+                "attachments",
                 "conversations",
                 "messages",
                 "read_states"
@@ -112,7 +113,7 @@ mod sqlite_specific {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1]);
+        assert_eq!(applied, [1, 2]);
     }
 
     #[tokio::test]
@@ -154,6 +155,7 @@ mod sqlite_specific {
                     conversation_id: conversation.id,
                     sender,
                     body: Some(MessageBody::parse(&format!("m{i}")).unwrap()),
+                    attachments: Vec::new(),
                     reply_to: None,
                     // Every fourth send reuses one key.
                     client_msg_id: (i % 4 == 0).then(|| key.clone()),
@@ -211,6 +213,7 @@ mod sqlite_specific {
             conversation_id: conversation.id,
             sender: Sender::Staff(StaffUserId::new_v4()),
             body: Some(MessageBody::parse("hi").unwrap()),
+            attachments: Vec::new(),
             reply_to: None,
             client_msg_id: None,
             created_at: Utc::now(),

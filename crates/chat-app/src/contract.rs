@@ -16,24 +16,33 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chat_domain::{
-    ClientMsgId, ConversationId, ConversationKind, ConversationPatch, ConversationScope,
-    ConversationStatus, CustomerId, MessageBody, MessageId, NewCustomerConversation, NewMessage,
-    Sender, Seq, StaffUserId, Tags, TenantId,
+    Attachment, AttachmentId, AttachmentName, ClientMsgId, ConversationId, ConversationKind,
+    ConversationPatch, ConversationScope, ConversationStatus, CustomerId, MediaType, MessageBody,
+    MessageId, NewAttachment, NewCustomerConversation, NewMessage, Sender, Seq, Sha256Digest,
+    StaffUserId, StorageKey, Tags, TenantId,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
+use crate::files::AttachmentRepository;
 use crate::ports::{
     AppendError, AppendOutcome, ConversationListQuery, ConversationRepository, MessageCursor,
     MessageQuery, MessageRepository, ReadStateRepository, Receipt,
 };
 
-/// A store the suite can run against: all three repositories in one.
+/// A store the suite can run against: all the repositories in one.
 pub trait Store:
-    ConversationRepository + MessageRepository + ReadStateRepository + 'static
+    ConversationRepository + MessageRepository + ReadStateRepository + AttachmentRepository + 'static
 {
 }
 
-impl<T: ConversationRepository + MessageRepository + ReadStateRepository + 'static> Store for T {}
+impl<T> Store for T where
+    T: ConversationRepository
+        + MessageRepository
+        + ReadStateRepository
+        + AttachmentRepository
+        + 'static
+{
+}
 
 /// Expands to one `#[tokio::test]` per contract case, each calling
 /// `$factory().await` for a fresh store. The calling crate needs `tokio`
@@ -60,6 +69,13 @@ macro_rules! contract_tests {
             conversation_list_cursor_walks_every_row_once,
             updates_apply_only_the_given_fields,
             a_tenant_never_sees_another_tenants_rows,
+            attachments_are_recorded_and_found_only_in_their_tenant,
+            a_message_links_its_attachments_in_order_and_every_read_carries_them,
+            a_message_may_carry_attachments_only,
+            linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing,
+            a_replayed_send_returns_the_original_with_its_attachments,
+            concurrent_sends_attach_one_upload_once,
+            orphans_are_listed_oldest_first_and_deleted_only_while_unattached,
         );
     };
     (@cases $factory:ident; $($case:ident),* $(,)?) => {
@@ -121,6 +137,7 @@ fn message(
         conversation_id: conversation.id,
         sender,
         body: body(text),
+        attachments: Vec::new(),
         reply_to: None,
         client_msg_id: None,
         created_at: at,
@@ -236,7 +253,10 @@ pub async fn appends_number_messages_from_one_and_bump_the_conversation<S: Store
             AppendOutcome::Created(m) => m,
             other => panic!("expected a new message, got {other:?}"),
         };
-        assert_eq!(stored, new.clone().into_message(seq(i as u64 + 1)));
+        assert_eq!(
+            stored,
+            new.clone().into_message(seq(i as u64 + 1), Vec::new())
+        );
     }
     let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
     assert_eq!(after.last_seq, seq(3));
@@ -1098,4 +1118,333 @@ pub async fn a_tenant_never_sees_another_tenants_rows<S: Store>(store: Arc<S>) {
     let untouched = store.find(tenant, conversation.id).await.unwrap().unwrap();
     assert_eq!(untouched.status, ConversationStatus::Open);
     assert_eq!(untouched.last_seq, seq(1));
+}
+
+/// An upload of `uploader` into `conversation` at `at`.
+fn new_upload(
+    conversation: &chat_domain::Conversation,
+    uploader: Sender,
+    at: DateTime<Utc>,
+) -> NewAttachment {
+    let id = AttachmentId::new_v7();
+    NewAttachment {
+        id,
+        tenant: conversation.tenant,
+        conversation_id: conversation.id,
+        uploader,
+        name: AttachmentName::sanitize(Some("prescription scan.png"), MediaType::Png),
+        media_type: MediaType::Png,
+        size: 52_311,
+        sha256: Sha256Digest::from_bytes([7; 32]),
+        storage_key: StorageKey::for_attachment(
+            conversation.tenant,
+            conversation.id,
+            id,
+            MediaType::Png,
+            at,
+        ),
+        created_at: at,
+    }
+}
+
+async fn upload<S: Store>(
+    store: &S,
+    conversation: &chat_domain::Conversation,
+    uploader: Sender,
+    at: DateTime<Utc>,
+) -> Attachment {
+    store
+        .insert_attachment(&new_upload(conversation, uploader, at))
+        .await
+        .expect("insert attachment")
+}
+
+fn with_attachments(mut new: NewMessage, attachments: &[&Attachment]) -> NewMessage {
+    new.attachments = attachments.iter().map(|a| a.id).collect();
+    new
+}
+
+fn linked(attachment: &Attachment, message: &chat_domain::Message) -> Attachment {
+    Attachment {
+        message_id: Some(message.id),
+        ..attachment.clone()
+    }
+}
+
+/// An upload is stored as given, unattached, and only its tenant finds it.
+pub async fn attachments_are_recorded_and_found_only_in_their_tenant<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let new = new_upload(&conversation, customer, t0());
+    let stored = store.insert_attachment(&new).await.unwrap();
+    assert_eq!(stored, new.clone().into_attachment());
+    assert_eq!(
+        store.find_attachment(tenant, new.id).await.unwrap(),
+        Some(stored)
+    );
+    assert_eq!(
+        store
+            .find_attachment(TenantId::new_v4(), new.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .find_attachment(tenant, AttachmentId::new_v7())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// A send links its uploads in the given order; the stored message, pages
+/// of history, the replay lookup and conversation summaries all carry them.
+pub async fn a_message_links_its_attachments_in_order_and_every_read_carries_them<S: Store>(
+    store: Arc<S>,
+) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let first = upload(&*store, &conversation, customer, t0()).await;
+    let second = upload(&*store, &conversation, customer, t0()).await;
+    let plain = send(&*store, &conversation, customer, "no files").await;
+    let new = with_attachments(
+        message(&conversation, customer, "two photos", t0()),
+        &[&second, &first],
+    );
+    let stored = match store.append(&new, false).await.unwrap() {
+        AppendOutcome::Created(m) => m,
+        other => panic!("expected a new message, got {other:?}"),
+    };
+    let expected = vec![linked(&second, &stored), linked(&first, &stored)];
+    assert_eq!(stored.attachments, expected);
+    assert_eq!(stored, new.clone().into_message(seq(2), expected.clone()));
+
+    let page = store
+        .list_messages(
+            tenant,
+            conversation.id,
+            MessageQuery {
+                cursor: MessageCursor::After(Seq::ZERO),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages, vec![plain, stored.clone()]);
+
+    let summary = store
+        .find_summary(tenant, conversation.id, customer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.last_message.as_ref(), Some(&stored));
+    let list = store
+        .list_conversations(&ConversationListQuery {
+            scope: ConversationScope::All { tenant },
+            reader: customer,
+            status: None,
+            limit: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.items[0].last_message.as_ref(), Some(&stored));
+    assert_eq!(
+        store.find_attachment(tenant, first.id).await.unwrap(),
+        Some(linked(&first, &stored))
+    );
+}
+
+/// Body or not is the use case's rule; the store keeps a message that only
+/// carries files.
+pub async fn a_message_may_carry_attachments_only<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let staff = Sender::Staff(StaffUserId::new_v4());
+    let file = upload(&*store, &conversation, staff, t0()).await;
+    let mut new = with_attachments(message(&conversation, staff, "x", t0()), &[&file]);
+    new.body = None;
+    let stored = store.append(&new, false).await.unwrap();
+    assert_eq!(stored.message().body, None);
+    assert_eq!(stored.message().attachments.len(), 1);
+}
+
+/// Only the sender's own unattached uploads of this conversation may be
+/// linked. Anything else refuses the whole send: no message, no seq, and the
+/// valid uploads of the same send stay unattached.
+pub async fn linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing<S: Store>(
+    store: Arc<S>,
+) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let other_conversation = open_inbox(&*store, tenant).await;
+    let foreign_conversation = open_inbox(&*store, TenantId::new_v4()).await;
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let staff = Sender::Staff(StaffUserId::new_v4());
+    let good = upload(&*store, &conversation, customer, t0()).await;
+    let used = upload(&*store, &conversation, customer, t0()).await;
+    let carrier = with_attachments(message(&conversation, customer, "first", t0()), &[&used]);
+    store.append(&carrier, false).await.unwrap();
+
+    let elsewhere = upload(&*store, &other_conversation, customer, t0()).await;
+    let other_tenants = upload(
+        &*store,
+        &foreign_conversation,
+        Sender::Customer(foreign_conversation.kind.customer_id().unwrap()),
+        t0(),
+    )
+    .await;
+    let staffs = upload(&*store, &conversation, staff, t0()).await;
+    let missing = AttachmentId::new_v7();
+
+    for (what, bad, expect_used) in [
+        ("another conversation's upload", elsewhere.id, false),
+        ("another tenant's upload", other_tenants.id, false),
+        ("another uploader's upload", staffs.id, false),
+        ("an id nobody uploaded", missing, false),
+        ("an upload already sent", used.id, true),
+    ] {
+        let mut new = with_attachments(message(&conversation, customer, "again", t0()), &[&good]);
+        new.attachments.push(bad);
+        let result = store.append(&new, false).await;
+        match (result, expect_used) {
+            (Err(AppendError::AttachmentNotFound(id)), false)
+            | (Err(AppendError::AttachmentAlreadyUsed(id)), true) => assert_eq!(id, bad, "{what}"),
+            (other, _) => panic!("{what}: unexpected {other:?}"),
+        }
+    }
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, seq(1), "refused sends consume no seq");
+    assert_eq!(
+        store
+            .find_attachment(tenant, good.id)
+            .await
+            .unwrap()
+            .and_then(|a| a.message_id),
+        None,
+        "a refused send links nothing"
+    );
+}
+
+/// A replay returns the original message with its attachments, and links
+/// nothing again.
+pub async fn a_replayed_send_returns_the_original_with_its_attachments<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let file = upload(&*store, &conversation, customer, t0()).await;
+    let mut new = with_attachments(message(&conversation, customer, "photo", t0()), &[&file]);
+    new.client_msg_id = Some(ClientMsgId::parse("c-photo").unwrap());
+    let original = match store.append(&new, false).await.unwrap() {
+        AppendOutcome::Created(m) => m,
+        other => panic!("expected a new message, got {other:?}"),
+    };
+    let mut again = new.clone();
+    again.id = MessageId::new_v7();
+    match store.append(&again, false).await.unwrap() {
+        AppendOutcome::Replayed(m) => assert_eq!(m, original),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
+/// Ten concurrent sends naming one upload: exactly one carries it, the
+/// others are refused as already used.
+pub async fn concurrent_sends_attach_one_upload_once<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let file = upload(&*store, &conversation, customer, t0()).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        let new = with_attachments(
+            message(&conversation, customer, &format!("{i}"), t0()),
+            &[&file],
+        );
+        tasks.push(tokio::spawn(async move { store.append(&new, false).await }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(AppendOutcome::Created(m)) => {
+                assert_eq!(m.attachments.len(), 1);
+                created += 1;
+            }
+            Err(AppendError::AttachmentAlreadyUsed(id)) => assert_eq!(id, file.id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+    assert_eq!(after.last_seq, seq(1));
+}
+
+/// The sweep sees unattached uploads older than the cut-off, oldest first,
+/// across tenants; an attached upload is never listed nor deleted.
+pub async fn orphans_are_listed_oldest_first_and_deleted_only_while_unattached<S: Store>(
+    store: Arc<S>,
+) {
+    let conversation = open_inbox(&*store, TenantId::new_v4()).await;
+    let foreign = open_inbox(&*store, TenantId::new_v4()).await;
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let foreign_customer = Sender::Customer(foreign.kind.customer_id().unwrap());
+    let old = upload(&*store, &conversation, customer, t0()).await;
+    let older_foreign = upload(
+        &*store,
+        &foreign,
+        foreign_customer,
+        t0() - Duration::hours(1),
+    )
+    .await;
+    let recent = upload(&*store, &conversation, customer, t0() + Duration::hours(2)).await;
+    let sent = upload(&*store, &conversation, customer, t0()).await;
+    let carrier = with_attachments(message(&conversation, customer, "sent", t0()), &[&sent]);
+    store.append(&carrier, false).await.unwrap();
+
+    let cutoff = t0() + Duration::hours(1);
+    let orphans = store.list_orphans(cutoff, 10).await.unwrap();
+    let ids: Vec<AttachmentId> = orphans.iter().map(|a| a.id).collect();
+    assert_eq!(ids, vec![older_foreign.id, old.id]);
+    let first = store.list_orphans(cutoff, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+
+    assert!(!store
+        .delete_unattached(conversation.tenant, sent.id)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .delete_unattached(foreign.tenant, old.id)
+            .await
+            .unwrap(),
+        "tenant-scoped"
+    );
+    assert!(store
+        .delete_unattached(conversation.tenant, old.id)
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_unattached(conversation.tenant, old.id)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .find_attachment(conversation.tenant, old.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store
+        .find_attachment(conversation.tenant, sent.id)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .find_attachment(conversation.tenant, recent.id)
+        .await
+        .unwrap()
+        .is_some());
 }

@@ -20,6 +20,7 @@
 //! let sent = service
 //!     .send_message(&pharmacist, conversation.id, SendMessage {
 //!         body: Some(MessageBody::parse("Your prescription is ready").unwrap()),
+//!         attachment_ids: Vec::new(),
 //!         reply_to: None,
 //!         client_msg_id: None,
 //!     })
@@ -28,15 +29,28 @@
 //! # Ok(()) }
 //! ```
 
+mod attachments;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 mod error;
+mod files;
 pub mod ports;
 mod service;
 #[cfg(test)]
 mod service_tests;
+pub mod sniff;
 
+pub use attachments::{
+    download_headers, AttachmentError, AttachmentPorts, AttachmentService, AttachmentSettings,
+    Download, DEFAULT_MAX_ATTACHMENT_BYTES,
+};
 pub use error::ChatError;
+pub use files::{
+    AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
+    StorageError,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use files::{MockAttachmentRepository, MockFileStorage, MockScanner};
 pub use ports::{
     AccessPolicy, AllowAll, AppendError, AppendOutcome, ChatEvent, Clock, ConversationCursor,
     ConversationListQuery, ConversationPage, ConversationRepository, ConversationSummary,

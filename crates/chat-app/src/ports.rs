@@ -199,6 +199,14 @@ pub enum AppendError {
     /// `reply_to` names no message of the same conversation.
     #[error("reply_to does not name a message of this conversation")]
     ReplyTargetNotFound,
+    /// An attachment id names no upload of the sender in this conversation
+    /// (missing, another conversation's, another tenant's, another
+    /// uploader's, or swept as an orphan).
+    #[error("attachment {0} is not an upload of the sender in this conversation")]
+    AttachmentNotFound(chat_domain::AttachmentId),
+    /// An attachment is already attached to another message.
+    #[error("attachment {0} is already attached to a message")]
+    AttachmentAlreadyUsed(chat_domain::AttachmentId),
     /// Storage failure.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -241,7 +249,10 @@ pub trait MessageRepository: Send + Sync {
     /// (gap-free and unique under concurrent senders), stores it, bumps the
     /// conversation's `last_seq` and activity time, and moves the sender's
     /// read marker to it. With `reopen`, a resolved or archived conversation
-    /// goes back to `open` in the same transaction.
+    /// goes back to `open` in the same transaction. The message's
+    /// attachments are linked to it in the same transaction, in the given
+    /// order; each must be an upload of the sender in this conversation
+    /// that no message carries yet.
     ///
     /// When the sender already used `client_msg_id` in this conversation, the
     /// original message is returned as [`AppendOutcome::Replayed`] and
@@ -249,7 +260,10 @@ pub trait MessageRepository: Send + Sync {
     ///
     /// # Errors
     /// [`AppendError::ConversationNotFound`],
-    /// [`AppendError::ReplyTargetNotFound`], or a storage failure.
+    /// [`AppendError::ReplyTargetNotFound`],
+    /// [`AppendError::AttachmentNotFound`],
+    /// [`AppendError::AttachmentAlreadyUsed`] (nothing is stored), or a
+    /// storage failure.
     async fn append(
         &self,
         message: &NewMessage,

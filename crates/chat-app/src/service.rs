@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use chat_domain::{
-    authorize, authorize_create, conversation_scope, Action, ClientMsgId, Conversation,
-    ConversationId, ConversationPatch, ConversationStatus, CustomerId, MessageBody, MessageId,
-    NewCustomerConversation, NewMessage, Principal, ReadState, Seq, StaffUserId,
+    authorize, authorize_create, conversation_scope, Action, AttachmentId, ClientMsgId,
+    Conversation, ConversationId, ConversationPatch, ConversationStatus, CustomerId, MessageBody,
+    MessageId, NewCustomerConversation, NewMessage, Principal, ReadState, Seq, StaffUserId,
+    MAX_ATTACHMENTS_PER_MESSAGE,
 };
 
 use crate::error::ChatError;
@@ -57,8 +58,11 @@ impl Default for PageLimit {
 /// A send request, already validated field by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendMessage {
-    /// The text. Required until attachments exist.
+    /// The text; may be left out when attachments are given.
     pub body: Option<MessageBody>,
+    /// Uploads of the sender in this conversation to attach, in order:
+    /// at most [`MAX_ATTACHMENTS_PER_MESSAGE`], no duplicates.
+    pub attachment_ids: Vec<AttachmentId>,
     /// The message answered, in the same conversation.
     pub reply_to: Option<MessageId>,
     /// The sender's idempotency key.
@@ -133,7 +137,7 @@ impl ChatService {
 
     /// Loads conversation `id` and checks that `principal` may do `action`
     /// on it, through the domain rules and then the host policy.
-    async fn authorized(
+    pub(crate) async fn authorized(
         &self,
         principal: &Principal,
         id: ConversationId,
@@ -318,8 +322,12 @@ impl ChatService {
     /// customer writing into a resolved or archived conversation reopens it.
     ///
     /// # Errors
-    /// [`ChatError::Invalid`] without a body or with a `reply_to` outside
-    /// the conversation; [`ChatError::NotFound`]; [`ChatError::Unexpected`].
+    /// [`ChatError::Invalid`] without a body or attachment, with more than
+    /// [`MAX_ATTACHMENTS_PER_MESSAGE`] or repeated attachments, with an
+    /// attachment already sent, or with a `reply_to` outside the
+    /// conversation; [`ChatError::NotFound`] for a conversation, or an
+    /// attachment, that is not the sender's to use here;
+    /// [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
     pub async fn send_message(
         &self,
@@ -328,15 +336,14 @@ impl ChatService {
         request: SendMessage,
     ) -> Result<SendOutcome, ChatError> {
         let conversation = self.authorized(principal, id, Action::Send).await?;
-        if request.body.is_none() {
-            return Err(ChatError::Invalid("a message needs a body".into()));
-        }
+        check_attachment_ids(request.body.is_some(), &request.attachment_ids)?;
         let new = NewMessage {
             id: self.ports.ids.message_id(),
             tenant: principal.tenant(),
             conversation_id: id,
             sender: principal.as_sender(),
             body: request.body,
+            attachments: request.attachment_ids,
             reply_to: request.reply_to,
             client_msg_id: request.client_msg_id,
             created_at: self.ports.clock.now(),
@@ -352,6 +359,10 @@ impl ChatService {
                 AppendError::ReplyTargetNotFound => {
                     ChatError::Invalid("reply_to must name a message of this conversation".into())
                 }
+                AppendError::AttachmentNotFound(_) => ChatError::NotFound,
+                AppendError::AttachmentAlreadyUsed(attachment) => ChatError::Invalid(format!(
+                    "attachment_ids: {attachment} is already attached to a message"
+                )),
                 AppendError::Unexpected(err) => ChatError::Unexpected(err),
             })?;
         match outcome {
@@ -428,4 +439,25 @@ impl ChatService {
             .unread_total(conversation_scope(principal), principal.as_sender())
             .await?)
     }
+}
+
+/// "A message needs a body or 1..=10 attachments, each named once."
+fn check_attachment_ids(has_body: bool, ids: &[AttachmentId]) -> Result<(), ChatError> {
+    if !has_body && ids.is_empty() {
+        return Err(ChatError::Invalid(
+            "a message needs a body or an attachment".into(),
+        ));
+    }
+    if ids.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+        return Err(ChatError::Invalid(format!(
+            "attachment_ids: at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    if let Some(repeated) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(ChatError::Invalid(format!(
+            "attachment_ids: {repeated} is given twice"
+        )));
+    }
+    Ok(())
 }

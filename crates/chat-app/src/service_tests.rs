@@ -129,6 +129,7 @@ fn stored_message(sender: Sender, text: &str) -> Message {
         seq: seq(4),
         sender,
         body: Some(MessageBody::parse(text).unwrap()),
+        attachments: Vec::new(),
         reply_to: None,
         client_msg_id: None,
         created_at: earlier(),
@@ -161,6 +162,7 @@ fn read_state(reader: Sender, last_read: u64, last_delivered: u64) -> ReadState 
 fn send_request(text: &str) -> SendMessage {
     SendMessage {
         body: Some(MessageBody::parse(text).unwrap()),
+        attachment_ids: Vec::new(),
         reply_to: None,
         client_msg_id: None,
     }
@@ -174,6 +176,7 @@ fn expected_new_message(sender: Sender, request: &SendMessage) -> NewMessage {
         conversation_id: CONVERSATION_ID,
         sender,
         body: request.body.clone(),
+        attachments: request.attachment_ids.clone(),
         reply_to: request.reply_to,
         client_msg_id: request.client_msg_id.clone(),
         created_at: now(),
@@ -1488,11 +1491,12 @@ fn expect_no_append(h: &mut Harness) {
 async fn staff_sends_a_message_and_publishes_message_created() {
     let request = SendMessage {
         body: Some(MessageBody::parse("  Your prescription is ready  ").unwrap()),
+        attachment_ids: Vec::new(),
         reply_to: Some(STORED_MESSAGE_ID),
         client_msg_id: Some(ClientMsgId::parse("c-81").unwrap()),
     };
     let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
-    let stored = new.clone().into_message(seq(5));
+    let stored = new.clone().into_message(seq(5), Vec::new());
     let mut h = Harness::new();
     h.authorized(staff(), inbox(), Action::Send);
     expect_append(
@@ -1521,7 +1525,7 @@ async fn staff_sends_a_message_and_publishes_message_created() {
 async fn customer_sends_into_their_open_conversation_without_reopening_it() {
     let request = send_request("Is my refill ready?");
     let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
-    let stored = new.clone().into_message(seq(5));
+    let stored = new.clone().into_message(seq(5), Vec::new());
     let mut h = Harness::new();
     h.authorized(customer(), inbox(), Action::Send);
     expect_append(
@@ -1550,7 +1554,7 @@ async fn customer_sending_into_a_resolved_conversation_reopens_it() {
     let resolved = inbox_with_status(ConversationStatus::Resolved);
     let request = send_request("One more question");
     let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
-    let stored = new.clone().into_message(seq(5));
+    let stored = new.clone().into_message(seq(5), Vec::new());
     let mut h = Harness::new();
     h.authorized(customer(), resolved.clone(), Action::Send);
     expect_append(
@@ -1579,7 +1583,7 @@ async fn customer_sending_into_an_archived_conversation_reopens_it() {
     let archived = inbox_with_status(ConversationStatus::Archived);
     let request = send_request("Hello again");
     let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
-    let stored = new.clone().into_message(seq(5));
+    let stored = new.clone().into_message(seq(5), Vec::new());
     let mut h = Harness::new();
     h.authorized(customer(), archived.clone(), Action::Send);
     expect_append(
@@ -1608,7 +1612,7 @@ async fn staff_sending_into_a_resolved_conversation_does_not_reopen_it() {
     let resolved = inbox_with_status(ConversationStatus::Resolved);
     let request = send_request("Closing note");
     let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
-    let stored = new.clone().into_message(seq(5));
+    let stored = new.clone().into_message(seq(5), Vec::new());
     let mut h = Harness::new();
     h.authorized(staff(), resolved.clone(), Action::Send);
     expect_append(
@@ -1781,6 +1785,7 @@ async fn a_message_without_a_body_is_invalid() {
             CONVERSATION_ID,
             SendMessage {
                 body: None,
+                attachment_ids: Vec::new(),
                 reply_to: None,
                 client_msg_id: Some(ClientMsgId::parse("c-82").unwrap()),
             },

@@ -1,5 +1,5 @@
 //! Pure domain of the chat core: identifiers, principals, conversations,
-//! messages, read state and the permission rules that govern them.
+//! messages, attachments, read state and the permission rules that govern them.
 //!
 //! Nothing here performs I/O or reads the clock: every value that exists is
 //! valid (constructors are `parse`), and every rule is a pure function that a
@@ -15,6 +15,7 @@
 //! assert!(pharmacist.is_staff());
 //! ```
 
+mod attachment;
 mod conversation;
 mod ids;
 mod message;
@@ -22,6 +23,10 @@ mod permissions;
 mod principal;
 mod read_state;
 
+pub use attachment::{
+    Attachment, AttachmentName, AttachmentNameError, DigestError, MediaType, NewAttachment,
+    Sha256Digest, StorageKey, StorageKeyError, MAX_ATTACHMENTS_PER_MESSAGE,
+};
 pub use conversation::{
     Conversation, ConversationKind, ConversationPatch, ConversationStatus, ConversationStatusError,
     NewCustomerConversation, Tag, TagError, Tags, TagsError,

@@ -5,7 +5,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::ids::{ConversationId, MessageId, TenantId};
+use crate::attachment::Attachment;
+use crate::ids::{AttachmentId, ConversationId, MessageId, TenantId};
 use crate::principal::Sender;
 
 /// The longest message body, in characters (Unicode scalar values), after
@@ -194,6 +195,8 @@ pub struct Message {
     pub sender: Sender,
     /// The text; `None` for an attachment-only message.
     pub body: Option<MessageBody>,
+    /// The files it carries, in the order the sender gave them.
+    pub attachments: Vec<Attachment>,
     /// The message this one answers, in the same conversation.
     pub reply_to: Option<MessageId>,
     /// The sender's idempotency key.
@@ -219,6 +222,9 @@ pub struct NewMessage {
     pub sender: Sender,
     /// The text.
     pub body: Option<MessageBody>,
+    /// Uploads of the sender in the same conversation, not yet attached to
+    /// any message, to attach to this one (in this order).
+    pub attachments: Vec<AttachmentId>,
     /// The message answered, which must be in the same conversation.
     pub reply_to: Option<MessageId>,
     /// The sender's idempotency key.
@@ -228,8 +234,9 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
-    /// The message as stored with `seq`.
-    pub fn into_message(self, seq: Seq) -> Message {
+    /// The message as stored with `seq`, carrying `attachments` (the
+    /// stored form of [`NewMessage::attachments`]).
+    pub fn into_message(self, seq: Seq, attachments: Vec<Attachment>) -> Message {
         Message {
             id: self.id,
             tenant: self.tenant,
@@ -237,6 +244,7 @@ impl NewMessage {
             seq,
             sender: self.sender,
             body: self.body,
+            attachments,
             reply_to: self.reply_to,
             client_msg_id: self.client_msg_id,
             created_at: self.created_at,

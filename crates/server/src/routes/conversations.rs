@@ -6,8 +6,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chat_app::{ConversationCursor, MessageCursor, PageLimit, Receipt, SendMessage};
 use chat_domain::{
-    ClientMsgId, ConversationId, ConversationPatch, ConversationStatus, CustomerId, MessageBody,
-    MessageId, Seq, StaffUserId, Tags,
+    AttachmentId, ClientMsgId, ConversationId, ConversationPatch, ConversationStatus, CustomerId,
+    MessageBody, MessageId, Seq, StaffUserId, Tags,
 };
 use serde_json::{json, Value};
 
@@ -146,21 +146,12 @@ async fn send(
     PathId(id): PathId<ConversationId>,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<(StatusCode, Json<MessageDto>), ApiError> {
-    if request
-        .attachment_ids
-        .as_ref()
-        .is_some_and(|ids| !ids.is_empty())
-    {
-        return Err(ApiError::invalid(
-            "attachment_ids: attachments are not enabled on this server",
-        ));
-    }
-    let body = match request.body.as_deref() {
-        Some(raw) => {
-            Some(MessageBody::parse(raw).map_err(|e| ApiError::invalid(format!("body: {e}")))?)
-        }
-        None => return Err(ApiError::invalid("body: a message needs a body")),
-    };
+    let body = request
+        .body
+        .as_deref()
+        .map(MessageBody::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("body: {e}")))?;
     let client_msg_id = request
         .client_msg_id
         .as_deref()
@@ -174,6 +165,12 @@ async fn send(
             id,
             SendMessage {
                 body,
+                attachment_ids: request
+                    .attachment_ids
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(AttachmentId::from_uuid)
+                    .collect(),
                 reply_to: request.reply_to.map(MessageId::from_uuid),
                 client_msg_id,
             },

@@ -1,0 +1,525 @@
+//! [`AttachmentService`]: upload, download and the orphan sweep.
+//!
+//! An upload is read once, as it arrives: its head decides the type (and an
+//! unwanted type is refused before the rest is read), then every byte goes
+//! through a [`Metered`] stream on its way to the [`FileStorage`], which
+//! counts, hashes and checks it and fails the stream as soon as the limit
+//! is passed. Only a file that passed every check (and the scanner, when
+//! one is configured) gets a metadata record; anything refused is removed
+//! from storage before the error is returned.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chat_domain::{
+    Action, Attachment, AttachmentId, AttachmentName, ConversationId, NewAttachment, Principal,
+    Sha256Digest, StorageKey,
+};
+use futures::{Stream, StreamExt as _};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ChatError;
+use crate::files::{
+    AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
+    StorageError,
+};
+use crate::ports::Clock;
+use crate::sniff::{sniff, ContentCheck, ContentRejection, SNIFF_BYTES};
+use crate::ChatService;
+
+/// The default largest attachment: 10 MiB.
+pub const DEFAULT_MAX_ATTACHMENT_BYTES: u64 = 10 * 1024 * 1024;
+
+/// How many orphans one sweep round loads at a time.
+const SWEEP_BATCH: u32 = 100;
+
+/// Everything [`AttachmentService`] talks to besides [`ChatService`].
+#[derive(Clone)]
+pub struct AttachmentPorts {
+    /// Attachment metadata.
+    pub repository: Arc<dyn AttachmentRepository>,
+    /// The bytes.
+    pub storage: Arc<dyn FileStorage>,
+    /// The malware scanner; `None` scans nothing.
+    pub scanner: Option<Arc<dyn Scanner>>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Limits and download behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachmentSettings {
+    /// Largest accepted file, in bytes.
+    pub max_bytes: u64,
+    /// When set and the store can sign URLs, downloads answer with a
+    /// redirect to a URL valid this long instead of streaming the bytes.
+    pub signed_url_ttl: Option<Duration>,
+}
+
+impl Default for AttachmentSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_ATTACHMENT_BYTES,
+            signed_url_ttl: None,
+        }
+    }
+}
+
+/// Why an attachment use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachmentError {
+    /// The conversation or attachment does not exist for this caller.
+    #[error("not found")]
+    NotFound,
+    /// The caller may see the conversation but not do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// The file has no bytes.
+    #[error("the file is empty")]
+    Empty,
+    /// The file is larger than the limit.
+    #[error("the file is larger than {max_bytes} bytes")]
+    TooLarge {
+        /// The limit.
+        max_bytes: u64,
+    },
+    /// The content is not an accepted type, or is active content.
+    #[error("{0}")]
+    UnsupportedType(String),
+    /// The scanner found malware.
+    #[error("the file is infected ({0})")]
+    Infected(String),
+    /// The upload stream failed before its end (the client went away, or a
+    /// transport limit cut it).
+    #[error("the upload was interrupted")]
+    Interrupted(#[source] std::io::Error),
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The scanner could not be reached or did not finish: the upload is
+    /// refused rather than kept unscanned.
+    #[error("the malware scanner is unavailable")]
+    ScannerUnavailable(#[source] anyhow::Error),
+    /// A store failed.
+    #[error("unexpected failure")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+impl From<ChatError> for AttachmentError {
+    fn from(err: ChatError) -> Self {
+        match err {
+            ChatError::NotFound => Self::NotFound,
+            ChatError::Forbidden => Self::Forbidden,
+            ChatError::Invalid(message) => Self::Invalid(message),
+            ChatError::Unexpected(err) => Self::Unexpected(err),
+        }
+    }
+}
+
+impl From<crate::RepoError> for AttachmentError {
+    fn from(err: crate::RepoError) -> Self {
+        ChatError::from(err).into()
+    }
+}
+
+/// What a download answers.
+pub enum Download {
+    /// Redirect the client to a short-lived signed URL.
+    Redirect {
+        /// The attachment.
+        attachment: Attachment,
+        /// Where its bytes are served.
+        url: String,
+    },
+    /// Stream the bytes through.
+    Stream {
+        /// The attachment.
+        attachment: Attachment,
+        /// Its bytes.
+        body: ByteStream,
+    },
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Redirect { attachment, .. } => f
+                .debug_struct("Redirect")
+                .field("attachment", &attachment.id)
+                .finish(),
+            Self::Stream { attachment, .. } => f
+                .debug_struct("Stream")
+                .field("attachment", &attachment.id)
+                .finish(),
+        }
+    }
+}
+
+/// The headers a download must carry.
+pub fn download_headers(attachment: &Attachment) -> DownloadHeaders {
+    DownloadHeaders {
+        media_type: attachment.media_type,
+        content_disposition: attachment.name.content_disposition(),
+    }
+}
+
+/// Upload, download and orphan sweep of attachments. Cheap to clone.
+#[derive(Clone)]
+pub struct AttachmentService {
+    chat: ChatService,
+    ports: AttachmentPorts,
+    settings: AttachmentSettings,
+}
+
+impl AttachmentService {
+    /// A service that checks permissions through `chat`.
+    pub fn new(chat: ChatService, ports: AttachmentPorts, settings: AttachmentSettings) -> Self {
+        Self {
+            chat,
+            ports,
+            settings,
+        }
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> AttachmentSettings {
+        self.settings
+    }
+
+    /// Stores an upload into conversation `id` for a participant who may
+    /// send there. `file_name` is display metadata only, sanitised; the type
+    /// is sniffed from the bytes.
+    ///
+    /// # Errors
+    /// [`AttachmentError::NotFound`] when the conversation is not readable;
+    /// [`AttachmentError::Empty`], [`AttachmentError::TooLarge`],
+    /// [`AttachmentError::UnsupportedType`], [`AttachmentError::Infected`]
+    /// for refused content (nothing is kept);
+    /// [`AttachmentError::Interrupted`], [`AttachmentError::ScannerUnavailable`]
+    /// or [`AttachmentError::Unexpected`] otherwise.
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, attachment_id, size), err)]
+    pub async fn upload(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        file_name: Option<&str>,
+        mut body: ByteStream,
+    ) -> Result<Attachment, AttachmentError> {
+        self.chat.authorized(principal, id, Action::Send).await?;
+        let max_bytes = self.settings.max_bytes;
+        let head = read_head(&mut body).await?;
+        let sniffed = sniff(&head).map_err(rejection)?;
+        let media_type = sniffed.media_type;
+        let attachment_id = AttachmentId::new_v7();
+        tracing::Span::current().record("attachment_id", tracing::field::display(attachment_id));
+        let now = self.ports.clock.now();
+        let key =
+            StorageKey::for_attachment(principal.tenant(), id, attachment_id, media_type, now);
+
+        let report = Arc::new(Mutex::new(MeterReport::default()));
+        let metered = Metered {
+            inner: futures::stream::once(async move { Ok(head) })
+                .chain(body)
+                .boxed(),
+            max_bytes,
+            seen: 0,
+            hasher: Some(Sha256::new()),
+            check: sniffed.content_check(),
+            report: report.clone(),
+            done: false,
+        };
+        let stored = self
+            .ports
+            .storage
+            .put(&key, media_type, Box::pin(metered), max_bytes)
+            .await;
+        let outcome = report
+            .lock()
+            .map_err(|_| AttachmentError::Unexpected(anyhow::anyhow!("upload meter poisoned")))?
+            .clone();
+        if let Some(refused) = outcome.refused {
+            // The store was told the stream failed, so it kept nothing.
+            return Err(match refused {
+                Refusal::TooLarge => AttachmentError::TooLarge { max_bytes },
+                Refusal::Content(rejection_) => rejection(rejection_),
+            });
+        }
+        let size = match stored {
+            Ok(size) => size,
+            Err(StorageError::TooLarge) => return Err(AttachmentError::TooLarge { max_bytes }),
+            Err(StorageError::Body(err)) => return Err(AttachmentError::Interrupted(err)),
+            Err(err) => {
+                return Err(AttachmentError::Unexpected(
+                    anyhow::Error::new(err).context("storing an upload"),
+                ))
+            }
+        };
+        let Some(sha256) = outcome.sha256.filter(|_| outcome.size == size) else {
+            self.discard(&key).await;
+            return Err(AttachmentError::Unexpected(anyhow::anyhow!(
+                "the store reported {size} bytes, the meter saw {}",
+                outcome.size
+            )));
+        };
+        tracing::Span::current().record("size", size);
+
+        if let Err(err) = self.scan(&key).await {
+            self.discard(&key).await;
+            return Err(err);
+        }
+
+        let new = NewAttachment {
+            id: attachment_id,
+            tenant: principal.tenant(),
+            conversation_id: id,
+            uploader: principal.as_sender(),
+            name: AttachmentName::sanitize(file_name, media_type),
+            media_type,
+            size,
+            sha256,
+            storage_key: key.clone(),
+            created_at: now,
+        };
+        match self.ports.repository.insert_attachment(&new).await {
+            Ok(attachment) => Ok(attachment),
+            Err(err) => {
+                self.discard(&key).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Runs the configured scanner over the stored bytes of `key`.
+    async fn scan(&self, key: &StorageKey) -> Result<(), AttachmentError> {
+        let Some(scanner) = &self.ports.scanner else {
+            return Ok(());
+        };
+        let content = self.ports.storage.get(key).await.map_err(|err| {
+            AttachmentError::Unexpected(
+                anyhow::Error::new(err).context("reading an upload back to scan it"),
+            )
+        })?;
+        match scanner.scan(content).await {
+            Ok(ScanVerdict::Clean) => Ok(()),
+            Ok(ScanVerdict::Infected(signature)) => {
+                tracing::warn!(%signature, "infected upload refused");
+                Err(AttachmentError::Infected(signature))
+            }
+            Err(err) => Err(AttachmentError::ScannerUnavailable(err)),
+        }
+    }
+
+    /// Removes a refused upload's bytes; a failure is logged (the orphan
+    /// has no record, so nothing can serve it).
+    async fn discard(&self, key: &StorageKey) {
+        if let Err(err) = self.ports.storage.delete(key).await {
+            tracing::error!(error = ?err, %key, "cannot remove a refused upload");
+        }
+    }
+
+    /// The attachment `id` for someone who may read its conversation: a
+    /// redirect to a signed URL when configured and possible, else its
+    /// bytes.
+    ///
+    /// # Errors
+    /// [`AttachmentError::NotFound`] when missing or not readable by
+    /// `principal` (another tenant, another customer, another clinician's
+    /// thread); [`AttachmentError::Unexpected`] when the store fails.
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    pub async fn download(
+        &self,
+        principal: &Principal,
+        id: AttachmentId,
+    ) -> Result<Download, AttachmentError> {
+        let attachment = self
+            .ports
+            .repository
+            .find_attachment(principal.tenant(), id)
+            .await?
+            .ok_or(AttachmentError::NotFound)?;
+        self.chat
+            .authorized(principal, attachment.conversation_id, Action::Read)
+            .await?;
+        let unexpected = |err: StorageError| {
+            AttachmentError::Unexpected(
+                anyhow::Error::new(err).context(format!("reading attachment {id}")),
+            )
+        };
+        if let Some(ttl) = self.settings.signed_url_ttl {
+            let headers = download_headers(&attachment);
+            let url = self
+                .ports
+                .storage
+                .signed_url(&attachment.storage_key, ttl, &headers)
+                .await
+                .map_err(unexpected)?;
+            if let Some(url) = url {
+                return Ok(Download::Redirect { attachment, url });
+            }
+        }
+        let body = self
+            .ports
+            .storage
+            .get(&attachment.storage_key)
+            .await
+            .map_err(unexpected)?;
+        Ok(Download::Stream { attachment, body })
+    }
+
+    /// Deletes uploads never attached to a message and older than
+    /// `max_age`, record first (so a send racing the sweep either keeps the
+    /// file or is refused), then bytes. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`AttachmentError::Unexpected`] when the metadata store fails; a
+    /// file that cannot be removed is logged and skipped.
+    #[tracing::instrument(skip_all, fields(deleted), err)]
+    pub async fn sweep_orphans(&self, max_age: Duration) -> Result<usize, AttachmentError> {
+        let age = chrono::Duration::from_std(max_age)
+            .map_err(|err| AttachmentError::Unexpected(anyhow::Error::new(err)))?;
+        let before = self.ports.clock.now() - age;
+        let mut deleted = 0;
+        loop {
+            let orphans = self
+                .ports
+                .repository
+                .list_orphans(before, SWEEP_BATCH)
+                .await?;
+            let full = orphans.len() >= SWEEP_BATCH as usize;
+            let mut progressed = false;
+            for orphan in orphans {
+                if !self
+                    .ports
+                    .repository
+                    .delete_unattached(orphan.tenant, orphan.id)
+                    .await?
+                {
+                    continue;
+                }
+                progressed = true;
+                deleted += 1;
+                if let Err(err) = self.ports.storage.delete(&orphan.storage_key).await {
+                    tracing::error!(error = ?err, key = %orphan.storage_key, "cannot remove an orphan upload's bytes");
+                }
+            }
+            if !full || !progressed {
+                break;
+            }
+        }
+        tracing::Span::current().record("deleted", deleted);
+        Ok(deleted)
+    }
+}
+
+fn rejection(rejection: ContentRejection) -> AttachmentError {
+    match rejection {
+        ContentRejection::Empty => AttachmentError::Empty,
+        ContentRejection::Unsupported(reason) => AttachmentError::UnsupportedType(reason),
+    }
+}
+
+/// Reads up to [`SNIFF_BYTES`] from the start of `body` (fewer only when the
+/// file is shorter).
+async fn read_head(body: &mut ByteStream) -> Result<Bytes, AttachmentError> {
+    let mut head = BytesMut::new();
+    while head.len() < SNIFF_BYTES {
+        match body.next().await {
+            Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+            Some(Err(err)) => return Err(AttachmentError::Interrupted(err)),
+            None => break,
+        }
+    }
+    Ok(head.freeze())
+}
+
+/// Why a [`Metered`] stream failed itself.
+#[derive(Debug, Clone)]
+enum Refusal {
+    TooLarge,
+    Content(ContentRejection),
+}
+
+/// What a [`Metered`] stream saw, read once the store is done with it.
+#[derive(Debug, Clone, Default)]
+struct MeterReport {
+    size: u64,
+    sha256: Option<Sha256Digest>,
+    refused: Option<Refusal>,
+}
+
+/// Passes the upload through to the store while counting, hashing and
+/// checking it. Passing the limit, or failing the whole-file content check
+/// at the end, turns into an error item, so the store never keeps such a
+/// file; the reason is left in the report.
+struct Metered {
+    inner: ByteStream,
+    max_bytes: u64,
+    seen: u64,
+    hasher: Option<Sha256>,
+    check: ContentCheck,
+    report: Arc<Mutex<MeterReport>>,
+    done: bool,
+}
+
+impl Metered {
+    fn refuse(&mut self, refusal: Refusal) -> Poll<Option<std::io::Result<Bytes>>> {
+        self.done = true;
+        let message = match &refusal {
+            Refusal::TooLarge => "upload passed the size limit".to_owned(),
+            Refusal::Content(rejection) => rejection.to_string(),
+        };
+        if let Ok(mut report) = self.report.lock() {
+            report.refused = Some(refusal);
+        }
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            message,
+        ))))
+    }
+}
+
+impl Stream for Metered {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                if self.seen > self.max_bytes {
+                    return self.refuse(Refusal::TooLarge);
+                }
+                if let Some(hasher) = self.hasher.as_mut() {
+                    hasher.update(&chunk);
+                }
+                self.check.feed(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                if let Err(rejection) = self.check.finish() {
+                    return self.refuse(Refusal::Content(rejection));
+                }
+                self.done = true;
+                let digest = self
+                    .hasher
+                    .take()
+                    .map(|h| Sha256Digest::from_bytes(h.finalize().into()));
+                if let Ok(mut report) = self.report.lock() {
+                    report.size = self.seen;
+                    report.sha256 = digest;
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
