@@ -138,4 +138,41 @@ impl ReadStateRepository for PostgresStore {
             moved,
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    async fn list_receipts(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+    ) -> Result<Vec<ReadState>, RepoError> {
+        let found = sqlx::query(
+            "select reader_type, reader_id, last_read_seq, last_delivered_seq, updated_at \
+             from read_states where conversation_id = $1 and tenant_id = $2 \
+             order by reader_type, reader_id",
+        )
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .context("listing read markers")?;
+        found
+            .iter()
+            .map(|row| {
+                let kind: String = row.try_get("reader_type").context("reading reader_type")?;
+                let reader_id: uuid::Uuid =
+                    row.try_get("reader_id").context("reading reader_id")?;
+                let reader = Sender::from_parts(&kind, Some(reader_id))
+                    .with_context(|| format!("unknown reader type {kind:?} in read_states"))?;
+                let (last_read_seq, last_delivered_seq, updated_at) = markers(row)?;
+                Ok(ReadState {
+                    conversation_id: id,
+                    reader,
+                    last_read_seq,
+                    last_delivered_seq,
+                    updated_at,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(RepoError::from)
+    }
 }

@@ -108,4 +108,37 @@ impl ReadStateRepository for SqliteStore {
             moved,
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    async fn list_receipts(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+    ) -> Result<Vec<ReadState>, RepoError> {
+        let found: Vec<(String, uuid::Uuid, i64, i64, i64)> = sqlx::query_as(
+            "select reader_type, reader_id, last_read_seq, last_delivered_seq, updated_at \
+             from read_states where conversation_id = ?1 and tenant_id = ?2 \
+             order by reader_type, reader_id",
+        )
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .fetch_all(&self.read)
+        .await
+        .context("listing read markers")?;
+        found
+            .into_iter()
+            .map(|(kind, reader_id, read, delivered, updated_at)| {
+                let reader = Sender::from_parts(&kind, Some(reader_id))
+                    .with_context(|| format!("unknown reader type {kind:?} in read_states"))?;
+                Ok(ReadState {
+                    conversation_id: id,
+                    reader,
+                    last_read_seq: codec::seq(read)?,
+                    last_delivered_seq: codec::seq(delivered)?,
+                    updated_at: codec::time(updated_at)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(RepoError::from)
+    }
 }

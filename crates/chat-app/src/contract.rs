@@ -69,6 +69,7 @@ macro_rules! contract_tests {
             conversation_list_cursor_walks_every_row_once,
             updates_apply_only_the_given_fields,
             a_tenant_never_sees_another_tenants_rows,
+            receipts_list_every_participants_markers,
             attachments_are_recorded_and_found_only_in_their_tenant,
             a_message_links_its_attachments_in_order_and_every_read_carries_them,
             a_message_may_carry_attachments_only,
@@ -1447,4 +1448,66 @@ pub async fn orphans_are_listed_oldest_first_and_deleted_only_while_unattached<S
         .await
         .unwrap()
         .is_some());
+}
+
+/// Every participant's markers are listed, for that conversation and tenant
+/// only.
+pub async fn receipts_list_every_participants_markers<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let other = open_inbox(&*store, tenant).await;
+    let staff = Sender::Staff(StaffUserId::new_v4());
+    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    assert!(store
+        .list_receipts(tenant, conversation.id)
+        .await
+        .unwrap()
+        .is_empty());
+    for i in 0..3 {
+        send(&*store, &conversation, staff, &format!("m{i}")).await;
+    }
+    send(&*store, &other, staff, "elsewhere").await;
+    store
+        .advance(
+            tenant,
+            conversation.id,
+            customer,
+            Receipt::Delivered,
+            seq(3),
+            t0(),
+        )
+        .await
+        .unwrap();
+    store
+        .advance(
+            tenant,
+            conversation.id,
+            customer,
+            Receipt::Read,
+            seq(2),
+            t0(),
+        )
+        .await
+        .unwrap();
+    let mut receipts = store.list_receipts(tenant, conversation.id).await.unwrap();
+    receipts.sort_by_key(|r| r.reader.kind());
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    assert_eq!(receipts[0].reader, customer);
+    assert_eq!(receipts[0].last_read_seq, seq(2));
+    assert_eq!(receipts[0].last_delivered_seq, seq(3));
+    assert_eq!(receipts[0].conversation_id, conversation.id);
+    assert_eq!(receipts[1].reader, staff);
+    assert_eq!(
+        receipts[1].last_read_seq,
+        seq(3),
+        "the sender has read their own messages"
+    );
+    assert!(
+        store
+            .list_receipts(TenantId::new_v4(), conversation.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant sees no receipts"
+    );
 }

@@ -35,6 +35,7 @@ pub mod contract;
 mod error;
 mod files;
 pub mod ports;
+pub mod realtime;
 mod service;
 #[cfg(test)]
 mod service_tests;
@@ -63,4 +64,10 @@ pub use ports::{
     MockAccessPolicy, MockClock, MockConversationRepository, MockEventPublisher, MockIdGenerator,
     MockMessageRepository, MockReadStateRepository,
 };
+pub use realtime::{
+    broadcast_stream, BusEvent, BusPublisher, ConnectionId, EventBus, EventStream,
+    InMemoryPresence, InProcessBus, PresenceChange, PresenceService, PresenceStore,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use realtime::{MockEventBus, MockPresenceStore};
 pub use service::{ChatService, PageLimit, Ports, SendMessage, SendOutcome};

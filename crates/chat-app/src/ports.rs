@@ -320,6 +320,17 @@ pub trait ReadStateRepository: Send + Sync {
         up_to: Seq,
         at: DateTime<Utc>,
     ) -> Result<Option<ReceiptUpdate>, RepoError>;
+
+    /// Every participant's markers in conversation `id` of `tenant` (empty
+    /// for an unknown conversation), ordered by reader kind then id.
+    ///
+    /// # Errors
+    /// [`RepoError`] on storage failure.
+    async fn list_receipts(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+    ) -> Result<Vec<ReadState>, RepoError>;
 }
 
 /// Something that happened, for real-time fan-out.
@@ -345,6 +356,22 @@ pub enum ChatEvent {
         receipt: Receipt,
         /// The markers after the move.
         state: ReadState,
+    },
+    /// A participant started or stopped typing. Not stored.
+    Typing {
+        /// The conversation (for routing).
+        conversation: Conversation,
+        /// Who is typing.
+        sender: Sender,
+        /// Started (`true`) or stopped (`false`).
+        is_typing: bool,
+    },
+    /// A user's presence changed. Seen by the tenant's staff.
+    PresenceChanged {
+        /// The user's tenant.
+        tenant: TenantId,
+        /// The presence after the change.
+        presence: chat_domain::Presence,
     },
 }
 

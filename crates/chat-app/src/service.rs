@@ -126,7 +126,7 @@ impl Ports {
 /// The chat use cases. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct ChatService {
-    ports: Ports,
+    pub(crate) ports: Ports,
 }
 
 impl ChatService {

@@ -20,6 +20,7 @@ mod conversation;
 mod ids;
 mod message;
 mod permissions;
+mod presence;
 mod principal;
 mod read_state;
 
@@ -41,5 +42,6 @@ pub use message::{
 pub use permissions::{
     authorize, authorize_create, conversation_scope, Action, ConversationScope, Denied,
 };
+pub use presence::{Presence, PresenceStatus, PresenceStatusError};
 pub use principal::{Principal, Sender, StaffRole};
 pub use read_state::ReadState;

@@ -112,6 +112,33 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// WebSocket transport and cross-node fan-out.
+    pub realtime: RealtimeSettings,
+}
+
+/// WebSocket transport and cross-node fan-out.
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// Largest accepted WebSocket message, in bytes (larger closes with 1009).
+    pub max_frame_bytes: usize,
+    /// Events queued per connection before a slow client is disconnected.
+    pub queue_capacity: usize,
+    /// How often the server pings each connection.
+    pub ping_interval: Duration,
+    /// A connection silent for this long (no frame, no pong) is dropped.
+    pub idle_timeout: Duration,
+    /// Most messages one `resume` replays per conversation.
+    pub resume_max_messages: usize,
+    /// A typing start is relayed at most this often per conversation.
+    pub typing_throttle: Duration,
+    /// A typing indicator not refreshed for this long stops by itself.
+    pub typing_expiry: Duration,
+    /// Redis URL for cross-node events and presence; `None` runs one node
+    /// with the in-process bus.
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key and channel (several deployments can share
+    /// one Redis).
+    pub redis_prefix: String,
 }
 
 /// A source of configuration variables (the process environment, or a map
@@ -216,6 +243,51 @@ pub fn log_format(env: &dyn Env) -> anyhow::Result<LogFormat> {
         Some("json") => Ok(LogFormat::Json),
         Some(other) => bail!("CHAT_LOG_FORMAT={other:?}: expected text or json"),
     }
+}
+
+fn realtime_settings(env: &dyn Env) -> anyhow::Result<RealtimeSettings> {
+    let max_frame_bytes: usize = parse_var(env, "CHAT_WS_MAX_FRAME_BYTES", 64 * 1024)?;
+    let queue_capacity: usize = parse_var(env, "CHAT_WS_QUEUE_CAPACITY", 1024)?;
+    let ping_ms: u64 = parse_var(env, "CHAT_WS_PING_INTERVAL_MS", 20_000)?;
+    let idle_ms: u64 = parse_var(env, "CHAT_WS_IDLE_TIMEOUT_MS", 60_000)?;
+    let resume_max_messages: usize = parse_var(env, "CHAT_WS_RESUME_MAX_MESSAGES", 10_000)?;
+    let typing_throttle_ms: u64 = parse_var(env, "CHAT_WS_TYPING_THROTTLE_MS", 2_000)?;
+    let typing_expiry_ms: u64 = parse_var(env, "CHAT_WS_TYPING_EXPIRY_MS", 6_000)?;
+    if typing_expiry_ms == 0 {
+        bail!("CHAT_WS_TYPING_EXPIRY_MS must be at least 1");
+    }
+    if max_frame_bytes < 1024 {
+        bail!("CHAT_WS_MAX_FRAME_BYTES must be at least 1024");
+    }
+    if queue_capacity == 0 {
+        bail!("CHAT_WS_QUEUE_CAPACITY must be at least 1");
+    }
+    if ping_ms == 0 || idle_ms <= ping_ms {
+        bail!("CHAT_WS_IDLE_TIMEOUT_MS must be longer than CHAT_WS_PING_INTERVAL_MS (and both above 0)");
+    }
+    if resume_max_messages == 0 {
+        bail!("CHAT_WS_RESUME_MAX_MESSAGES must be at least 1");
+    }
+    let redis_url = match env.var("CHAT_REDIS_URL") {
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(Secret::new(url))
+        }
+        Some(_) => bail!("CHAT_REDIS_URL must start with redis:// or rediss://"),
+        None => None,
+    };
+    Ok(RealtimeSettings {
+        max_frame_bytes,
+        queue_capacity,
+        ping_interval: Duration::from_millis(ping_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        resume_max_messages,
+        typing_throttle: Duration::from_millis(typing_throttle_ms),
+        typing_expiry: Duration::from_millis(typing_expiry_ms),
+        redis_url,
+        redis_prefix: env
+            .var("CHAT_REDIS_PREFIX")
+            .unwrap_or_else(|| "chat".into()),
+    })
 }
 
 impl Settings {
@@ -348,6 +420,7 @@ impl Settings {
             request_timeout: Duration::from_secs(timeout),
             max_request_bytes: parse_var(env, "CHAT_MAX_REQUEST_BYTES", 64 * 1024)?,
             log_format,
+            realtime: realtime_settings(env)?,
         })
     }
 }

@@ -10,13 +10,13 @@ pub mod cli;
 pub mod config;
 mod dto;
 pub mod error;
-pub mod events;
 mod extract;
 pub mod metrics;
 mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod ws;
 
 pub use routes::router;
 pub use startup::Application;

@@ -12,16 +12,21 @@ use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::Router;
-use chat_app::{ChatService, EventPublisher, Ports};
+use chat_app::{
+    BusPublisher, ChatService, EventBus, InMemoryPresence, InProcessBus, Ports, PresenceService,
+    PresenceStore, SystemClock,
+};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, CustomerTokens, StaffVerifier};
 use crate::config::{DatabaseSettings, Settings};
-use crate::events::InProcessBus;
 use crate::state::{AppState, Readiness};
+use crate::ws::{Hub, Realtime};
 
 #[async_trait]
 impl Readiness for SqliteStore {
@@ -41,7 +46,7 @@ impl Readiness for PostgresStore {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    bus: InProcessBus,
+    realtime: Arc<Realtime>,
 }
 
 impl Application {
@@ -52,8 +57,8 @@ impl Application {
     /// When the store cannot be opened, a key cannot be read, or the
     /// address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let bus = InProcessBus::default();
-        let events: Arc<dyn EventPublisher> = Arc::new(bus.clone());
+        let (bus, presence_store) = realtime_adapters(&settings).await?;
+        let events = Arc::new(BusPublisher(bus.clone()));
         let (ports, readiness): (Ports, Arc<dyn Readiness>) = match &settings.database {
             DatabaseSettings::Sqlite { path } => {
                 let store = Arc::new(
@@ -62,7 +67,7 @@ impl Application {
                         .with_context(|| format!("opening SQLite database {}", path.display()))?,
                 );
                 tracing::info!(path = %path.display(), "using SQLite");
-                (Ports::from_store(store.clone(), events), store)
+                (Ports::from_store(store.clone(), events.clone()), store)
             }
             DatabaseSettings::Postgres {
                 url,
@@ -74,13 +79,24 @@ impl Application {
                         .context("connecting to PostgreSQL (CHAT_DATABASE_URL)")?,
                 );
                 tracing::info!("using PostgreSQL");
-                (Ports::from_store(store.clone(), events), store)
+                (Ports::from_store(store.clone(), events.clone()), store)
             }
         };
         let auth = Authenticator {
             staff: StaffVerifier::new(&settings.staff_jwt)?,
             customers: CustomerTokens::new(&settings.customer_token_secret),
         };
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(ports.messages.clone());
+        tokio::spawn(hub.clone().run(bus.subscribe(), shutdown.clone()));
+        let realtime = Arc::new(Realtime {
+            hub,
+            service: ChatService::new(ports.clone()),
+            presence: PresenceService::new(presence_store, events, Arc::new(SystemClock)),
+            settings: settings.realtime.clone(),
+            shutdown,
+            tasks: TaskTracker::new(),
+        });
         let state = AppState {
             service: ChatService::new(ports),
             auth: Arc::new(auth),
@@ -88,6 +104,7 @@ impl Application {
             customer_token_max_ttl: settings.customer_token_max_ttl,
             max_request_bytes: settings.max_request_bytes,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            realtime: realtime.clone(),
         };
         let router = crate::routes::router(state)
             .layer(TimeoutLayer::with_status_code(
@@ -118,7 +135,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
-            bus,
+            realtime,
         })
     }
 
@@ -132,9 +149,15 @@ impl Application {
             .context("reading the bound address")
     }
 
-    /// The in-process event bus (for real-time transports and tests).
-    pub fn events(&self) -> InProcessBus {
-        self.bus.clone()
+    /// The WebSocket transport (hub, presence), for embedding hosts and
+    /// tests.
+    pub fn realtime(&self) -> Arc<Realtime> {
+        self.realtime.clone()
+    }
+
+    /// Open WebSocket connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.realtime.hub.connection_count()
     }
 
     /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
@@ -154,12 +177,41 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "listening");
+        let realtime = self.realtime.clone();
+        let token = realtime.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            // Every socket closes with 1001 once its in-flight frame is done.
+            token.cancel();
+        };
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(signal)
             .await
             .context("serving HTTP")?;
+        realtime.shutdown.cancel();
+        realtime.tasks.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), realtime.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket connections did not close in time");
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The event bus and presence store: Redis when configured (several
+/// nodes), in-process otherwise.
+async fn realtime_adapters(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn EventBus>, Arc<dyn PresenceStore>)> {
+    match &settings.realtime.redis_url {
+        None => Ok((
+            Arc::new(InProcessBus::default()),
+            Arc::new(InMemoryPresence::default()),
+        )),
+        Some(_url) => anyhow::bail!("CHAT_REDIS_URL is set but Redis support is not built in"),
     }
 }
 

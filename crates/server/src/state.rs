@@ -8,6 +8,7 @@ use chat_app::ChatService;
 
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
+use crate::ws::Realtime;
 
 /// Answers the readiness probe: can the store be reached?
 #[async_trait]
@@ -34,4 +35,6 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The WebSocket transport, presence and the hub.
+    pub realtime: Arc<Realtime>,
 }

@@ -2,6 +2,7 @@
 
 mod conversations;
 mod health;
+mod realtime;
 mod tokens;
 
 use axum::extract::DefaultBodyLimit;
@@ -18,7 +19,9 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(conversations::router())
-        .merge(tokens::router());
+        .merge(tokens::router())
+        .merge(realtime::router())
+        .merge(crate::ws::router());
     Router::new()
         .nest("/api/v1/chat", api)
         .merge(health::router())

@@ -49,6 +49,12 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub settings: Settings,
     pub tenant: TenantId,
+    /// The WebSocket transport of the running app.
+    pub realtime: std::sync::Arc<chat_server::ws::Realtime>,
+    /// Completing this stops the app gracefully.
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The app's serving task, done once it stopped.
+    pub served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -109,7 +115,11 @@ impl TestApp {
             .await
             .expect("app builds");
         let addr = app.local_addr().expect("bound");
-        tokio::spawn(app.run_until(std::future::pending()));
+        let realtime = app.realtime();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -119,8 +129,19 @@ impl TestApp {
             client,
             settings,
             tenant: TenantId::new_v4(),
+            realtime,
+            stop: Some(stop),
+            served: Some(served),
             _dir: dir,
         }
+    }
+
+    /// The `ws://` URL of the WebSocket endpoint.
+    pub fn ws_url(&self) -> String {
+        format!(
+            "{}/api/v1/chat/ws",
+            self.base.replacen("http://", "ws://", 1)
+        )
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -7,3 +7,4 @@ mod helpers;
 mod auth;
 mod bad_inputs;
 mod walkthrough;
+mod ws;

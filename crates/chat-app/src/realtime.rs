@@ -1,0 +1,796 @@
+//! Real-time ports and use cases: the event bus that carries
+//! [`ChatEvent`]s between server nodes, presence, typing indicators and
+//! receipts; with the in-process adapters of a single node.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chat_domain::{
+    Action, ConversationId, Presence, PresenceStatus, Principal, ReadState, Sender, TenantId,
+};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::error::ChatError;
+use crate::ports::{ChatEvent, Clock, EventPublisher, RepoError};
+use crate::service::ChatService;
+
+/// What a bus subscription yields.
+// Events are moved, never stored in bulk: boxing would only add an
+// allocation per event on the delivery path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// The next event.
+    Event(ChatEvent),
+    /// The subscriber fell behind and `n` events were dropped: whoever
+    /// delivers them must resynchronise from the database.
+    Lagged(u64),
+}
+
+/// A subscription to the bus.
+pub type EventStream = Pin<Box<dyn Stream<Item = BusEvent> + Send>>;
+
+/// Carries events to every server node (including the publishing one).
+/// Fan-out is best effort: the database is the truth.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Sends `event` to every node's subscribers. Failures are the
+    /// adapter's to log.
+    async fn publish(&self, event: ChatEvent);
+
+    /// Every event published from now on, on any node.
+    fn subscribe(&self) -> EventStream;
+}
+
+/// Lets any [`EventBus`] serve as the [`EventPublisher`] of a
+/// [`ChatService`].
+#[derive(Clone)]
+pub struct BusPublisher(pub Arc<dyn EventBus>);
+
+#[async_trait]
+impl EventPublisher for BusPublisher {
+    async fn publish(&self, event: ChatEvent) {
+        self.0.publish(event).await;
+    }
+}
+
+/// The single-node bus: a bounded in-memory broadcast channel.
+#[derive(Debug, Clone)]
+pub struct InProcessBus {
+    sender: broadcast::Sender<ChatEvent>,
+}
+
+impl InProcessBus {
+    /// A bus that keeps up to `capacity` undelivered events per subscriber;
+    /// a subscriber further behind sees [`BusEvent::Lagged`].
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self { sender }
+    }
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self::new(65_536)
+    }
+}
+
+/// Turns a broadcast receiver into an [`EventStream`], surfacing lag.
+pub fn broadcast_stream(receiver: broadcast::Receiver<ChatEvent>) -> EventStream {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        match receiver.recv().await {
+            Ok(event) => Some((BusEvent::Event(event), receiver)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some((BusEvent::Lagged(n), receiver)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl EventBus for InProcessBus {
+    async fn publish(&self, event: ChatEvent) {
+        // No subscriber only means nobody is connected.
+        let _ = self.sender.send(event);
+    }
+
+    fn subscribe(&self) -> EventStream {
+        broadcast_stream(self.sender.subscribe())
+    }
+}
+
+/// One open real-time connection (a browser tab, a device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(Uuid);
+
+impl ConnectionId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for ConnectionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The result of a presence update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The presence after the update.
+    pub presence: Presence,
+    /// Whether what others see changed (came online, went offline, new
+    /// status).
+    pub changed: bool,
+}
+
+/// Who is connected, shared by every node.
+///
+/// A user is online while any of their connections is open on any node;
+/// their chosen status (`online`, `away`, `busy`) shows while they are
+/// connected and resets to `online` once they go offline.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    /// Records an open connection.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the store fails.
+    async fn connected(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError>;
+
+    /// Records a closed connection; the user goes offline with the last
+    /// one, with `last_seen_at = now`.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the store fails.
+    async fn disconnected(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError>;
+
+    /// Keeps a connection alive in stores that expire connections of
+    /// crashed nodes.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the store fails.
+    async fn refresh(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+
+    /// Sets the status a connected user shows.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the store fails.
+    async fn set_status(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        status: PresenceStatus,
+        now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError>;
+
+    /// The presence of `users` of `tenant`, in the order asked.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the store fails.
+    async fn get(&self, tenant: TenantId, users: &[Sender]) -> Result<Vec<Presence>, RepoError>;
+}
+
+#[derive(Debug)]
+struct PresenceEntry {
+    connections: HashSet<ConnectionId>,
+    chosen: PresenceStatus,
+    last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl PresenceEntry {
+    fn presence(&self, user: Sender) -> Presence {
+        if self.connections.is_empty() {
+            Presence {
+                user,
+                status: PresenceStatus::Offline,
+                last_seen_at: self.last_seen_at,
+            }
+        } else {
+            Presence {
+                user,
+                status: self.chosen,
+                last_seen_at: None,
+            }
+        }
+    }
+}
+
+/// Presence of a single node, in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryPresence {
+    entries: Mutex<HashMap<(TenantId, Sender), PresenceEntry>>,
+}
+
+impl InMemoryPresence {
+    fn update<F>(&self, tenant: TenantId, user: Sender, change: F) -> PresenceChange
+    where
+        F: FnOnce(&mut PresenceEntry),
+    {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = entries
+            .entry((tenant, user))
+            .or_insert_with(|| PresenceEntry {
+                connections: HashSet::new(),
+                chosen: PresenceStatus::Online,
+                last_seen_at: None,
+            });
+        let before = entry.presence(user).status;
+        change(entry);
+        let presence = entry.presence(user);
+        PresenceChange {
+            presence,
+            changed: presence.status != before,
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceStore for InMemoryPresence {
+    async fn connected(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        _now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError> {
+        Ok(self.update(tenant, user, |entry| {
+            entry.connections.insert(connection);
+        }))
+    }
+
+    async fn disconnected(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError> {
+        Ok(self.update(tenant, user, |entry| {
+            if entry.connections.remove(&connection) && entry.connections.is_empty() {
+                entry.last_seen_at = Some(now);
+                entry.chosen = PresenceStatus::Online;
+            }
+        }))
+    }
+
+    async fn refresh(
+        &self,
+        _tenant: TenantId,
+        _user: Sender,
+        _connection: ConnectionId,
+        _now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        status: PresenceStatus,
+        _now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError> {
+        Ok(self.update(tenant, user, |entry| {
+            if status != PresenceStatus::Offline {
+                entry.chosen = status;
+            }
+        }))
+    }
+
+    async fn get(&self, tenant: TenantId, users: &[Sender]) -> Result<Vec<Presence>, RepoError> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(users
+            .iter()
+            .map(|user| {
+                entries.get(&(tenant, *user)).map_or(
+                    Presence {
+                        user: *user,
+                        status: PresenceStatus::Offline,
+                        last_seen_at: None,
+                    },
+                    |entry| entry.presence(*user),
+                )
+            })
+            .collect())
+    }
+}
+
+/// Presence use cases: connections coming and going, chosen statuses, and
+/// the staff's view of who is online. Changes are published as
+/// [`ChatEvent::PresenceChanged`].
+#[derive(Clone)]
+pub struct PresenceService {
+    store: Arc<dyn PresenceStore>,
+    events: Arc<dyn EventPublisher>,
+    clock: Arc<dyn Clock>,
+}
+
+impl PresenceService {
+    /// The most users one presence query may name.
+    pub const MAX_QUERY: usize = 200;
+
+    /// A service over `store`, publishing to `events`.
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        events: Arc<dyn EventPublisher>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            clock,
+        }
+    }
+
+    async fn announce(&self, tenant: TenantId, change: PresenceChange) -> Presence {
+        if change.changed {
+            self.events
+                .publish(ChatEvent::PresenceChanged {
+                    tenant,
+                    presence: change.presence,
+                })
+                .await;
+        }
+        change.presence
+    }
+
+    /// A connection of `principal` opened.
+    ///
+    /// # Errors
+    /// [`ChatError::Unexpected`] when the store fails.
+    pub async fn connected(
+        &self,
+        principal: &Principal,
+        connection: ConnectionId,
+    ) -> Result<Presence, ChatError> {
+        let change = self
+            .store
+            .connected(
+                principal.tenant(),
+                principal.as_sender(),
+                connection,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(self.announce(principal.tenant(), change).await)
+    }
+
+    /// A connection of `principal` closed.
+    ///
+    /// # Errors
+    /// [`ChatError::Unexpected`] when the store fails.
+    pub async fn disconnected(
+        &self,
+        principal: &Principal,
+        connection: ConnectionId,
+    ) -> Result<Presence, ChatError> {
+        let change = self
+            .store
+            .disconnected(
+                principal.tenant(),
+                principal.as_sender(),
+                connection,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(self.announce(principal.tenant(), change).await)
+    }
+
+    /// Keeps a connection of `principal` alive.
+    ///
+    /// # Errors
+    /// [`ChatError::Unexpected`] when the store fails.
+    pub async fn refresh(
+        &self,
+        principal: &Principal,
+        connection: ConnectionId,
+    ) -> Result<(), ChatError> {
+        Ok(self
+            .store
+            .refresh(
+                principal.tenant(),
+                principal.as_sender(),
+                connection,
+                self.clock.now(),
+            )
+            .await?)
+    }
+
+    /// Sets the status `principal` shows (`online`, `away`, `busy`).
+    ///
+    /// # Errors
+    /// [`ChatError::Invalid`] for `offline`; [`ChatError::Unexpected`].
+    pub async fn set_status(
+        &self,
+        principal: &Principal,
+        status: PresenceStatus,
+    ) -> Result<Presence, ChatError> {
+        if status == PresenceStatus::Offline {
+            return Err(ChatError::Invalid(
+                "status must be one of online, away, busy".into(),
+            ));
+        }
+        let change = self
+            .store
+            .set_status(
+                principal.tenant(),
+                principal.as_sender(),
+                status,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(self.announce(principal.tenant(), change).await)
+    }
+
+    /// The presence of `users` of the caller's tenant. Staff only.
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`] for customers; [`ChatError::Invalid`] for
+    /// more than [`PresenceService::MAX_QUERY`] users;
+    /// [`ChatError::Unexpected`].
+    pub async fn presence_of(
+        &self,
+        principal: &Principal,
+        users: &[Sender],
+    ) -> Result<Vec<Presence>, ChatError> {
+        if !principal.is_staff() {
+            return Err(ChatError::Forbidden);
+        }
+        if users.len() > Self::MAX_QUERY {
+            return Err(ChatError::Invalid(format!(
+                "at most {} users per query",
+                Self::MAX_QUERY
+            )));
+        }
+        Ok(self.store.get(principal.tenant(), users).await?)
+    }
+}
+
+impl ChatService {
+    /// Relays that `principal` started or stopped typing in conversation
+    /// `id`. Nothing is stored; throttling is the transport's job.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`] when the conversation is not the
+    /// principal's to write in; [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    pub async fn typing(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        is_typing: bool,
+    ) -> Result<(), ChatError> {
+        let conversation = self.authorized(principal, id, Action::Send).await?;
+        self.ports
+            .events
+            .publish(ChatEvent::Typing {
+                conversation,
+                sender: principal.as_sender(),
+                is_typing,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Every participant's read and delivered markers in conversation `id`:
+    /// from them a sender derives the sent / delivered / read status of
+    /// each message (delivered once another participant's delivered marker
+    /// reaches its `seq`, read likewise).
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`]; [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    pub async fn receipts(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+    ) -> Result<Vec<ReadState>, ChatError> {
+        self.authorized(principal, id, Action::Read).await?;
+        Ok(self
+            .ports
+            .read_states
+            .list_receipts(principal.tenant(), id)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::{CustomerId, StaffRole, StaffUserId};
+
+    use super::*;
+    use crate::ports::{MockClock, MockEventPublisher, SystemClock};
+
+    fn staff(tenant: TenantId) -> Principal {
+        Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff)
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("valid time")
+    }
+
+    fn service(events: MockEventPublisher) -> PresenceService {
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(at);
+        PresenceService::new(
+            Arc::new(InMemoryPresence::default()),
+            Arc::new(events),
+            Arc::new(clock),
+        )
+    }
+
+    fn expect_presence(events: &mut MockEventPublisher, status: PresenceStatus, times: usize) {
+        events
+            .expect_publish()
+            .withf(move |e| {
+                matches!(e, ChatEvent::PresenceChanged { presence, .. } if presence.status == status)
+            })
+            .times(times)
+            .return_const(());
+    }
+
+    #[tokio::test]
+    async fn a_user_is_online_while_any_connection_is_open() {
+        let mut events = MockEventPublisher::new();
+        expect_presence(&mut events, PresenceStatus::Online, 1);
+        expect_presence(&mut events, PresenceStatus::Offline, 1);
+        let presence = service(events);
+        let tenant = TenantId::new_v4();
+        let pharmacist = staff(tenant);
+        let (tab_1, tab_2) = (ConnectionId::new(), ConnectionId::new());
+
+        let first = presence.connected(&pharmacist, tab_1).await.unwrap();
+        assert_eq!(first.status, PresenceStatus::Online);
+        presence.connected(&pharmacist, tab_2).await.unwrap();
+        let still = presence.disconnected(&pharmacist, tab_1).await.unwrap();
+        assert_eq!(
+            still.status,
+            PresenceStatus::Online,
+            "second tab still open"
+        );
+        let gone = presence.disconnected(&pharmacist, tab_2).await.unwrap();
+        assert_eq!(gone.status, PresenceStatus::Offline);
+        assert_eq!(gone.last_seen_at, Some(at()));
+
+        let asked = presence
+            .presence_of(&staff(tenant), &[pharmacist.as_sender()])
+            .await
+            .unwrap();
+        assert_eq!(asked, vec![gone]);
+    }
+
+    #[tokio::test]
+    async fn a_chosen_status_shows_while_connected_and_resets_offline() {
+        let mut events = MockEventPublisher::new();
+        expect_presence(&mut events, PresenceStatus::Online, 2);
+        expect_presence(&mut events, PresenceStatus::Away, 1);
+        expect_presence(&mut events, PresenceStatus::Offline, 1);
+        let presence = service(events);
+        let pharmacist = staff(TenantId::new_v4());
+        let tab = ConnectionId::new();
+        presence.connected(&pharmacist, tab).await.unwrap();
+        let away = presence
+            .set_status(&pharmacist, PresenceStatus::Away)
+            .await
+            .unwrap();
+        assert_eq!(away.status, PresenceStatus::Away);
+        // Setting the same status again changes nothing and announces nothing.
+        presence
+            .set_status(&pharmacist, PresenceStatus::Away)
+            .await
+            .unwrap();
+        presence.disconnected(&pharmacist, tab).await.unwrap();
+        let back = presence
+            .connected(&pharmacist, ConnectionId::new())
+            .await
+            .unwrap();
+        assert_eq!(back.status, PresenceStatus::Online);
+    }
+
+    #[tokio::test]
+    async fn offline_cannot_be_chosen() {
+        let presence = service(MockEventPublisher::new());
+        let err = presence
+            .set_status(&staff(TenantId::new_v4()), PresenceStatus::Offline)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ChatError::Invalid(_)));
+    }
+
+    #[tokio::test]
+    async fn customers_cannot_query_presence() {
+        let presence = service(MockEventPublisher::new());
+        let customer = Principal::customer(TenantId::new_v4(), CustomerId::new_v4());
+        let err = presence.presence_of(&customer, &[]).await.unwrap_err();
+        assert!(matches!(err, ChatError::Forbidden));
+    }
+
+    #[tokio::test]
+    async fn presence_queries_are_bounded_and_scoped_to_the_tenant() {
+        let mut events = MockEventPublisher::new();
+        events.expect_publish().return_const(());
+        let presence = service(events);
+        let tenant = TenantId::new_v4();
+        let pharmacist = staff(tenant);
+        presence
+            .connected(&pharmacist, ConnectionId::new())
+            .await
+            .unwrap();
+        let too_many = vec![Sender::System; PresenceService::MAX_QUERY + 1];
+        assert!(matches!(
+            presence.presence_of(&pharmacist, &too_many).await,
+            Err(ChatError::Invalid(_))
+        ));
+        // The same user id asked from another tenant is unknown there.
+        let other = presence
+            .presence_of(&staff(TenantId::new_v4()), &[pharmacist.as_sender()])
+            .await
+            .unwrap();
+        assert_eq!(other[0].status, PresenceStatus::Offline);
+        assert_eq!(other[0].last_seen_at, None);
+    }
+
+    fn conversation(tenant: TenantId) -> chat_domain::Conversation {
+        chat_domain::NewCustomerConversation {
+            id: ConversationId::new_v7(),
+            tenant,
+            customer_id: CustomerId::new_v4(),
+            clinician: None,
+            now: at(),
+        }
+        .prospective()
+    }
+
+    fn chat(
+        found: chat_domain::Conversation,
+        events: MockEventPublisher,
+        read_states: crate::ports::MockReadStateRepository,
+    ) -> ChatService {
+        let mut conversations = crate::ports::MockConversationRepository::new();
+        conversations
+            .expect_find()
+            .withf(move |tenant, id| *tenant == found.tenant && *id == found.id)
+            .returning(move |_, _| Ok(Some(found.clone())));
+        conversations.expect_find().returning(|_, _| Ok(None));
+        ChatService::new(crate::Ports {
+            conversations: Arc::new(conversations),
+            messages: Arc::new(crate::ports::MockMessageRepository::new()),
+            read_states: Arc::new(read_states),
+            events: Arc::new(events),
+            policy: Arc::new(crate::AllowAll),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(crate::UuidV7Generator),
+        })
+    }
+
+    #[tokio::test]
+    async fn typing_is_published_for_participants_only() {
+        let tenant = TenantId::new_v4();
+        let found = conversation(tenant);
+        let customer = Principal::customer(tenant, found.kind.customer_id().unwrap());
+        let mut events = MockEventPublisher::new();
+        let expected = found.clone();
+        events
+            .expect_publish()
+            .withf(move |e| {
+                *e == ChatEvent::Typing {
+                    conversation: expected.clone(),
+                    sender: customer.as_sender(),
+                    is_typing: true,
+                }
+            })
+            .times(1)
+            .return_const(());
+        let service = chat(
+            found.clone(),
+            events,
+            crate::ports::MockReadStateRepository::new(),
+        );
+        service.typing(&customer, found.id, true).await.unwrap();
+
+        let stranger = Principal::customer(tenant, CustomerId::new_v4());
+        let err = service.typing(&stranger, found.id, true).await.unwrap_err();
+        assert!(matches!(err, ChatError::NotFound));
+        let foreign = staff(TenantId::new_v4());
+        assert!(matches!(
+            service.typing(&foreign, found.id, false).await,
+            Err(ChatError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn receipts_are_listed_for_readers_only() {
+        let tenant = TenantId::new_v4();
+        let found = conversation(tenant);
+        let state = ReadState {
+            conversation_id: found.id,
+            reader: Sender::Customer(found.kind.customer_id().unwrap()),
+            last_read_seq: chat_domain::Seq::ZERO,
+            last_delivered_seq: chat_domain::Seq::ZERO,
+            updated_at: at(),
+        };
+        let mut read_states = crate::ports::MockReadStateRepository::new();
+        let id = found.id;
+        read_states
+            .expect_list_receipts()
+            .withf(move |t, i| *t == tenant && *i == id)
+            .times(1)
+            .returning(move |_, _| Ok(vec![state]));
+        let service = chat(found.clone(), MockEventPublisher::new(), read_states);
+        assert_eq!(
+            service.receipts(&staff(tenant), found.id).await.unwrap(),
+            vec![state]
+        );
+        let stranger = Principal::customer(tenant, CustomerId::new_v4());
+        assert!(matches!(
+            service.receipts(&stranger, found.id).await,
+            Err(ChatError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_in_process_bus_reaches_every_subscriber_and_reports_lag() {
+        let bus = InProcessBus::new(2);
+        let mut first = bus.subscribe();
+        let mut second = bus.subscribe();
+        let event = ChatEvent::PresenceChanged {
+            tenant: TenantId::new_v4(),
+            presence: Presence {
+                user: Sender::System,
+                status: PresenceStatus::Online,
+                last_seen_at: None,
+            },
+        };
+        for _ in 0..3 {
+            bus.publish(event.clone()).await;
+        }
+        assert_eq!(first.next().await, Some(BusEvent::Lagged(1)));
+        assert_eq!(first.next().await, Some(BusEvent::Event(event.clone())));
+        assert_eq!(second.next().await, Some(BusEvent::Lagged(1)));
+        let _ = SystemClock;
+    }
+}

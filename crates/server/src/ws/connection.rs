@@ -1,0 +1,585 @@
+//! One WebSocket connection: a reader loop that handles client frames, hub
+//! events, heartbeats and typing expiry under one `select!`, and a writer
+//! task that owns the socket's sending half.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use chat_app::{ChatError, ConnectionId, MessageCursor, PageLimit, Receipt, SendMessage};
+use chat_domain::{
+    AttachmentId, ClientMsgId, ConversationId, MessageBody, MessageId, PresenceStatus, Principal,
+    Seq,
+};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::hub::{CloseReason, ConnControl, Outbound};
+use super::protocol::{self, ClientFrame, Frame};
+use super::Realtime;
+use crate::dto::MessageDto;
+
+/// Errors tolerated per window before the connection is closed (1008).
+const ABUSE_LIMIT: u32 = 30;
+/// The abuse window.
+const ABUSE_WINDOW: Duration = Duration::from_secs(60);
+/// How long one write may take before the client is considered dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames waiting for the writer.
+const WRITER_QUEUE: usize = 64;
+
+/// What this connection has sent of one conversation: every `seq` from
+/// `lo` to `hi` (contiguous, as the hub delivers in order).
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    lo: u64,
+    hi: u64,
+}
+
+struct Typing {
+    relayed_at: Option<Instant>,
+    refreshed_at: Instant,
+}
+
+/// The writer half went away: the connection is over.
+struct Gone;
+
+struct Connection {
+    id: ConnectionId,
+    principal: Principal,
+    rt: Arc<Realtime>,
+    out: mpsc::Sender<WsMessage>,
+    control: ConnControl,
+    tracks: HashMap<ConversationId, Track>,
+    typing: HashMap<ConversationId, Typing>,
+    errors: u32,
+    errors_since: Instant,
+    last_heard: Instant,
+}
+
+fn close(code: u16, reason: &'static str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }
+}
+
+fn close_for(reason: CloseReason) -> CloseFrame {
+    match reason {
+        CloseReason::Shutdown => close(1001, "server shutting down"),
+        CloseReason::Overflow => close(1013, "too slow: reconnect and resume"),
+        CloseReason::Resync => close(1013, "reconnect and resume"),
+    }
+}
+
+fn chat_error(err: &ChatError) -> (&'static str, String) {
+    match err {
+        ChatError::NotFound => ("not_found", "conversation not found".into()),
+        ChatError::Forbidden => ("forbidden", "not allowed to do this".into()),
+        ChatError::Invalid(message) => ("invalid_request", message.clone()),
+        ChatError::Unexpected(cause) => {
+            tracing::error!(error = ?cause, "websocket request failed");
+            ("internal", "internal error".into())
+        }
+    }
+}
+
+/// Serves one upgraded socket until it closes.
+pub async fn run(socket: WebSocket, principal: Principal, rt: Arc<Realtime>) {
+    let id = ConnectionId::new();
+    let (tx, mut events) = mpsc::channel(rt.settings.queue_capacity);
+    let control = ConnControl::child_of(&rt.shutdown);
+    rt.hub.register(id, principal, tx, control.clone());
+    if let Err(err) = rt.presence.connected(&principal, id).await {
+        tracing::warn!(error = ?err, "presence unavailable");
+    }
+    let (sink, mut stream) = socket.split();
+    let (out, out_rx) = mpsc::channel(WRITER_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, out_rx));
+    let now = Instant::now();
+    let mut connection = Connection {
+        id,
+        principal,
+        rt: rt.clone(),
+        out,
+        control,
+        tracks: HashMap::new(),
+        typing: HashMap::new(),
+        errors: 0,
+        errors_since: now,
+        last_heard: now,
+    };
+    tracing::debug!(connection = %id, "websocket open");
+    let close_frame = connection.serve(&mut stream, &mut events).await;
+    rt.hub.unregister(principal.tenant(), id);
+    connection.stop_typing().await;
+    if let Some(frame) = close_frame {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            connection.out.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
+    }
+    drop(connection.out);
+    drop(stream);
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
+        tracing::debug!(connection = %id, "writer did not finish: socket dropped");
+    }
+    if let Err(err) = rt.presence.disconnected(&principal, id).await {
+        tracing::warn!(error = ?err, "presence unavailable");
+    }
+    tracing::debug!(connection = %id, "websocket closed");
+}
+
+/// Writes frames until the queue closes; a write that takes longer than
+/// [`WRITE_TIMEOUT`] (a client that stopped reading) ends the connection.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut queue: mpsc::Receiver<WsMessage>,
+) {
+    while let Some(message) = queue.recv().await {
+        let closing = matches!(message, WsMessage::Close(_));
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+            Ok(Ok(())) if !closing => {}
+            _ => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+fn is_too_large(err: &axum::Error) -> bool {
+    let text = err.to_string();
+    text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Message too big")
+        || text.contains("frame too big")
+}
+
+impl Connection {
+    async fn serve(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        events: &mut mpsc::Receiver<Outbound>,
+    ) -> Option<CloseFrame> {
+        let ping_every = self.rt.settings.ping_interval;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let tick = (self.rt.settings.typing_expiry / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut typing = tokio::time::interval(tick);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.control.closed() => return Some(close_for(self.control.reason())),
+                incoming = stream.next() => {
+                    let message = match incoming {
+                        None => return None,
+                        Some(Err(err)) if is_too_large(&err) => {
+                            return Some(close(1009, "frame too large"));
+                        }
+                        Some(Err(_)) => return None,
+                        Some(Ok(message)) => message,
+                    };
+                    self.last_heard = Instant::now();
+                    let result = match message {
+                        WsMessage::Text(text) => self.on_text(text.as_str()).await,
+                        WsMessage::Binary(_) => {
+                            self.refuse(None, "binary frames are not supported: send JSON text frames").await
+                        }
+                        WsMessage::Ping(_) | WsMessage::Pong(_) => Ok(None),
+                        WsMessage::Close(_) => return None,
+                    };
+                    match result {
+                        Ok(None) => {}
+                        Ok(Some(frame)) => return Some(frame),
+                        Err(Gone) => return None,
+                    }
+                }
+                event = events.recv() => match event {
+                    Some(out) => {
+                        if self.forward(out).await.is_err() {
+                            return None;
+                        }
+                    }
+                    None => return Some(close_for(self.control.reason())),
+                },
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > self.rt.settings.idle_timeout {
+                        tracing::debug!(connection = %self.id, "no sign of life: dropping");
+                        return Some(close(1001, "idle timeout"));
+                    }
+                    if self.send(WsMessage::Ping(Default::default())).await.is_err() {
+                        return None;
+                    }
+                    if let Err(err) = self.rt.presence.refresh(&self.principal, self.id).await {
+                        tracing::warn!(error = ?err, "presence refresh failed");
+                    }
+                }
+                _ = typing.tick() => self.expire_typing().await,
+            }
+        }
+    }
+
+    async fn send(&self, message: WsMessage) -> Result<(), Gone> {
+        tokio::select! {
+            sent = self.out.send(message) => sent.map_err(|_| Gone),
+            () = self.control.closed() => Err(Gone),
+        }
+    }
+
+    async fn emit(&self, frame: Frame) -> Result<(), Gone> {
+        self.send(WsMessage::Text(Utf8Bytes::from(frame.as_ref())))
+            .await
+    }
+
+    /// Queues a hub event, dropping messages a `resume` already replayed.
+    async fn forward(&mut self, out: Outbound) -> Result<(), Gone> {
+        if let (Some(conversation), Some(seq)) = (out.conversation, out.seq) {
+            match self.tracks.get_mut(&conversation) {
+                None => {
+                    self.tracks.insert(conversation, Track { lo: seq, hi: seq });
+                }
+                Some(track) if seq > track.hi => track.hi = seq,
+                Some(track) if seq >= track.lo => return Ok(()),
+                Some(_) => {}
+            }
+        }
+        self.emit(out.frame).await
+    }
+
+    /// Answers a bad frame; repeated abuse closes the connection (1008).
+    async fn refuse(
+        &mut self,
+        request_id: Option<&Value>,
+        message: &str,
+    ) -> Result<Option<CloseFrame>, Gone> {
+        self.fail(request_id, "invalid_request", message).await
+    }
+
+    async fn fail(
+        &mut self,
+        request_id: Option<&Value>,
+        code: &str,
+        message: &str,
+    ) -> Result<Option<CloseFrame>, Gone> {
+        let now = Instant::now();
+        if now.duration_since(self.errors_since) > ABUSE_WINDOW {
+            self.errors = 0;
+            self.errors_since = now;
+        }
+        self.errors += 1;
+        self.emit(protocol::error(request_id, code, message))
+            .await?;
+        if self.errors > ABUSE_LIMIT {
+            return Ok(Some(close(1008, "too many invalid frames")));
+        }
+        Ok(None)
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<Option<CloseFrame>, Gone> {
+        let parsed = protocol::parse(text);
+        let request_id = parsed.request_id;
+        let rid = request_id.as_ref();
+        let frame = match parsed.frame {
+            Ok(frame) => frame,
+            Err(err) => return self.refuse(rid, &err.0).await,
+        };
+        let outcome: Result<Frame, ChatError> = match frame {
+            ClientFrame::Ping => Ok(protocol::pong(rid)),
+            ClientFrame::SendMessage(frame) => self.send_message(rid, frame).await,
+            ClientFrame::Typing(frame) => self
+                .typing(
+                    ConversationId::from_uuid(frame.conversation_id),
+                    frame.is_typing,
+                )
+                .await
+                .map(|()| protocol::ack(rid, None)),
+            ClientFrame::Read(frame) => {
+                self.receipt(rid, Receipt::Read, frame.conversation_id, frame.up_to_seq)
+                    .await
+            }
+            ClientFrame::Delivered(frame) => {
+                self.receipt(
+                    rid,
+                    Receipt::Delivered,
+                    frame.conversation_id,
+                    frame.up_to_seq,
+                )
+                .await
+            }
+            ClientFrame::SetStatus(frame) => match PresenceStatus::parse_chosen(&frame.status) {
+                Ok(status) => self
+                    .rt
+                    .presence
+                    .set_status(&self.principal, status)
+                    .await
+                    .map(|_| protocol::ack(rid, None)),
+                Err(err) => Err(ChatError::Invalid(err.to_string())),
+            },
+            ClientFrame::Resume(frame) => self.resume(rid, frame.cursors).await,
+        };
+        match outcome {
+            Ok(frame) => self.emit(frame).await.map(|()| None),
+            Err(err) => {
+                let (code, message) = chat_error(&err);
+                self.fail(rid, code, &message).await
+            }
+        }
+    }
+
+    async fn send_message(
+        &mut self,
+        rid: Option<&Value>,
+        frame: protocol::SendMessageFrame,
+    ) -> Result<Frame, ChatError> {
+        let invalid = |e: &dyn std::fmt::Display| ChatError::Invalid(e.to_string());
+        let body = frame
+            .body
+            .as_deref()
+            .map(MessageBody::parse)
+            .transpose()
+            .map_err(|e| ChatError::Invalid(format!("body: {e}")))?;
+        let client_msg_id = ClientMsgId::parse(&frame.client_msg_id).map_err(|e| invalid(&e))?;
+        let request = SendMessage {
+            body,
+            attachment_ids: frame
+                .attachment_ids
+                .unwrap_or_default()
+                .into_iter()
+                .map(AttachmentId::from_uuid)
+                .collect(),
+            reply_to: frame.reply_to.map(MessageId::from_uuid),
+            client_msg_id: Some(client_msg_id),
+        };
+        let conversation = ConversationId::from_uuid(frame.conversation_id);
+        let sent = self
+            .rt
+            .service
+            .send_message(&self.principal, conversation, request)
+            .await?;
+        // Sending stops the sender's typing indicator.
+        if self
+            .typing
+            .remove(&conversation)
+            .is_some_and(|t| t.relayed_at.is_some())
+        {
+            let _ = self
+                .rt
+                .service
+                .typing(&self.principal, conversation, false)
+                .await;
+        }
+        Ok(protocol::ack(
+            rid,
+            Some(("message", json!(MessageDto::from(sent.message)))),
+        ))
+    }
+
+    async fn receipt(
+        &mut self,
+        rid: Option<&Value>,
+        receipt: Receipt,
+        conversation: uuid::Uuid,
+        up_to: u64,
+    ) -> Result<Frame, ChatError> {
+        let up_to =
+            Seq::from_u64(up_to).map_err(|e| ChatError::Invalid(format!("up_to_seq: {e}")))?;
+        let state = self
+            .rt
+            .service
+            .mark(
+                &self.principal,
+                ConversationId::from_uuid(conversation),
+                receipt,
+                up_to,
+            )
+            .await?;
+        Ok(protocol::ack(
+            rid,
+            Some((
+                "receipt",
+                json!({
+                    "last_read_seq": state.last_read_seq.get(),
+                    "last_delivered_seq": state.last_delivered_seq.get(),
+                }),
+            )),
+        ))
+    }
+
+    /// Relays typing, throttled: a start at most once per throttle period,
+    /// a stop only after a relayed start.
+    async fn typing(
+        &mut self,
+        conversation: ConversationId,
+        is_typing: bool,
+    ) -> Result<(), ChatError> {
+        let now = Instant::now();
+        if is_typing {
+            let relay = self
+                .typing
+                .get(&conversation)
+                .and_then(|t| t.relayed_at)
+                .is_none_or(|at| now.duration_since(at) >= self.rt.settings.typing_throttle);
+            if relay {
+                self.rt
+                    .service
+                    .typing(&self.principal, conversation, true)
+                    .await?;
+            } else {
+                // Still check access, so a foreign conversation is refused
+                // even while throttled.
+                self.rt
+                    .service
+                    .get_conversation(&self.principal, conversation)
+                    .await?;
+            }
+            let entry = self.typing.entry(conversation).or_insert(Typing {
+                relayed_at: None,
+                refreshed_at: now,
+            });
+            entry.refreshed_at = now;
+            if relay {
+                entry.relayed_at = Some(now);
+            }
+        } else if self
+            .typing
+            .remove(&conversation)
+            .is_some_and(|t| t.relayed_at.is_some())
+        {
+            self.rt
+                .service
+                .typing(&self.principal, conversation, false)
+                .await?;
+        } else {
+            self.rt
+                .service
+                .get_conversation(&self.principal, conversation)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops indicators that were not refreshed in time.
+    async fn expire_typing(&mut self) {
+        let now = Instant::now();
+        let expiry = self.rt.settings.typing_expiry;
+        let expired: Vec<ConversationId> = self
+            .typing
+            .iter()
+            .filter(|(_, t)| now.duration_since(t.refreshed_at) >= expiry)
+            .map(|(id, _)| *id)
+            .collect();
+        for conversation in expired {
+            if self
+                .typing
+                .remove(&conversation)
+                .is_some_and(|t| t.relayed_at.is_some())
+            {
+                let _ = self
+                    .rt
+                    .service
+                    .typing(&self.principal, conversation, false)
+                    .await;
+            }
+        }
+    }
+
+    async fn stop_typing(&mut self) {
+        for (conversation, typing) in std::mem::take(&mut self.typing) {
+            if typing.relayed_at.is_some() {
+                let _ = self
+                    .rt
+                    .service
+                    .typing(&self.principal, conversation, false)
+                    .await;
+            }
+        }
+    }
+
+    /// Replays, in `seq` order, every message after each cursor, skipping
+    /// what this connection already sent live; later live events for those
+    /// conversations continue without gap or duplicate.
+    async fn resume(
+        &mut self,
+        rid: Option<&Value>,
+        cursors: HashMap<uuid::Uuid, u64>,
+    ) -> Result<Frame, ChatError> {
+        let max = self.rt.settings.resume_max_messages;
+        let limit = PageLimit::parse(PageLimit::MAX)?;
+        let mut replayed_total = 0usize;
+        let mut failures = Vec::new();
+        let mut cursors: Vec<(uuid::Uuid, u64)> = cursors.into_iter().collect();
+        cursors.sort_unstable();
+        for (conversation, cursor) in cursors {
+            let conversation = ConversationId::from_uuid(conversation);
+            let Ok(mut after) = Seq::from_u64(cursor) else {
+                failures.push(
+                    json!({"conversation_id": conversation.to_string(), "code": "invalid_request"}),
+                );
+                continue;
+            };
+            let known = self.tracks.get(&conversation).copied();
+            let mut replayed = 0usize;
+            let mut last_sent = cursor;
+            let outcome: Result<(), ChatError> = async {
+                loop {
+                    let page = self
+                        .rt
+                        .service
+                        .list_messages(&self.principal, conversation, MessageCursor::After(after), limit)
+                        .await?;
+                    for message in &page.messages {
+                        let seq = message.seq.get();
+                        after = message.seq;
+                        if known.is_some_and(|t| (t.lo..=t.hi).contains(&seq)) {
+                            continue;
+                        }
+                        if replayed >= max {
+                            return Err(ChatError::Invalid(format!(
+                                "more than {max} messages missed in {conversation}: page the rest over REST"
+                            )));
+                        }
+                        let frame = protocol::event("new_message", json!({"message": MessageDto::from(message.clone())}));
+                        self.emit(frame).await.map_err(|Gone| ChatError::Unexpected(anyhow::anyhow!("connection gone")))?;
+                        replayed += 1;
+                        last_sent = last_sent.max(seq);
+                    }
+                    if !page.has_more {
+                        return Ok(());
+                    }
+                }
+            }
+            .await;
+            // Whatever was sent, live events must continue after it.
+            let hi = known.map_or(last_sent, |t| t.hi.max(last_sent));
+            let lo = known.map_or(cursor + 1, |t| t.lo.min(cursor + 1));
+            if hi >= cursor {
+                self.tracks.insert(conversation, Track { lo, hi });
+            }
+            replayed_total += replayed;
+            if let Err(err) = outcome {
+                let (code, message) = chat_error(&err);
+                failures.push(json!({"conversation_id": conversation.to_string(), "code": code, "message": message}));
+            }
+        }
+        if failures.is_empty() {
+            Ok(protocol::ack(
+                rid,
+                Some(("replayed", json!(replayed_total))),
+            ))
+        } else {
+            let code = failures[0]["code"].clone();
+            let mut frame = json!({"type": "error", "code": code, "message": "some conversations could not be resumed", "failures": failures, "replayed": replayed_total});
+            if let Some(id) = rid {
+                frame["request_id"] = id.clone();
+            }
+            Ok(Arc::from(frame.to_string()))
+        }
+    }
+}

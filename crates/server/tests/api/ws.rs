@@ -1,0 +1,786 @@
+//! The WebSocket transport over real sockets: authentication before the
+//! upgrade, acked and idempotent sends, fan-out by permission, resume
+//! without gap or duplicate, receipts, typing, presence, backpressure,
+//! heartbeats, hostile frames and graceful shutdown.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chat_domain::{CustomerId, StaffUserId, TenantId};
+use futures::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::both_databases;
+use crate::helpers::{Db, TestApp};
+
+both_databases!(
+    a_bad_or_missing_token_is_refused_before_the_upgrade,
+    sends_are_acked_after_commit_and_reach_everyone_allowed_and_nobody_else,
+    a_rest_send_fans_out_like_a_websocket_send,
+    a_replayed_client_msg_id_acks_the_original_and_emits_nothing_new,
+    ten_clients_sending_concurrently_receive_every_message_once_in_seq_order,
+    a_client_offline_for_100_messages_resumes_exactly_those_then_live_follows,
+    read_and_delivered_receipts_are_stored_and_broadcast,
+    typing_is_relayed_to_the_others_and_stops_by_itself,
+    presence_follows_connections_and_chosen_status,
+    every_bad_frame_gets_an_error_and_the_connection_stays_open,
+    a_client_that_never_reads_is_disconnected_without_slowing_the_others,
+    silent_connections_are_dropped_by_the_heartbeat,
+    shutdown_closes_every_socket_with_1001,
+);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A test WebSocket client.
+pub struct Client {
+    socket: Socket,
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+impl Client {
+    pub async fn connect(app: &TestApp, token: &str) -> Self {
+        let url = format!("{}?token={token}", app.ws_url());
+        let (socket, response) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        Self { socket }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.socket
+            .send(Message::text(value.to_string()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next JSON frame, skipping control frames.
+    pub async fn next(&mut self) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, self.socket.next())
+                .await
+                .expect("a frame within the deadline")
+                .expect("socket still open")
+                .expect("frame readable");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping the others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Frames arriving within `window` (none expected to be control-only).
+    pub async fn drain(&mut self, window: Duration) -> Vec<Value> {
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + window;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.socket.next()).await {
+                Err(_) => return frames,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    frames.push(serde_json::from_str(&text).expect("JSON"))
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a frame and returns its answer (`ack` or `error`, matched by
+    /// request id), skipping events.
+    pub async fn request(&mut self, mut value: Value) -> Value {
+        let id = uuid::Uuid::now_v7().to_string();
+        value["request_id"] = json!(id);
+        self.send(value).await;
+        loop {
+            let frame = self.next().await;
+            if frame["request_id"] == id.as_str() {
+                return frame;
+            }
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn closed(&mut self) -> Option<CloseCode> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.socket.next())
+                .await
+                .expect("closed within the deadline")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+fn send_frame(conversation: &str, body: &str, key: &str) -> Value {
+    json!({"type": "send_message", "conversation_id": conversation, "body": body, "client_msg_id": key})
+}
+
+/// Waits until the app has `n` open sockets (registration follows the
+/// upgrade asynchronously).
+async fn wait_connections(app: &TestApp, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while app.realtime.hub.connection_count() != n {
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} connections, have {}",
+            app.realtime.hub.connection_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn a_bad_or_missing_token_is_refused_before_the_upgrade(db: Db) {
+    let app = TestApp::spawn(db).await;
+    for url in [app.ws_url(), format!("{}?token=garbage", app.ws_url())] {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            }
+            other => panic!("expected a 401 before the upgrade, got {other:?}"),
+        }
+    }
+    // A bearer header works as well as ?token=.
+    let token = app.staff(StaffUserId::new_v4());
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("header auth");
+    socket
+        .send(Message::text(r#"{"type":"ping","request_id":7}"#))
+        .await
+        .unwrap();
+    let pong = loop {
+        if let Some(Ok(Message::Text(text))) = socket.next().await {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(pong, json!({"type": "pong", "request_id": 7}));
+    assert_eq!(app.realtime.hub.connection_count(), 1);
+}
+
+async fn sends_are_acked_after_commit_and_reach_everyone_allowed_and_nobody_else(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let pharmacist = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&pharmacist, customer).await;
+    let customer_token = app.customer_token(&pharmacist, customer).await;
+    let other_customer = app.customer_token(&pharmacist, CustomerId::new_v4()).await;
+    let foreign_staff = app.token(TenantId::new_v4(), StaffUserId::new_v4(), "admin");
+    let clinician = StaffUserId::new_v4();
+    let clinician_token = app.staff(clinician);
+
+    let mut customer_tab_1 = Client::connect(&app, &customer_token).await;
+    let mut customer_tab_2 = Client::connect(&app, &customer_token).await;
+    let mut staff = Client::connect(&app, &pharmacist).await;
+    let mut colleague = Client::connect(&app, &clinician_token).await;
+    let mut intruder = Client::connect(&app, &other_customer).await;
+    let mut foreigner = Client::connect(&app, &foreign_staff).await;
+    wait_connections(&app, 6).await;
+
+    let ack = customer_tab_1
+        .request(send_frame(&id, "Is my prescription ready?", "c-1"))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["message"]["seq"], 1);
+    assert_eq!(ack["message"]["body"], "Is my prescription ready?");
+    // The row is committed by the time the ack arrives.
+    let history = app
+        .get(
+            &format!("/api/v1/chat/conversations/{id}/messages"),
+            &pharmacist,
+        )
+        .await;
+    assert_eq!(history.body["messages"][0]["id"], ack["message"]["id"]);
+
+    for client in [
+        &mut customer_tab_1,
+        &mut customer_tab_2,
+        &mut staff,
+        &mut colleague,
+    ] {
+        let event = client.next_of("new_message").await;
+        assert_eq!(event["message"]["id"], ack["message"]["id"]);
+        assert_eq!(event["message"]["sender"]["type"], "customer");
+    }
+    // A private thread of the clinician reaches the clinician, not the
+    // pharmacist.
+    let thread = app
+        .post(
+            "/api/v1/chat/conversations",
+            &clinician_token,
+            json!({"customer_id": customer.to_string(), "staff_user_id": clinician.to_string()}),
+        )
+        .await;
+    let thread_id = thread.body["id"].as_str().unwrap().to_owned();
+    let ack = colleague
+        .request(send_frame(&thread_id, "Private advice", "p-1"))
+        .await;
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(
+        colleague.next_of("new_message").await["message"]["conversation_id"],
+        thread_id.as_str()
+    );
+    assert_eq!(
+        customer_tab_2.next_of("new_message").await["message"]["conversation_id"],
+        thread_id.as_str()
+    );
+
+    let leaked: Vec<Value> = [
+        intruder.drain(Duration::from_millis(300)).await,
+        foreigner.drain(Duration::from_millis(50)).await,
+        staff.drain(Duration::from_millis(50)).await,
+    ]
+    .concat()
+    .into_iter()
+    .filter(|f| f["type"] == "new_message")
+    .collect();
+    assert!(leaked.is_empty(), "events leaked: {leaked:?}");
+}
+
+async fn a_rest_send_fans_out_like_a_websocket_send(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&staff, customer).await;
+    let mut listener = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
+    wait_connections(&app, 1).await;
+    let sent = app.send(&staff, &id, "Sent over REST").await;
+    let event = listener.next_of("new_message").await;
+    assert_eq!(event["message"]["id"], sent.body["id"]);
+    assert_eq!(event["message"]["body"], "Sent over REST");
+}
+
+async fn a_replayed_client_msg_id_acks_the_original_and_emits_nothing_new(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let id = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    let mut sender = Client::connect(&app, &staff).await;
+    let mut watcher = Client::connect(&app, &app.staff(StaffUserId::new_v4())).await;
+    wait_connections(&app, 2).await;
+    let first = sender.request(send_frame(&id, "once", "k-1")).await;
+    let again = sender.request(send_frame(&id, "once", "k-1")).await;
+    assert_eq!(again["type"], "ack");
+    assert_eq!(again["message"], first["message"]);
+    let events: Vec<Value> = watcher
+        .drain(Duration::from_millis(400))
+        .await
+        .into_iter()
+        .filter(|f| f["type"] == "new_message")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+async fn ten_clients_sending_concurrently_receive_every_message_once_in_seq_order(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let admin = app.admin(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&admin, customer).await;
+    let mut tokens = vec![app.customer_token(&admin, customer).await];
+    tokens.extend((0..9).map(|_| app.staff(StaffUserId::new_v4())));
+    let mut clients = Vec::new();
+    for token in &tokens {
+        clients.push(Client::connect(&app, token).await);
+    }
+    wait_connections(&app, 10).await;
+    const EACH: usize = 10;
+    let total = EACH * clients.len();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut client)| {
+            let id = id.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    client
+                        .send(send_frame(
+                            &id,
+                            &format!("client {n} message {i}"),
+                            &format!("{n}-{i}"),
+                        ))
+                        .await;
+                }
+                let mut seqs = Vec::new();
+                let mut acks = 0;
+                while seqs.len() < total || acks < EACH {
+                    let frame = client.next().await;
+                    match frame["type"].as_str() {
+                        Some("new_message") => seqs.push(frame["message"]["seq"].as_u64().unwrap()),
+                        Some("ack") => acks += 1,
+                        Some("presence") => {}
+                        _ => panic!("unexpected frame {frame}"),
+                    }
+                }
+                let extra: Vec<Value> = client
+                    .drain(Duration::from_millis(200))
+                    .await
+                    .into_iter()
+                    .filter(|f| f["type"] != "presence")
+                    .collect();
+                (seqs, acks, extra)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (seqs, acks, extra) = task.await.unwrap();
+        assert_eq!(acks, EACH);
+        assert_eq!(
+            seqs,
+            (1..=total as u64).collect::<Vec<_>>(),
+            "every message once, in seq order"
+        );
+        assert!(extra.is_empty(), "nothing after: {extra:?}");
+    }
+}
+
+async fn a_client_offline_for_100_messages_resumes_exactly_those_then_live_follows(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&staff, customer).await;
+    let customer_token = app.customer_token(&staff, customer).await;
+    for i in 0..5 {
+        app.send(&staff, &id, &format!("seen {i}")).await;
+    }
+    // The customer saw up to seq 5, then went offline for 100 messages.
+    for i in 0..100 {
+        app.send(&staff, &id, &format!("missed {i}")).await;
+    }
+    let mut client = Client::connect(&app, &customer_token).await;
+    wait_connections(&app, 1).await;
+    let id_for_sender = id.clone();
+    let staff_for_sender = staff.clone();
+    let base = app.base.clone();
+    // Live traffic keeps flowing while the client resumes.
+    let live = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        for i in 0..20 {
+            let response = client
+                .post(format!(
+                    "{base}/api/v1/chat/conversations/{id_for_sender}/messages"
+                ))
+                .bearer_auth(&staff_for_sender)
+                .json(&json!({"body": format!("live {i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+        }
+    });
+    client
+        .send(json!({"type": "resume", "request_id": "r", "cursors": {id.clone(): 5}}))
+        .await;
+    let mut seqs = Vec::new();
+    let mut acked = false;
+    while seqs.len() < 120 || !acked {
+        let frame = client.next().await;
+        match frame["type"].as_str() {
+            Some("new_message") => seqs.push(frame["message"]["seq"].as_u64().unwrap()),
+            Some("ack") => {
+                assert_eq!(frame["request_id"], "r");
+                acked = true;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    live.await.unwrap();
+    let extra = client.drain(Duration::from_millis(300)).await;
+    assert!(
+        extra.is_empty(),
+        "no duplicate after the boundary: {extra:?}"
+    );
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted,
+        (6..=125).collect::<Vec<_>>(),
+        "exactly the missed and the live messages"
+    );
+    assert_eq!(seqs.len(), 120, "no duplicate");
+    // The 100 missed come first and in order.
+    assert_eq!(seqs[..100], (6..=105).collect::<Vec<_>>()[..]);
+
+    // Resuming a conversation one may not read is refused, and the
+    // connection stays usable.
+    let foreign = client
+        .request(json!({"type": "resume", "cursors": {uuid::Uuid::now_v7().to_string(): 0}}))
+        .await;
+    assert_eq!(foreign["type"], "error");
+    assert_eq!(foreign["code"], "not_found");
+    assert_eq!(
+        client.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+}
+
+async fn read_and_delivered_receipts_are_stored_and_broadcast(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff_user = StaffUserId::new_v4();
+    let staff = app.staff(staff_user);
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&staff, customer).await;
+    let mut pharmacist = Client::connect(&app, &staff).await;
+    let mut patient = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
+    wait_connections(&app, 2).await;
+    for i in 0..3 {
+        pharmacist
+            .request(send_frame(&id, &format!("m{i}"), &format!("m{i}")))
+            .await;
+    }
+    let delivered = patient
+        .request(json!({"type": "delivered", "conversation_id": id, "up_to_seq": 3}))
+        .await;
+    assert_eq!(delivered["type"], "ack", "{delivered}");
+    let event = pharmacist.next_of("delivered").await;
+    assert_eq!(event["conversation_id"], id.as_str());
+    assert_eq!(
+        event["reader"],
+        json!({"type": "customer", "id": customer.to_string()})
+    );
+    assert_eq!(event["up_to_seq"], 3);
+    assert!(event["at"].is_string());
+
+    let read = patient
+        .request(json!({"type": "read", "conversation_id": id, "up_to_seq": 2}))
+        .await;
+    assert_eq!(
+        read["receipt"],
+        json!({"last_read_seq": 2, "last_delivered_seq": 3})
+    );
+    let event = pharmacist.next_of("read").await;
+    assert_eq!(event["up_to_seq"], 2);
+    // Backwards is a no-op: nothing broadcast, the marker stays.
+    let back = patient
+        .request(json!({"type": "read", "conversation_id": id, "up_to_seq": 1}))
+        .await;
+    assert_eq!(back["receipt"]["last_read_seq"], 2);
+    let quiet: Vec<Value> = pharmacist
+        .drain(Duration::from_millis(300))
+        .await
+        .into_iter()
+        .filter(|f| f["type"] == "read")
+        .collect();
+    assert!(quiet.is_empty(), "{quiet:?}");
+
+    // The sender derives each message's status from the stored receipts.
+    let receipts = app
+        .get(&format!("/api/v1/chat/conversations/{id}/receipts"), &staff)
+        .await;
+    let customer_receipt = receipts.body["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reader"]["type"] == "customer")
+        .cloned()
+        .unwrap();
+    assert_eq!(customer_receipt["last_read_seq"], 2);
+    assert_eq!(customer_receipt["last_delivered_seq"], 3);
+    // Foreign conversations stay hidden here too.
+    let intruder = app.customer_token(&staff, CustomerId::new_v4()).await;
+    app.get(
+        &format!("/api/v1/chat/conversations/{id}/receipts"),
+        &intruder,
+    )
+    .await
+    .expect_error(404, "not_found");
+}
+
+async fn typing_is_relayed_to_the_others_and_stops_by_itself(db: Db) {
+    let app = TestApp::spawn_with(
+        db,
+        &[
+            ("CHAT_WS_TYPING_EXPIRY_MS", "400"),
+            ("CHAT_WS_TYPING_THROTTLE_MS", "1000"),
+        ],
+    )
+    .await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&staff, customer).await;
+    let mut typist = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
+    let mut pharmacist = Client::connect(&app, &staff).await;
+    wait_connections(&app, 2).await;
+
+    for _ in 0..5 {
+        let ack = typist
+            .request(json!({"type": "typing", "conversation_id": id, "is_typing": true}))
+            .await;
+        assert_eq!(ack["type"], "ack");
+    }
+    let started = pharmacist.next_of("typing").await;
+    assert_eq!(started["is_typing"], true);
+    assert_eq!(started["sender"]["type"], "customer");
+    // Throttled: five starts, one relay; then it expires by itself.
+    let stopped = pharmacist.next_of("typing").await;
+    assert_eq!(stopped["is_typing"], false, "{stopped}");
+    let own: Vec<Value> = typist
+        .drain(Duration::from_millis(100))
+        .await
+        .into_iter()
+        .filter(|f| f["type"] == "typing")
+        .collect();
+    assert!(
+        own.is_empty(),
+        "the typist does not see their own indicator"
+    );
+
+    // Typing into someone else's conversation is refused.
+    let foreign = typist
+        .request(
+            json!({"type": "typing", "conversation_id": uuid::Uuid::now_v7(), "is_typing": true}),
+        )
+        .await;
+    assert_eq!(foreign["code"], "not_found");
+}
+
+async fn presence_follows_connections_and_chosen_status(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let mut watcher = Client::connect(&app, &staff).await;
+    wait_connections(&app, 1).await;
+    let customer_token = app.customer_token(&staff, customer).await;
+    let mut tab_1 = Client::connect(&app, &customer_token).await;
+    let online = watcher.next_of("presence").await;
+    assert_eq!(
+        online["user"],
+        json!({"type": "customer", "id": customer.to_string()})
+    );
+    assert_eq!(online["status"], "online");
+    let mut tab_2 = Client::connect(&app, &customer_token).await;
+    wait_connections(&app, 3).await;
+
+    let away = tab_2
+        .request(json!({"type": "set_status", "status": "away"}))
+        .await;
+    assert_eq!(away["type"], "ack");
+    assert_eq!(watcher.next_of("presence").await["status"], "away");
+    let bad = tab_2
+        .request(json!({"type": "set_status", "status": "offline"}))
+        .await;
+    assert_eq!(bad["code"], "invalid_request");
+
+    let query = format!("/api/v1/chat/presence?customer_ids={customer}");
+    assert_eq!(app.get(&query, &staff).await.body[0]["status"], "away");
+    drop(tab_1.socket.close(None).await);
+    wait_connections(&app, 2).await;
+    assert_eq!(
+        app.get(&query, &staff).await.body[0]["status"],
+        "away",
+        "still one tab open"
+    );
+    drop(tab_2.socket.close(None).await);
+    let offline = watcher.next_of("presence").await;
+    assert_eq!(offline["status"], "offline");
+    assert!(offline["last_seen_at"].is_string());
+    let now = app.get(&query, &staff).await;
+    assert_eq!(now.body[0]["status"], "offline");
+    assert!(now.body[0]["last_seen_at"].is_string());
+    // Customers may not ask.
+    app.get(&query, &customer_token)
+        .await
+        .expect_error(401, "unauthenticated");
+    app.get("/api/v1/chat/presence?user_ids=nope", &staff)
+        .await
+        .expect_error(400, "invalid_request");
+}
+
+async fn every_bad_frame_gets_an_error_and_the_connection_stays_open(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&staff, customer).await;
+    let other = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    let mut client = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
+    let too_long = "a".repeat(4001);
+    let frames: Vec<(String, &str)> = vec![
+        ("{not json".into(), "invalid_request"),
+        ("[]".into(), "invalid_request"),
+        (json!({"no": "type"}).to_string(), "invalid_request"),
+        (json!({"type": "launch_missiles"}).to_string(), "invalid_request"),
+        (json!({"type": "send_message", "body": "x", "client_msg_id": "a"}).to_string(), "invalid_request"),
+        (json!({"type": "send_message", "conversation_id": 5, "body": "x", "client_msg_id": "a"}).to_string(), "invalid_request"),
+        (json!({"type": "send_message", "conversation_id": id, "body": too_long, "client_msg_id": "a"}).to_string(), "invalid_request"),
+        (json!({"type": "send_message", "conversation_id": id, "body": "  ", "client_msg_id": "a"}).to_string(), "invalid_request"),
+        (json!({"type": "send_message", "conversation_id": id, "body": "x", "client_msg_id": ""}).to_string(), "invalid_request"),
+        (json!({"type": "send_message", "conversation_id": other, "body": "x", "client_msg_id": "a"}).to_string(), "not_found"),
+        (json!({"type": "read", "conversation_id": id, "up_to_seq": "3"}).to_string(), "invalid_request"),
+        (json!({"type": "read", "conversation_id": other, "up_to_seq": 3}).to_string(), "not_found"),
+        (json!({"type": "typing", "conversation_id": id}).to_string(), "invalid_request"),
+        (json!({"type": "set_status", "status": 3}).to_string(), "invalid_request"),
+        (json!({"type": "resume", "cursors": [1, 2]}).to_string(), "invalid_request"),
+    ];
+    for (text, code) in frames {
+        client
+            .socket
+            .send(Message::text(text.clone()))
+            .await
+            .unwrap();
+        let error = client.next().await;
+        assert_eq!(error["type"], "error", "{text}: {error}");
+        assert_eq!(error["code"], code, "{text}: {error}");
+        assert!(error["message"].is_string());
+    }
+    client
+        .socket
+        .send(Message::binary(vec![1, 2, 3]))
+        .await
+        .unwrap();
+    assert_eq!(client.next().await["code"], "invalid_request");
+    // Still open and working.
+    assert_eq!(
+        client.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+    let sent = client.request(send_frame(&id, "still here", "ok-1")).await;
+    assert_eq!(sent["message"]["seq"], 1, "bad frames stored nothing");
+
+    // An oversized frame closes the connection with 1009.
+    let huge = "x".repeat(70 * 1024);
+    client
+        .socket
+        .send(Message::text(
+            json!({"type": "ping", "pad": huge}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(client.closed().await, Some(CloseCode::Size));
+
+    // Endless garbage closes with 1008.
+    let mut abuser = Client::connect(&app, &staff).await;
+    for _ in 0..40 {
+        if abuser.socket.send(Message::text("garbage")).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(abuser.closed().await, Some(CloseCode::Policy));
+}
+
+async fn a_client_that_never_reads_is_disconnected_without_slowing_the_others(db: Db) {
+    let app = TestApp::spawn_with(db, &[("CHAT_WS_QUEUE_CAPACITY", "8")]).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&staff, customer).await;
+    // The stuck client: connects with a tiny receive buffer and never reads.
+    let stuck_token = app.staff(StaffUserId::new_v4());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let request = format!("{}?token={stuck_token}", app.ws_url())
+        .into_client_request()
+        .unwrap();
+    let (stuck, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let mut healthy = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
+    wait_connections(&app, 2).await;
+
+    let body = "x".repeat(3900);
+    let mut worst = Duration::ZERO;
+    let mut sent = 0;
+    let started = Instant::now();
+    while app.realtime.hub.connection_count() == 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stuck client was never disconnected"
+        );
+        let at = Instant::now();
+        let reply = app.send(&staff, &id, &body).await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+        sent += 1;
+        let event = healthy.next_of("new_message").await;
+        assert_eq!(event["message"]["seq"], sent);
+        worst = worst.max(at.elapsed());
+    }
+    println!("stuck client dropped after {sent} messages; worst send-to-delivery for the healthy client {worst:?}");
+    // The healthy one keeps receiving.
+    let reply = app.send(&staff, &id, "after").await;
+    assert_eq!(
+        healthy.next_of("new_message").await["message"]["id"],
+        reply.body["id"]
+    );
+    assert_eq!(app.realtime.hub.connection_count(), 1);
+    assert!(
+        worst < Duration::from_secs(2),
+        "healthy delivery delayed by {worst:?}"
+    );
+    drop(stuck);
+}
+
+async fn silent_connections_are_dropped_by_the_heartbeat(db: Db) {
+    let app = TestApp::spawn_with(
+        db,
+        &[
+            ("CHAT_WS_PING_INTERVAL_MS", "100"),
+            ("CHAT_WS_IDLE_TIMEOUT_MS", "400"),
+        ],
+    )
+    .await;
+    let staff = app.staff(StaffUserId::new_v4());
+    // A client that never reads never answers pings.
+    let silent = Client::connect(&app, &staff).await;
+    let mut lively = Client::connect(&app, &staff).await;
+    wait_connections(&app, 2).await;
+    let started = Instant::now();
+    // The lively one reads (and so answers pings) for a while.
+    let frames = lively.drain(Duration::from_millis(1000)).await;
+    assert!(frames.is_empty());
+    wait_connections(&app, 1).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(silent);
+}
+
+async fn shutdown_closes_every_socket_with_1001(db: Db) {
+    let mut app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let id = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(Client::connect(&app, &staff).await);
+    }
+    wait_connections(&app, 3).await;
+    let ack = clients[0]
+        .request(send_frame(&id, "before shutdown", "s-1"))
+        .await;
+    assert_eq!(ack["type"], "ack");
+    app.stop.take().unwrap().send(()).unwrap();
+    for client in &mut clients {
+        assert_eq!(client.closed().await, Some(CloseCode::Away));
+    }
+    let served = tokio::time::timeout(WAIT, app.served.take().unwrap())
+        .await
+        .expect("server stops");
+    served.unwrap().unwrap();
+    // Nothing acked was lost.
+    let _ = HashMap::<u8, u8>::new();
+}
