@@ -56,4 +56,84 @@ if command -v psql >/dev/null 2>&1; then
         done
 fi
 
-exec cargo test --workspace --locked "$@"
+# Attachments: an S3-compatible server for the S3 adapter and a ClamAV
+# daemon for the scanner. Both come from the package registries (PyPI's
+# moto, Debian's clamav-daemon); a test whose server could not be installed
+# says SKIPPED on stderr. Both are stopped when this script ends.
+services_dir="${CHAT_TEST_SERVICES_DIR:-$HOME/.cache/chat-test}"
+mkdir -p "$services_dir"
+service_pids=()
+stop_services() {
+    for pid in "${service_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    rm -rf "$services_dir/run"
+}
+trap stop_services EXIT
+mkdir -p "$services_dir/run"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() {
+    for _ in $(seq 1 "$2"); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+# moto: a Python S3 server, one pip install, no service account, starts in
+# about a second. Installed once into a virtualenv under the cache folder.
+start_s3() {
+    local venv="$services_dir/moto-venv"
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        echo "test.sh: installing moto[server] (S3-compatible test server) from PyPI" >&2
+        python3 -m venv "$venv" >&2 && "$venv/bin/pip" install --quiet 'moto[server]' >&2 || return 1
+    fi
+    local port
+    port="$(free_port)"
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$services_dir/run/moto.log" 2>&1 &
+    service_pids+=("$!")
+    wait_for_port "$port" 60 || return 1
+    export CHAT_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+}
+
+# clamd with a one-signature database that detects the EICAR test string
+# anywhere in a file: the real daemon and protocol, without the virus
+# database download (freshclam needs the internet).
+start_clamd() {
+    if ! command -v clamd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: installing clamav-daemon from Debian's packages" >&2
+        (apt-get install -y -q clamav-daemon >&2 || { apt-get update -q >&2 && apt-get install -y -q clamav-daemon >&2; }) || return 1
+    fi
+    command -v clamd >/dev/null 2>&1 || return 1
+    local dir="$services_dir/run/clamd" port
+    mkdir -p "$dir/db"
+    chmod 755 "$services_dir/run" "$dir" "$dir/db"
+    local eicar='X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
+    printf 'Eicar-Test-Signature:0:*:%s\n' "$(printf '%s' "$eicar" | od -An -tx1 | tr -d ' \n')" >"$dir/db/chat-test.ndb"
+    port="$(free_port)"
+    cat >"$dir/clamd.conf" <<CONF
+Foreground yes
+TCPSocket $port
+TCPAddr 127.0.0.1
+DatabaseDirectory $dir/db
+LogFile $dir/clamd.log
+StreamMaxLength 20M
+CONF
+    clamd --config-file="$dir/clamd.conf" >"$dir/stdout.log" 2>&1 &
+    service_pids+=("$!")
+    wait_for_port "$port" 120 || return 1
+    export CHAT_TEST_CLAMD_ADDR="127.0.0.1:$port"
+}
+
+if [ -z "${CHAT_TEST_S3_ENDPOINT:-}" ]; then
+    start_s3 || echo "test.sh: WARNING: no S3-compatible server could be installed or started; the S3 tests will say SKIPPED" >&2
+fi
+if [ -z "${CHAT_TEST_CLAMD_ADDR:-}" ]; then
+    start_clamd || echo "test.sh: WARNING: clamd could not be installed or started; the real-clamd tests will say SKIPPED" >&2
+fi
+
+cargo test --workspace --locked "$@"
