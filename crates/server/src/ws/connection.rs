@@ -290,6 +290,12 @@ impl Connection {
             Ok(frame) => frame,
             Err(err) => return self.refuse(rid, &err.0).await,
         };
+        // Typing, receipts and statuses are acked only when the client asked
+        // (gave a request_id): a keystroke needs no answer.
+        let always_answer = matches!(
+            frame,
+            ClientFrame::Ping | ClientFrame::SendMessage(_) | ClientFrame::Resume(_)
+        );
         let outcome: Result<Frame, ChatError> = match frame {
             ClientFrame::Ping => Ok(protocol::pong(rid)),
             ClientFrame::SendMessage(frame) => self.send_message(rid, frame).await,
@@ -325,6 +331,7 @@ impl Connection {
             ClientFrame::Resume(frame) => self.resume(rid, frame.cursors).await,
         };
         match outcome {
+            Ok(_) if rid.is_none() && !always_answer => Ok(None),
             Ok(frame) => self.emit(frame).await.map(|()| None),
             Err(err) => {
                 let (code, message) = chat_error(&err);

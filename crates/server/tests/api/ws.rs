@@ -553,6 +553,13 @@ async fn typing_is_relayed_to_the_others_and_stops_by_itself(db: Db) {
         "the typist does not see their own indicator"
     );
 
+    // Without a request_id a keystroke gets no answer.
+    typist
+        .send(json!({"type": "typing", "conversation_id": id, "is_typing": false}))
+        .await;
+    let answers = typist.drain(Duration::from_millis(200)).await;
+    assert!(answers.is_empty(), "{answers:?}");
+
     // Typing into someone else's conversation is refused.
     let foreign = typist
         .request(
