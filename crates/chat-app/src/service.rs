@@ -367,13 +367,28 @@ impl ChatService {
             })?;
         match outcome {
             AppendOutcome::Created(message) => {
+                // The conversation as the append left it, so that listeners
+                // see its new last_seq, activity and (re)opened status.
+                let mut conversation = conversation;
+                conversation.last_seq = message.seq;
+                conversation.updated_at = message.created_at;
+                conversation.last_activity_at = message.created_at;
+                if reopen {
+                    conversation.status = ConversationStatus::Open;
+                }
                 self.ports
                     .events
                     .publish(ChatEvent::MessageCreated {
-                        conversation,
+                        conversation: conversation.clone(),
                         message: message.clone(),
                     })
                     .await;
+                if reopen {
+                    self.ports
+                        .events
+                        .publish(ChatEvent::ConversationUpdated { conversation })
+                        .await;
+                }
                 Ok(SendOutcome {
                     message,
                     created: true,

@@ -1482,6 +1482,17 @@ fn expect_append(
         .return_once(move |_, _| result);
 }
 
+/// `conversation` as the append of `message` leaves it.
+fn after_append(mut conversation: Conversation, message: &Message, reopened: bool) -> Conversation {
+    conversation.last_seq = message.seq;
+    conversation.updated_at = message.created_at;
+    conversation.last_activity_at = message.created_at;
+    if reopened {
+        conversation.status = ConversationStatus::Open;
+    }
+    conversation
+}
+
 fn expect_no_append(h: &mut Harness) {
     h.messages.expect_append().never();
     h.publishes_nothing();
@@ -1506,7 +1517,7 @@ async fn staff_sends_a_message_and_publishes_message_created() {
         Ok(AppendOutcome::Created(stored.clone())),
     );
     h.publishes(ChatEvent::MessageCreated {
-        conversation: inbox(),
+        conversation: after_append(inbox(), &stored, false),
         message: stored.clone(),
     });
 
@@ -1535,7 +1546,7 @@ async fn customer_sends_into_their_open_conversation_without_reopening_it() {
         Ok(AppendOutcome::Created(stored.clone())),
     );
     h.publishes(ChatEvent::MessageCreated {
-        conversation: inbox(),
+        conversation: after_append(inbox(), &stored, false),
         message: stored.clone(),
     });
 
@@ -1564,8 +1575,12 @@ async fn customer_sending_into_a_resolved_conversation_reopens_it() {
         Ok(AppendOutcome::Created(stored.clone())),
     );
     h.publishes(ChatEvent::MessageCreated {
-        conversation: resolved,
+        conversation: after_append(resolved.clone(), &stored, true),
         message: stored.clone(),
+    });
+    // The reopening is announced too.
+    h.publishes(ChatEvent::ConversationUpdated {
+        conversation: after_append(resolved, &stored, true),
     });
 
     let outcome = h
@@ -1593,8 +1608,12 @@ async fn customer_sending_into_an_archived_conversation_reopens_it() {
         Ok(AppendOutcome::Created(stored.clone())),
     );
     h.publishes(ChatEvent::MessageCreated {
-        conversation: archived,
+        conversation: after_append(archived.clone(), &stored, true),
         message: stored.clone(),
+    });
+    // The reopening is announced too.
+    h.publishes(ChatEvent::ConversationUpdated {
+        conversation: after_append(archived, &stored, true),
     });
 
     let outcome = h
@@ -1622,7 +1641,7 @@ async fn staff_sending_into_a_resolved_conversation_does_not_reopen_it() {
         Ok(AppendOutcome::Created(stored.clone())),
     );
     h.publishes(ChatEvent::MessageCreated {
-        conversation: resolved,
+        conversation: after_append(resolved, &stored, false),
         message: stored.clone(),
     });
 
