@@ -114,6 +114,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// WebSocket transport and cross-node fan-out.
     pub realtime: RealtimeSettings,
+    /// Attachments: file store, limits, scanning, orphan sweep.
+    pub attachments: crate::attachments::AttachmentConfig,
 }
 
 /// WebSocket transport and cross-node fan-out.
@@ -164,7 +166,11 @@ impl Env for HashMap<String, String> {
     }
 }
 
-fn parse_var<T: std::str::FromStr>(env: &dyn Env, name: &str, default: T) -> anyhow::Result<T>
+pub(crate) fn parse_var<T: std::str::FromStr>(
+    env: &dyn Env,
+    name: &str,
+    default: T,
+) -> anyhow::Result<T>
 where
     T::Err: fmt::Display,
 {
@@ -410,6 +416,7 @@ impl Settings {
             bail!("CHAT_REQUEST_TIMEOUT_SECONDS must be at least 1");
         }
         let log_format = log_format(env)?;
+        let attachments = crate::attachments::AttachmentConfig::from_source(env, &data_dir)?;
         Ok(Self {
             bind,
             data_dir,
@@ -421,6 +428,7 @@ impl Settings {
             max_request_bytes: parse_var(env, "CHAT_MAX_REQUEST_BYTES", 64 * 1024)?,
             log_format,
             realtime: realtime_settings(env)?,
+            attachments,
         })
     }
 }

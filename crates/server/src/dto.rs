@@ -1,7 +1,7 @@
 //! Wire types of the REST API (API.md), kept apart from the domain types.
 
 use chat_app::{ConversationSummary, MessagePage};
-use chat_domain::{Conversation, Message, Sender};
+use chat_domain::{Attachment, Conversation, Message, Sender};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -29,7 +29,25 @@ impl From<Sender> for SenderDto {
 
 /// An attachment on the wire.
 #[derive(Debug, Serialize)]
-pub struct AttachmentDto {}
+pub struct AttachmentDto {
+    id: Uuid,
+    name: String,
+    content_type: &'static str,
+    size: u64,
+    url: String,
+}
+
+impl From<Attachment> for AttachmentDto {
+    fn from(a: Attachment) -> Self {
+        Self {
+            url: format!("/api/v1/chat/attachments/{}", a.id),
+            id: a.id.into(),
+            name: a.name.as_str().to_owned(),
+            content_type: a.media_type.mime(),
+            size: a.size,
+        }
+    }
+}
 
 /// A message on the wire.
 #[derive(Debug, Serialize)]
@@ -61,7 +79,12 @@ impl From<Message> for MessageDto {
             } else {
                 m.body.map(chat_domain::MessageBody::into_string)
             },
-            attachments: Vec::new(),
+            // A deleted message keeps neither its text nor its files.
+            attachments: if deleted {
+                Vec::new()
+            } else {
+                m.attachments.into_iter().map(Into::into).collect()
+            },
             reply_to: m.reply_to.map(Into::into),
             client_msg_id: m.client_msg_id.map(|c| c.as_str().to_owned()),
             created_at: time(m.created_at),

@@ -73,6 +73,15 @@ impl ApiError {
         )
     }
 
+    /// 422 `infected`: the malware scanner found something in an upload.
+    pub fn infected() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "infected",
+            "file: the malware scanner refused this file",
+        )
+    }
+
     /// 503 `unavailable`.
     pub fn unavailable(cause: anyhow::Error) -> Self {
         Self {

@@ -13,8 +13,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::Router;
 use chat_app::{
-    BusPublisher, ChatService, EventBus, InMemoryPresence, InProcessBus, Ports, PresenceService,
-    PresenceStore, SystemClock,
+    AttachmentRepository, BusPublisher, ChatService, EventBus, InMemoryPresence, InProcessBus,
+    Ports, PresenceService, PresenceStore, SystemClock,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (bus, presence_store) = realtime_adapters(&settings).await?;
         let events = Arc::new(BusPublisher(bus.clone()));
-        let (ports, readiness): (Ports, Arc<dyn Readiness>) = match &settings.database {
+        let (ports, readiness, attachment_records): (
+            Ports,
+            Arc<dyn Readiness>,
+            Arc<dyn AttachmentRepository>,
+        ) = match &settings.database {
             DatabaseSettings::Sqlite { path } => {
                 let store = Arc::new(
                     SqliteStore::connect(path)
@@ -67,7 +71,11 @@ impl Application {
                         .with_context(|| format!("opening SQLite database {}", path.display()))?,
                 );
                 tracing::info!(path = %path.display(), "using SQLite");
-                (Ports::from_store(store.clone(), events.clone()), store)
+                (
+                    Ports::from_store(store.clone(), events.clone()),
+                    store.clone(),
+                    store,
+                )
             }
             DatabaseSettings::Postgres {
                 url,
@@ -79,7 +87,11 @@ impl Application {
                         .context("connecting to PostgreSQL (CHAT_DATABASE_URL)")?,
                 );
                 tracing::info!("using PostgreSQL");
-                (Ports::from_store(store.clone(), events.clone()), store)
+                (
+                    Ports::from_store(store.clone(), events.clone()),
+                    store.clone(),
+                    store,
+                )
             }
         };
         let auth = Authenticator {
@@ -97,6 +109,17 @@ impl Application {
             shutdown,
             tasks: TaskTracker::new(),
         });
+        let attachments = crate::attachments::service(
+            &settings.attachments,
+            attachment_records,
+            ChatService::new(ports.clone()),
+        )
+        .await?;
+        crate::attachments::spawn_orphan_sweeper(
+            attachments.clone(),
+            &settings.attachments,
+            realtime.shutdown.clone(),
+        );
         let state = AppState {
             service: ChatService::new(ports),
             auth: Arc::new(auth),
@@ -105,6 +128,7 @@ impl Application {
             max_request_bytes: settings.max_request_bytes,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             realtime: realtime.clone(),
+            attachments,
         };
         let router = crate::routes::router(state)
             .layer(TimeoutLayer::with_status_code(

@@ -35,6 +35,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Upload, download and orphan sweep of attachments.
+    pub attachments: chat_app::AttachmentService,
     /// The WebSocket transport, presence and the hub.
     pub realtime: Arc<Realtime>,
 }

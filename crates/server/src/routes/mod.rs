@@ -1,5 +1,6 @@
 //! The HTTP routes: one module per area, assembled by [`router`].
 
+mod attachments;
 mod conversations;
 mod health;
 mod realtime;
@@ -19,6 +20,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(conversations::router())
+        .merge(attachments::router())
         .merge(tokens::router())
         .merge(realtime::router())
         .merge(crate::ws::router());

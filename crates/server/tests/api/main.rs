@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod attachments;
 mod auth;
 mod bad_inputs;
 mod walkthrough;
