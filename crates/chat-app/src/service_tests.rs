@@ -2242,3 +2242,493 @@ async fn storage_failure_while_counting_unread_is_unexpected() {
 
     assert_unexpected(&err);
 }
+
+/// Sending with attachments, and [`crate::AttachmentService`]: upload,
+/// download and the orphan sweep against mocked stores and scanner.
+mod attachments {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use chat_domain::{
+        Attachment, AttachmentId, AttachmentName, MediaType, Sha256Digest, StorageKey,
+    };
+    use futures::{FutureExt as _, StreamExt as _};
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+    use crate::{
+        AttachmentError, AttachmentPorts, AttachmentService, AttachmentSettings, ByteStream,
+        Download, MockAttachmentRepository, MockFileStorage, MockScanner, ScanVerdict,
+        StorageError,
+    };
+
+    const PDF: &[u8] = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n";
+    const UPLOAD_ID: AttachmentId = AttachmentId::from_uuid(Uuid::from_u128(0xa7_0001));
+    const OTHER_UPLOAD_ID: AttachmentId = AttachmentId::from_uuid(Uuid::from_u128(0xa7_0002));
+
+    fn body(bytes: &'static [u8]) -> ByteStream {
+        let pieces: Vec<std::io::Result<Bytes>> =
+            bytes.chunks(7).map(|c| Ok(Bytes::from_static(c))).collect();
+        futures::stream::iter(pieces).boxed()
+    }
+
+    /// Reads a body to its end the way a store does; in-memory bodies never
+    /// wait, so one poll finishes it.
+    fn drain(mut body: ByteStream) -> Result<u64, StorageError> {
+        async move {
+            let mut stored = 0;
+            while let Some(chunk) = body.next().await {
+                stored += chunk.map_err(StorageError::Body)?.len() as u64;
+            }
+            Ok(stored)
+        }
+        .now_or_never()
+        .expect("an in-memory body never waits")
+    }
+
+    fn stored_attachment(message: Option<MessageId>) -> Attachment {
+        Attachment {
+            id: UPLOAD_ID,
+            tenant: TENANT,
+            conversation_id: CONVERSATION_ID,
+            uploader: Sender::Customer(CUSTOMER),
+            name: AttachmentName::sanitize(Some("rx.pdf"), MediaType::Pdf),
+            media_type: MediaType::Pdf,
+            size: PDF.len() as u64,
+            sha256: Sha256Digest::from_bytes([1; 32]),
+            storage_key: StorageKey::for_attachment(
+                TENANT,
+                CONVERSATION_ID,
+                UPLOAD_ID,
+                MediaType::Pdf,
+                earlier(),
+            ),
+            created_at: earlier(),
+            message_id: message,
+        }
+    }
+
+    #[derive(Default)]
+    struct Files {
+        repository: MockAttachmentRepository,
+        storage: MockFileStorage,
+        scanner: Option<MockScanner>,
+        signed_url_ttl: Option<Duration>,
+        max_bytes: Option<u64>,
+    }
+
+    impl Files {
+        fn service(self, h: Harness) -> AttachmentService {
+            let mut clock = MockClock::new();
+            clock.expect_now().return_const(now());
+            AttachmentService::new(
+                h.service(),
+                AttachmentPorts {
+                    repository: Arc::new(self.repository),
+                    storage: Arc::new(self.storage),
+                    scanner: self.scanner.map(|s| Arc::new(s) as Arc<dyn crate::Scanner>),
+                    clock: Arc::new(clock),
+                },
+                AttachmentSettings {
+                    max_bytes: self.max_bytes.unwrap_or(1024),
+                    signed_url_ttl: self.signed_url_ttl,
+                },
+            )
+        }
+
+        /// The store reads the body to its end and keeps it.
+        fn stores_once(&mut self) {
+            self.storage
+                .expect_put()
+                .withf(|key, media, _, max| {
+                    key.as_str()
+                        .starts_with(&format!("chat/{TENANT}/{CONVERSATION_ID}/2026/03/"))
+                        && *media == MediaType::Pdf
+                        && *max == 1024
+                })
+                .times(1)
+                .returning(|_, _, body, _| drain(body));
+        }
+
+        fn nothing_stored(&mut self) {
+            self.storage.expect_put().never();
+            self.repository.expect_insert_attachment().never();
+        }
+
+        fn removed_once(&mut self) {
+            self.storage.expect_delete().times(1).returning(|_| Ok(()));
+        }
+    }
+
+    async fn upload(
+        files: Files,
+        h: Harness,
+        principal: Principal,
+        data: &'static [u8],
+    ) -> Result<Attachment, AttachmentError> {
+        files
+            .service(h)
+            .upload(
+                &principal,
+                CONVERSATION_ID,
+                Some("../scans/rx.pdf"),
+                body(data),
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_participant_uploads_a_pdf_which_is_stored_hashed_and_recorded() {
+        let mut h = Harness::new();
+        h.authorized(customer(), inbox(), Action::Send);
+        let mut files = Files::default();
+        files.stores_once();
+        let digest = Sha256Digest::from_bytes(Sha256::digest(PDF).into());
+        files
+            .repository
+            .expect_insert_attachment()
+            .withf(move |new| {
+                new.tenant == TENANT
+                    && new.conversation_id == CONVERSATION_ID
+                    && new.uploader == Sender::Customer(CUSTOMER)
+                    && new.name.as_str() == "rx.pdf"
+                    && new.media_type == MediaType::Pdf
+                    && new.size == PDF.len() as u64
+                    && new.sha256 == digest
+                    && new.created_at == now()
+                    && new
+                        .storage_key
+                        .as_str()
+                        .ends_with(&format!("{}.pdf", new.id))
+            })
+            .times(1)
+            .returning(|new| Ok(new.clone().into_attachment()));
+
+        let attachment = upload(files, h, customer(), PDF).await.unwrap();
+        assert_eq!(attachment.sha256, digest);
+        assert_eq!(attachment.message_id, None);
+    }
+
+    #[tokio::test]
+    async fn an_upload_into_a_conversation_the_caller_cannot_see_is_not_found() {
+        let mut h = Harness::new();
+        h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+        let mut files = Files::default();
+        files.nothing_stored();
+        let err = upload(files, h, other_customer(), PDF).await.unwrap_err();
+        assert!(matches!(err, AttachmentError::NotFound), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn unsupported_and_empty_uploads_are_refused_before_anything_is_stored() {
+        for (data, html) in [
+            (&b"<html><script>x</script></html>"[..], true),
+            (&b""[..], false),
+        ] {
+            let mut h = Harness::new();
+            h.authorized(customer(), inbox(), Action::Send);
+            let mut files = Files::default();
+            files.nothing_stored();
+            let err = upload(files, h, customer(), data).await.unwrap_err();
+            if html {
+                assert!(
+                    matches!(err, AttachmentError::UnsupportedType(_)),
+                    "{err:?}"
+                );
+            } else {
+                assert!(matches!(err, AttachmentError::Empty), "{err:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_the_limit_is_refused_and_not_recorded() {
+        let mut h = Harness::new();
+        h.authorized(customer(), inbox(), Action::Send);
+        let mut files = Files {
+            max_bytes: Some(16),
+            ..Files::default()
+        };
+        files
+            .storage
+            .expect_put()
+            .times(1)
+            .returning(|_, _, body, _| drain(body));
+        files.repository.expect_insert_attachment().never();
+        let err = upload(files, h, customer(), PDF).await.unwrap_err();
+        assert!(
+            matches!(err, AttachmentError::TooLarge { max_bytes: 16 }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_infected_upload_is_removed_and_refused() {
+        let mut h = Harness::new();
+        h.authorized(customer(), inbox(), Action::Send);
+        let mut files = Files::default();
+        files.stores_once();
+        files
+            .storage
+            .expect_get()
+            .times(1)
+            .returning(|_| Ok(body(PDF)));
+        let mut scanner = MockScanner::new();
+        scanner
+            .expect_scan()
+            .times(1)
+            .return_once(|_| Ok(ScanVerdict::Infected("Eicar-Test-Signature".into())));
+        files.scanner = Some(scanner);
+        files.removed_once();
+        files.repository.expect_insert_attachment().never();
+        let err = upload(files, h, customer(), PDF).await.unwrap_err();
+        assert!(matches!(err, AttachmentError::Infected(name) if name == "Eicar-Test-Signature"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_scanner_refuses_the_upload_and_removes_it() {
+        let mut h = Harness::new();
+        h.authorized(customer(), inbox(), Action::Send);
+        let mut files = Files::default();
+        files.stores_once();
+        files
+            .storage
+            .expect_get()
+            .times(1)
+            .returning(|_| Ok(body(PDF)));
+        let mut scanner = MockScanner::new();
+        scanner
+            .expect_scan()
+            .times(1)
+            .return_once(|_| Err(anyhow!("connection refused")));
+        files.scanner = Some(scanner);
+        files.removed_once();
+        files.repository.expect_insert_attachment().never();
+        let err = upload(files, h, customer(), PDF).await.unwrap_err();
+        assert!(
+            matches!(err, AttachmentError::ScannerUnavailable(_)),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_removes_the_stored_bytes() {
+        let mut h = Harness::new();
+        h.authorized(customer(), inbox(), Action::Send);
+        let mut files = Files::default();
+        files.stores_once();
+        files
+            .repository
+            .expect_insert_attachment()
+            .times(1)
+            .return_once(|_| Err(RepoError::Unexpected(storage_failure())));
+        files.removed_once();
+        let err = upload(files, h, customer(), PDF).await.unwrap_err();
+        assert!(matches!(err, AttachmentError::Unexpected(_)), "{err:?}");
+    }
+
+    fn finds(files: &mut Files, tenant: TenantId, found: Option<Attachment>) {
+        files
+            .repository
+            .expect_find_attachment()
+            .withf(move |t, id| *t == tenant && *id == UPLOAD_ID)
+            .times(1)
+            .return_once(move |_, _| Ok(found));
+    }
+
+    #[tokio::test]
+    async fn a_download_outside_the_callers_conversations_is_not_found() {
+        let mut h = Harness::new();
+        h.find_returns(TENANT, Some(inbox())).policy_not_asked();
+        let mut files = Files::default();
+        finds(&mut files, TENANT, Some(stored_attachment(None)));
+        files.storage.expect_get().never();
+        let err = files
+            .service(h)
+            .download(&other_customer(), UPLOAD_ID)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AttachmentError::NotFound), "{err:?}");
+
+        // Another tenant does not even find the record.
+        let mut files = Files::default();
+        finds(&mut files, OTHER_TENANT, None);
+        let err = files
+            .service(Harness::new())
+            .download(&foreign_customer(), UPLOAD_ID)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AttachmentError::NotFound), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn downloads_stream_the_bytes_or_redirect_to_a_signed_url() {
+        let mut h = Harness::new();
+        h.authorized(staff(), inbox(), Action::Read);
+        let mut files = Files::default();
+        finds(
+            &mut files,
+            TENANT,
+            Some(stored_attachment(Some(STORED_MESSAGE_ID))),
+        );
+        files
+            .storage
+            .expect_get()
+            .times(1)
+            .returning(|_| Ok(body(PDF)));
+        let download = files
+            .service(h)
+            .download(&staff(), UPLOAD_ID)
+            .await
+            .unwrap();
+        assert!(matches!(download, Download::Stream { .. }), "{download:?}");
+
+        let mut h = Harness::new();
+        h.authorized(staff(), inbox(), Action::Read);
+        let mut files = Files {
+            signed_url_ttl: Some(Duration::from_secs(300)),
+            ..Files::default()
+        };
+        finds(
+            &mut files,
+            TENANT,
+            Some(stored_attachment(Some(STORED_MESSAGE_ID))),
+        );
+        files
+            .storage
+            .expect_signed_url()
+            .withf(|_, ttl, headers| {
+                *ttl == Duration::from_secs(300)
+                    && headers.media_type == MediaType::Pdf
+                    && headers.content_disposition.starts_with("attachment;")
+            })
+            .times(1)
+            .return_once(|_, _, _| Ok(Some("https://s3.example/signed".into())));
+        files.storage.expect_get().never();
+        let download = files
+            .service(h)
+            .download(&staff(), UPLOAD_ID)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&download, Download::Redirect { url, .. } if url == "https://s3.example/signed"),
+            "{download:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_deletes_records_before_bytes_and_spares_uploads_sent_meanwhile() {
+        let mut files = Files::default();
+        let orphan = stored_attachment(None);
+        let sent_meanwhile = Attachment {
+            id: OTHER_UPLOAD_ID,
+            ..stored_attachment(None)
+        };
+        let listed = vec![orphan.clone(), sent_meanwhile];
+        files
+            .repository
+            .expect_list_orphans()
+            .withf(|before, _| *before == now() - chrono::Duration::hours(24))
+            .times(1)
+            .return_once(move |_, _| Ok(listed));
+        files
+            .repository
+            .expect_delete_unattached()
+            .times(2)
+            .returning(|_, id| Ok(id == UPLOAD_ID));
+        let key = orphan.storage_key.clone();
+        files
+            .storage
+            .expect_delete()
+            .withf(move |k| *k == key)
+            .times(1)
+            .returning(|_| Ok(()));
+        let deleted = files
+            .service(Harness::new())
+            .sweep_orphans(Duration::from_secs(86_400))
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+    }
+
+    fn with_attachments(ids: Vec<AttachmentId>) -> SendMessage {
+        SendMessage {
+            body: None,
+            attachment_ids: ids,
+            reply_to: None,
+            client_msg_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_may_be_attachments_only() {
+        let request = with_attachments(vec![UPLOAD_ID, OTHER_UPLOAD_ID]);
+        let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
+        assert_eq!(new.attachments, vec![UPLOAD_ID, OTHER_UPLOAD_ID]);
+        let stored = new
+            .clone()
+            .into_message(seq(5), vec![stored_attachment(None)]);
+        let mut h = Harness::new();
+        h.authorized(customer(), inbox(), Action::Send);
+        expect_append(
+            &mut h,
+            new,
+            false,
+            Ok(AppendOutcome::Created(stored.clone())),
+        );
+        h.events.expect_publish().times(1).return_const(());
+        let outcome = h
+            .service()
+            .send_message(&customer(), CONVERSATION_ID, request)
+            .await
+            .unwrap();
+        assert_eq!(outcome.message, stored);
+    }
+
+    #[tokio::test]
+    async fn repeated_or_more_than_ten_attachments_are_invalid() {
+        let eleven: Vec<AttachmentId> = (0..11_u128)
+            .map(|i| AttachmentId::from_uuid(Uuid::from_u128(0xa7_1000 + i)))
+            .collect();
+        for (ids, needle) in [
+            (vec![UPLOAD_ID, UPLOAD_ID], "twice"),
+            (eleven, "at most 10"),
+            (Vec::new(), "body or an attachment"),
+        ] {
+            let mut h = Harness::new();
+            h.authorized(customer(), inbox(), Action::Send);
+            expect_no_append(&mut h);
+            let err = h
+                .service()
+                .send_message(&customer(), CONVERSATION_ID, with_attachments(ids))
+                .await
+                .unwrap_err();
+            assert_invalid(&err, needle);
+        }
+    }
+
+    #[tokio::test]
+    async fn attachments_the_store_refuses_are_not_found_or_invalid() {
+        for (refusal, not_found) in [
+            (AppendError::AttachmentNotFound(UPLOAD_ID), true),
+            (AppendError::AttachmentAlreadyUsed(UPLOAD_ID), false),
+        ] {
+            let request = with_attachments(vec![UPLOAD_ID]);
+            let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
+            let mut h = Harness::new();
+            h.authorized(customer(), inbox(), Action::Send);
+            expect_append(&mut h, new, false, Err(refusal));
+            h.publishes_nothing();
+            let err = h
+                .service()
+                .send_message(&customer(), CONVERSATION_ID, request)
+                .await
+                .unwrap_err();
+            if not_found {
+                assert!(matches!(err, ChatError::NotFound), "{err:?}");
+            } else {
+                assert_invalid(&err, "already attached");
+            }
+        }
+    }
+}
