@@ -106,7 +106,10 @@ start_s3() {
 start_clamd() {
     if ! command -v clamd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing clamav-daemon from Debian's packages" >&2
-        (apt-get install -y -q clamav-daemon >&2 || { apt-get update -q >&2 && apt-get install -y -q clamav-daemon >&2; }) || return 1
+        # No terminal in CI: debconf must not ask anything.
+        export DEBIAN_FRONTEND=noninteractive
+        (apt-get install -y -q clamav-daemon >&2 </dev/null ||
+            { apt-get update -q >&2 </dev/null && apt-get install -y -q clamav-daemon >&2 </dev/null; }) || return 1
     fi
     command -v clamd >/dev/null 2>&1 || return 1
     local dir="$services_dir/run/clamd" port
