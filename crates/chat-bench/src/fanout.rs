@@ -1,0 +1,214 @@
+//! The `fanout` load: one tenant, one customer, N staff sockets (N staff
+//! members of the tenant's shared inbox). The customer sends on an open-loop
+//! schedule; a message counts as delivered when the last staff socket has
+//! it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_domain::{CustomerId, StaffUserId, TenantId};
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{self, Socket};
+use crate::stats::{Latencies, Summary};
+use crate::target::Target;
+
+/// What one fan-out size measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutResult {
+    /// Staff sockets.
+    pub staff_sockets: usize,
+    /// Messages the customer sent.
+    pub messages: u64,
+    /// Deliveries expected (`messages x staff_sockets`).
+    pub expected: u64,
+    /// Deliveries seen.
+    pub delivered: u64,
+    /// Errors: missing or duplicate deliveries, closed sockets, error frames.
+    pub errors: u64,
+    /// Seconds to connect every staff socket (and let presence settle).
+    pub connect_s: f64,
+    /// Scheduled send to the first staff socket having the message.
+    pub first_delivery: Summary,
+    /// Scheduled send to the last staff socket having the message.
+    pub last_delivery: Summary,
+}
+
+/// What one staff socket saw: for each message index, when it arrived.
+struct Seen {
+    arrivals: Vec<Option<Instant>>,
+    errors: u64,
+}
+
+async fn read_staff(socket: Socket, messages: usize, stop: CancellationToken) -> Seen {
+    let mut seen = Seen {
+        arrivals: vec![None; messages],
+        errors: 0,
+    };
+    let (_sink, mut stream) = socket.split();
+    let mut got = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            frame = stream.next() => {
+                let now = Instant::now();
+                let Some(Ok(message)) = frame else {
+                    seen.errors += 1;
+                    break;
+                };
+                let Ok(Some(incoming)) = client::parse(&message) else {
+                    continue;
+                };
+                if incoming.kind != "new_message" {
+                    continue;
+                }
+                let index = incoming
+                    .message
+                    .and_then(|m| m.client_msg_id)
+                    .and_then(|key| key.strip_prefix('f').and_then(|k| k.parse::<usize>().ok()));
+                match index.and_then(|k| seen.arrivals.get_mut(k)) {
+                    Some(slot @ None) => {
+                        *slot = Some(now);
+                        got += 1;
+                        if got == messages {
+                            break;
+                        }
+                    }
+                    Some(Some(_)) => seen.errors += 1,
+                    None => {}
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Connects `staff` staff sockets and one customer socket, then sends
+/// `messages` messages `interval` apart.
+///
+/// # Errors
+/// When the conversation, tokens or sockets cannot be had.
+pub async fn run(
+    target: &Target,
+    staff: usize,
+    messages: usize,
+    interval: Duration,
+) -> anyhow::Result<FanoutResult> {
+    let tenant = TenantId::new_v4();
+    let customer = CustomerId::new_v4();
+    let first_staff = target.staff_token(tenant, StaffUserId::new_v4(), "pharmacist")?;
+    let conversation = target
+        .open_conversation(&first_staff, customer, None)
+        .await?;
+    let customer_token = target.customer_token(&first_staff, customer).await?;
+
+    let connect_started = Instant::now();
+    let stop = CancellationToken::new();
+    let urls = (0..staff)
+        .map(|i| {
+            target
+                .staff_token(tenant, StaffUserId::new_v4(), "pharmacist")
+                .map(|token| target.ws_url(i, &token))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Each socket is read from the moment it opens: every staff member's
+    // arrival is announced to the others (presence), and an unread socket
+    // would be closed as too slow.
+    let readers: Vec<_> = futures::stream::iter(urls)
+        .map(|url| {
+            let stop = stop.clone();
+            async move {
+                let socket = client::connect(&url).await?;
+                anyhow::Ok(tokio::spawn(read_staff(socket, messages, stop)))
+            }
+        })
+        .buffered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()
+        .context("connecting the staff sockets")?;
+    let customer_socket = client::connect(&target.ws_url(0, &customer_token)).await?;
+    // Let the presence announcements drain before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let connect_s = connect_started.elapsed().as_secs_f64();
+
+    // Acks and echoes on the customer socket are not what is measured;
+    // they are read so that the socket stays healthy.
+    let (mut sink, mut stream) = customer_socket.split();
+    let customer_reader = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    frame = stream.next() => if !matches!(frame, Some(Ok(_))) { break },
+                }
+            }
+            stream
+        })
+    };
+    let t0 = Instant::now() + Duration::from_millis(100);
+    let mut errors = 0u64;
+    for k in 0..messages {
+        tokio::time::sleep_until(t0 + interval.mul_f64(k as f64)).await;
+        let frame = client::send_frame(&conversation, &format!("f{k}"));
+        if sink.send(frame).await.is_err() {
+            errors += 1;
+            break;
+        }
+    }
+    // Whatever has not arrived 10 s after the last send is lost.
+    let drain = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+        })
+    };
+    let mut seen = Vec::with_capacity(readers.len());
+    for reader in readers {
+        match reader.await {
+            Ok(s) => seen.push(s),
+            Err(_) => errors += 1,
+        }
+    }
+    stop.cancel();
+    drain.abort();
+    if let Ok(stream) = customer_reader.await {
+        if let Ok(socket) = sink.reunite(stream) {
+            client::close(socket).await;
+        }
+    }
+
+    let mut first = Latencies::new();
+    let mut last = Latencies::new();
+    let mut delivered = 0u64;
+    for k in 0..messages {
+        let scheduled = t0 + interval.mul_f64(k as f64);
+        let arrivals: Vec<Instant> = seen.iter().filter_map(|s| s.arrivals[k]).collect();
+        delivered += arrivals.len() as u64;
+        if let (Some(min), Some(max)) = (arrivals.iter().min(), arrivals.iter().max()) {
+            first.record(min.saturating_duration_since(scheduled));
+            // The last socket's delivery; a missing one is counted below
+            // as an error.
+            last.record(max.saturating_duration_since(scheduled));
+        }
+    }
+    errors += seen.iter().map(|s| s.errors).sum::<u64>();
+    let expected = (messages * staff) as u64;
+    errors += expected.saturating_sub(delivered);
+    Ok(FanoutResult {
+        staff_sockets: staff,
+        messages: messages as u64,
+        expected,
+        delivered,
+        errors,
+        connect_s,
+        first_delivery: first.summary(),
+        last_delivery: last.summary(),
+    })
+}

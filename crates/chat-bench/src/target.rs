@@ -1,0 +1,487 @@
+//! The server under test: a release `chat-server` process the tool starts
+//! itself (fresh SQLite file or fresh PostgreSQL database, known secrets),
+//! the same server in this process (the CI smoke run), or already running
+//! servers given by URL.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chat_domain::{CustomerId, StaffUserId, TenantId};
+use chat_server::config::{JwtAlgorithm, Settings, StaffJwtSettings};
+use serde_json::{json, Value};
+use sqlx::{Connection as _, Executor as _, PgConnection};
+
+/// The store the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Database {
+    /// The embedded default: one SQLite file.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Database {
+    /// `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// How to reach (or start) the server.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// Start this `chat-server` binary as a child process.
+    Process(PathBuf),
+    /// Run the server inside this process (no separate memory figure).
+    InProcess,
+    /// Servers already running at these base URLs (several for
+    /// multi-node).
+    Running(Vec<String>),
+}
+
+/// Everything needed to start or reach the server.
+#[derive(Debug, Clone)]
+pub struct TargetOptions {
+    /// Where the server comes from.
+    pub launch: Launch,
+    /// Its store.
+    pub database: Database,
+    /// Database URL of a running server (`--database-url`), for the seeding
+    /// and the baseline; for a started server the tool creates its own.
+    pub database_url: Option<String>,
+    /// PostgreSQL server on which fresh databases are created.
+    pub postgres_admin_url: String,
+    /// The server's PostgreSQL pool size (`CHAT_DB_MAX_CONNECTIONS`).
+    pub pool_size: u32,
+    /// HS256 secret of staff tokens (the server's `CHAT_JWT_SECRET`).
+    pub jwt_secret: String,
+    /// Process id of a running server, to read its memory.
+    pub server_pid: Option<u32>,
+}
+
+/// The staff token secret given to servers the tool starts.
+pub const BENCH_JWT_SECRET: &str = "chat-bench-staff-token-secret-0123456789abcdef";
+const BENCH_CUSTOMER_SECRET: &str = "chat-bench-customer-token-secret-0123456789abcdef";
+
+enum Running {
+    Child(tokio::process::Child),
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        served: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
+    External,
+}
+
+/// A server ready to take load.
+pub struct Target {
+    /// Base URLs (`http://host:port`), one per node.
+    pub bases: Vec<String>,
+    /// Its store.
+    pub database: Database,
+    /// The database the server uses, when known (seeding).
+    pub database_url: Option<String>,
+    /// PostgreSQL server for the baseline's fresh databases.
+    pub postgres_admin_url: String,
+    /// The server's pool size.
+    pub pool_size: u32,
+    /// Process whose resident memory is the server's (`None` when unknown).
+    pub pid: Option<u32>,
+    /// Whether the load generator shares the server's process.
+    pub in_process: bool,
+    /// HTTP client for set-up calls.
+    pub http: reqwest::Client,
+    staff_jwt: StaffJwtSettings,
+    running: Running,
+    created_database: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("bases", &self.bases)
+            .field("database", &self.database)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its path (database name) replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, options) = match url.split_once('?') {
+        Some((base, options)) => (base, Some(options)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{database}", &base[..path]);
+    if let Some(options) = options {
+        out.push('?');
+        out.push_str(options);
+    }
+    out
+}
+
+/// Creates an empty database `chat_bench_<uuid>` and returns its name.
+///
+/// # Errors
+/// When PostgreSQL cannot be reached or refuses.
+pub async fn create_database(admin_url: &str) -> anyhow::Result<String> {
+    let name = format!("chat_bench_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .with_context(|| "connecting to PostgreSQL (--postgres-url) to create a database")?;
+    admin
+        .execute(format!(r#"create database "{name}""#).as_str())
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    admin
+        .close()
+        .await
+        .context("closing the admin connection")?;
+    Ok(name)
+}
+
+/// Drops a database made by [`create_database`] (best effort).
+pub async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
+        let _ = admin
+            .execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str())
+            .await;
+        let _ = admin.close().await;
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr().context("reading the port")?.port())
+}
+
+impl Target {
+    /// Starts (or reaches) the server and waits until it answers `/health`.
+    ///
+    /// # Errors
+    /// When the server cannot be started or does not become healthy.
+    pub async fn start(options: &TargetOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("chat-bench-")
+            .tempdir()
+            .context("creating a temporary folder")?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build()
+            .context("building the HTTP client")?;
+        let staff_jwt = StaffJwtSettings {
+            algorithm: JwtAlgorithm::Hs256,
+            secret: Some(chat_server::config::Secret::new(options.jwt_secret.clone())),
+            public_key_pem: None,
+            issuer: None,
+            audience: Vec::new(),
+            tenant_claim: "tenant_id".into(),
+            admin_roles: vec!["admin".into()],
+            leeway_seconds: 30,
+        };
+        if let Launch::Running(bases) = &options.launch {
+            let mut target = Self {
+                bases: bases
+                    .iter()
+                    .map(|b| b.trim_end_matches('/').to_owned())
+                    .collect(),
+                database: options.database,
+                database_url: options.database_url.clone(),
+                postgres_admin_url: options.postgres_admin_url.clone(),
+                pool_size: options.pool_size,
+                pid: options.server_pid,
+                in_process: false,
+                http,
+                staff_jwt,
+                running: Running::External,
+                created_database: None,
+                dir,
+            };
+            target.wait_healthy(Duration::from_secs(10)).await?;
+            return Ok(target);
+        }
+
+        let mut created_database = None;
+        let database_url = match options.database {
+            Database::Sqlite => format!("sqlite://{}", dir.path().join("chat.db").display()),
+            Database::Postgres => {
+                let name = create_database(&options.postgres_admin_url).await?;
+                created_database = Some(name.clone());
+                with_database(&options.postgres_admin_url, &name)
+            }
+        };
+        let port = free_port()?;
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("CHAT_BIND_ADDR".into(), format!("127.0.0.1:{port}"));
+        env.insert("CHAT_DATA_DIR".into(), dir.path().display().to_string());
+        env.insert("CHAT_DATABASE_URL".into(), database_url.clone());
+        env.insert(
+            "CHAT_DB_MAX_CONNECTIONS".into(),
+            options.pool_size.to_string(),
+        );
+        env.insert("CHAT_JWT_SECRET".into(), options.jwt_secret.clone());
+        env.insert(
+            "CHAT_CUSTOMER_TOKEN_SECRET".into(),
+            BENCH_CUSTOMER_SECRET.into(),
+        );
+        let (running, pid, in_process) = match &options.launch {
+            Launch::Process(bin) => {
+                let log = std::fs::File::create(dir.path().join("server.log"))
+                    .context("creating the server log file")?;
+                let child = tokio::process::Command::new(bin)
+                    .envs(&env)
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .with_context(|| {
+                        format!(
+                            "starting {} (build it with `cargo build --release -p server`, or pass --server-bin / --in-process)",
+                            bin.display()
+                        )
+                    })?;
+                let pid = child.id();
+                (Running::Child(child), pid, false)
+            }
+            Launch::InProcess => {
+                let settings = Settings::from_source(&env).context("server settings")?;
+                let app = chat_server::Application::build(settings)
+                    .await
+                    .context("building the in-process server")?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let served = tokio::spawn(app.run_until(async move {
+                    let _ = stopped.await;
+                }));
+                (
+                    Running::InProcess {
+                        stop: Some(stop),
+                        served,
+                    },
+                    Some(std::process::id()),
+                    true,
+                )
+            }
+            Launch::Running(_) => unreachable!("handled above"),
+        };
+        let mut target = Self {
+            bases: vec![format!("http://127.0.0.1:{port}")],
+            database: options.database,
+            database_url: Some(database_url),
+            postgres_admin_url: options.postgres_admin_url.clone(),
+            pool_size: options.pool_size,
+            pid,
+            in_process,
+            http,
+            staff_jwt,
+            running,
+            created_database,
+            dir,
+        };
+        if let Err(err) = target.wait_healthy(Duration::from_secs(60)).await {
+            let log =
+                std::fs::read_to_string(target.dir.path().join("server.log")).unwrap_or_default();
+            target.stop().await;
+            bail!("{err:#}\nserver log:\n{log}");
+        }
+        Ok(target)
+    }
+
+    async fn wait_healthy(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        for base in &self.bases {
+            loop {
+                if let Running::Child(child) = &mut self.running {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        bail!("the server exited at start-up ({status})");
+                    }
+                }
+                let ok = self
+                    .http
+                    .get(format!("{base}/ready"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{base} did not become ready within {within:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The WebSocket URL of node `i` (round robin over the nodes).
+    pub fn ws_url(&self, i: usize, token: &str) -> String {
+        let base = &self.bases[i % self.bases.len()];
+        format!(
+            "{}/api/v1/chat/ws?token={token}",
+            base.replacen("http://", "ws://", 1)
+                .replacen("https://", "wss://", 1)
+        )
+    }
+
+    /// The base URL of node `i` (round robin).
+    pub fn base(&self, i: usize) -> &str {
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// A staff token (HS256, one hour).
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn staff_token(
+        &self,
+        tenant: TenantId,
+        user: StaffUserId,
+        role: &str,
+    ) -> anyhow::Result<String> {
+        chat_server::auth::mint_staff_token(
+            &self.staff_jwt,
+            tenant,
+            user,
+            role,
+            Duration::from_secs(3600),
+        )
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1/chat{path}", self.base(0));
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("reading the answer of POST {path}"))?;
+        if !status.is_success() {
+            bail!("POST {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// A customer chat token, issued by the server to `staff_token`'s
+    /// tenant.
+    ///
+    /// # Errors
+    /// When the request fails.
+    pub async fn customer_token(
+        &self,
+        staff_token: &str,
+        customer: CustomerId,
+    ) -> anyhow::Result<String> {
+        let body = self
+            .post(
+                "/customer-token",
+                staff_token,
+                json!({"customer_id": customer.to_string(), "ttl_seconds": 3600}),
+            )
+            .await?;
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("customer-token answer without a token")
+    }
+
+    /// Gets or creates the conversation of `customer` (the shared inbox,
+    /// or `clinician`'s private thread); returns its id.
+    ///
+    /// # Errors
+    /// When the request fails.
+    pub async fn open_conversation(
+        &self,
+        staff_token: &str,
+        customer: CustomerId,
+        clinician: Option<StaffUserId>,
+    ) -> anyhow::Result<String> {
+        let mut body = json!({"customer_id": customer.to_string()});
+        if let Some(clinician) = clinician {
+            body["staff_user_id"] = json!(clinician.to_string());
+        }
+        let body = self.post("/conversations", staff_token, body).await?;
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("conversation answer without an id")
+    }
+
+    /// The server's resident memory in KiB (`VmRSS`), when its process is
+    /// known.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid?)
+    }
+
+    /// Stops a server the tool started and drops its database.
+    pub async fn stop(mut self) {
+        match &mut self.running {
+            Running::Child(child) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+            Running::InProcess { stop, served } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(15), served).await;
+            }
+            Running::External => {}
+        }
+        if let Some(name) = self.created_database.take() {
+            drop_database(&self.postgres_admin_url, &name).await;
+        }
+    }
+}
+
+/// `VmRSS` of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_of_a_url_is_replaced() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "b"),
+            "postgres://postgres@127.0.0.1:5432/b"
+        );
+        assert_eq!(
+            with_database("postgres://u@db?sslmode=disable", "b"),
+            "postgres://u@db/b?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn our_own_memory_can_be_read() {
+        assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
+}
