@@ -7,7 +7,10 @@ use chat_app::{
     AppendError, AppendOutcome, MessageCursor, MessagePage, MessageQuery, MessageRepository,
     RepoError,
 };
-use chat_domain::{ClientMsgId, ConversationId, Message, NewMessage, Sender, TenantId};
+use chat_domain::{
+    ClientMsgId, ConversationId, Message, MessageBody, MessageId, NewMessage, Sender, TenantId,
+};
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
 use crate::attachments;
@@ -269,5 +272,76 @@ impl MessageRepository for PostgresStore {
         .await?;
         tracing::Span::current().record("items", messages.len());
         Ok(MessagePage { messages, has_more })
+    }
+
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err)]
+    async fn find_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, RepoError> {
+        let row = sqlx::query(&format!(
+            "select {MESSAGE_COLUMNS} from messages \
+             where id = $1 and conversation_id = $2 and tenant_id = $3"
+        ))
+        .bind(*message.as_uuid())
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .context("loading a message")?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut found = rows::message(&row, &PLAIN)?;
+        attachments::load_into(&self.pool, tenant, &mut [&mut found]).await?;
+        Ok(Some(found))
+    }
+
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err)]
+    async fn edit_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+        body: &MessageBody,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Message>, RepoError> {
+        sqlx::query(
+            "update messages set body = $4, edited_at = $5 \
+             where id = $1 and conversation_id = $2 and tenant_id = $3 and deleted_at is null",
+        )
+        .bind(*message.as_uuid())
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .bind(body.as_str())
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("editing a message")?;
+        self.find_message(tenant, id, message).await
+    }
+
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err)]
+    async fn delete_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Message>, RepoError> {
+        sqlx::query(
+            "update messages set body = null, deleted_at = coalesce(deleted_at, $4) \
+             where id = $1 and conversation_id = $2 and tenant_id = $3",
+        )
+        .bind(*message.as_uuid())
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("deleting a message")?;
+        self.find_message(tenant, id, message).await
     }
 }

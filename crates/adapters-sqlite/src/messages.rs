@@ -7,7 +7,8 @@ use chat_app::{
     AppendError, AppendOutcome, MessageCursor, MessagePage, MessageQuery, MessageRepository,
     RepoError,
 };
-use chat_domain::{ConversationId, Message, NewMessage, Seq, TenantId};
+use chat_domain::{ConversationId, Message, MessageBody, MessageId, NewMessage, Seq, TenantId};
+use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -256,5 +257,80 @@ impl MessageRepository for SqliteStore {
         )
         .await?;
         Ok(MessagePage { messages, has_more })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err)]
+    async fn find_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, RepoError> {
+        let row = sqlx::query(&format!(
+            "select {MESSAGE_COLUMNS} from messages m \
+             where m.id = ?1 and m.conversation_id = ?2 and m.tenant_id = ?3"
+        ))
+        .bind(*message.as_uuid())
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .fetch_optional(&self.read)
+        .await
+        .context("loading a message")?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut found = codec::message(&row)?;
+        attachments::load_into(&self.read, tenant, &mut [&mut found]).await?;
+        Ok(Some(found))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err)]
+    async fn edit_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+        body: &MessageBody,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Message>, RepoError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "update messages set body = ?4, edited_at = ?5 \
+             where id = ?1 and conversation_id = ?2 and tenant_id = ?3 and deleted_at is null",
+        )
+        .bind(*message.as_uuid())
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .bind(body.as_str())
+        .bind(codec::micros(at))
+        .execute(&mut *tx)
+        .await
+        .context("editing a message")?;
+        tx.commit().await.context("committing an edit")?;
+        self.find_message(tenant, id, message).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err)]
+    async fn delete_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Message>, RepoError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "update messages set body = null, deleted_at = coalesce(deleted_at, ?4) \
+             where id = ?1 and conversation_id = ?2 and tenant_id = ?3",
+        )
+        .bind(*message.as_uuid())
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .bind(codec::micros(at))
+        .execute(&mut *tx)
+        .await
+        .context("deleting a message")?;
+        tx.commit().await.context("committing a deletion")?;
+        self.find_message(tenant, id, message).await
     }
 }

@@ -113,7 +113,7 @@ impl From<ChatError> for AttachmentError {
         match err {
             ChatError::NotFound => Self::NotFound,
             ChatError::Forbidden => Self::Forbidden,
-            ChatError::Invalid(message) => Self::Invalid(message),
+            ChatError::Invalid(message) | ChatError::Conflict(message) => Self::Invalid(message),
             ChatError::Unexpected(err) => Self::Unexpected(err),
         }
     }

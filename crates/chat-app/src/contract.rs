@@ -70,6 +70,7 @@ macro_rules! contract_tests {
             updates_apply_only_the_given_fields,
             a_tenant_never_sees_another_tenants_rows,
             receipts_list_every_participants_markers,
+            messages_are_edited_and_deleted_in_place,
             attachments_are_recorded_and_found_only_in_their_tenant,
             a_message_links_its_attachments_in_order_and_every_read_carries_them,
             a_message_may_carry_attachments_only,
@@ -1509,5 +1510,122 @@ pub async fn receipts_list_every_participants_markers<S: Store>(store: Arc<S>) {
             .unwrap()
             .is_empty(),
         "another tenant sees no receipts"
+    );
+}
+
+/// An edit replaces the text and stamps `edited_at`; a deletion erases the
+/// text, keeps the `seq` and its first time; a deleted message cannot be
+/// edited; nothing is reachable through another tenant or conversation.
+pub async fn messages_are_edited_and_deleted_in_place<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let other = open_inbox(&*store, tenant).await;
+    let sender = Sender::Staff(StaffUserId::new_v4());
+    let original = send(&*store, &conversation, sender, "Pick-up at 5").await;
+    send(&*store, &conversation, sender, "second").await;
+    let found = store
+        .find_message(tenant, conversation.id, original.id)
+        .await
+        .unwrap();
+    assert_eq!(found, Some(original.clone()));
+
+    let later = t0() + Duration::minutes(5);
+    let new_body = MessageBody::parse("Pick-up at 6").unwrap();
+    let edited = store
+        .edit_message(tenant, conversation.id, original.id, &new_body, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.body, Some(new_body.clone()));
+    assert_eq!(edited.edited_at, Some(later));
+    assert_eq!(edited.seq, original.seq);
+    assert_eq!(edited.created_at, original.created_at);
+    assert_eq!(
+        store
+            .find_message(tenant, conversation.id, original.id)
+            .await
+            .unwrap(),
+        Some(edited.clone())
+    );
+
+    let deleted = store
+        .delete_message(
+            tenant,
+            conversation.id,
+            original.id,
+            later + Duration::minutes(1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.body, None, "the text is erased");
+    assert_eq!(deleted.deleted_at, Some(later + Duration::minutes(1)));
+    assert_eq!(deleted.seq, original.seq);
+    let again = store
+        .delete_message(
+            tenant,
+            conversation.id,
+            original.id,
+            later + Duration::hours(1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.deleted_at, deleted.deleted_at,
+        "the first deletion time stays"
+    );
+    let not_edited = store
+        .edit_message(
+            tenant,
+            conversation.id,
+            original.id,
+            &new_body,
+            later + Duration::hours(2),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(not_edited.body, None, "a deleted message stays deleted");
+    assert_eq!(not_edited.deleted_at, deleted.deleted_at);
+
+    // Pages keep the deleted message's place.
+    let page = store
+        .list_messages(
+            tenant,
+            conversation.id,
+            MessageQuery {
+                cursor: MessageCursor::After(Seq::ZERO),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[0].deleted_at, deleted.deleted_at);
+
+    for (t, c) in [(TenantId::new_v4(), conversation.id), (tenant, other.id)] {
+        assert_eq!(store.find_message(t, c, original.id).await.unwrap(), None);
+        assert_eq!(
+            store
+                .edit_message(t, c, original.id, &new_body, later)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .delete_message(t, c, original.id, later)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        store
+            .find_message(tenant, conversation.id, MessageId::new_v7())
+            .await
+            .unwrap(),
+        None
     );
 }

@@ -17,6 +17,10 @@ pub enum ChatError {
     /// The request is malformed; the message says which field and why.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The request conflicts with the object's state (e.g. editing a
+    /// deleted message).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A store or other port failed; the cause is for logs, not for callers.
     #[error("unexpected failure")]
     Unexpected(#[source] anyhow::Error),

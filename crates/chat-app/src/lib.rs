@@ -34,6 +34,8 @@ mod attachments;
 pub mod contract;
 mod error;
 mod files;
+#[cfg(test)]
+mod message_change_tests;
 pub mod ports;
 pub mod realtime;
 mod service;

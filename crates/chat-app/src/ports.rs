@@ -7,8 +7,8 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chat_domain::{
     Action, Conversation, ConversationId, ConversationPatch, ConversationScope, ConversationStatus,
-    Denied, Message, MessageId, NewCustomerConversation, NewMessage, Principal, ReadState, Sender,
-    Seq, TenantId,
+    Denied, Message, MessageBody, MessageId, NewCustomerConversation, NewMessage, Principal,
+    ReadState, Sender, Seq, TenantId,
 };
 use chrono::{DateTime, Utc};
 
@@ -280,6 +280,47 @@ pub trait MessageRepository: Send + Sync {
         id: ConversationId,
         query: MessageQuery,
     ) -> Result<MessagePage, RepoError>;
+
+    /// Message `message` of conversation `id` of `tenant`, if it exists.
+    ///
+    /// # Errors
+    /// [`RepoError`] on storage failure.
+    async fn find_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>, RepoError>;
+
+    /// Replaces the body of message `message` and sets `edited_at = at`,
+    /// unless it is deleted. Returns the message as it is afterwards (a
+    /// deleted one unchanged), `None` when it does not exist there.
+    ///
+    /// # Errors
+    /// [`RepoError`] on storage failure.
+    async fn edit_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+        body: &MessageBody,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Message>, RepoError>;
+
+    /// Soft-deletes message `message`: erases its body, sets
+    /// `deleted_at = at` (the first deletion's time is kept) and keeps its
+    /// `seq`. Returns the message afterwards, `None` when it does not exist
+    /// there.
+    ///
+    /// # Errors
+    /// [`RepoError`] on storage failure.
+    async fn delete_message(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        message: MessageId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Message>, RepoError>;
 }
 
 /// Which marker a receipt moves.
@@ -341,6 +382,20 @@ pub enum ChatEvent {
         /// Its conversation (for routing: tenant, customer, clinician).
         conversation: Conversation,
         /// The message.
+        message: Message,
+    },
+    /// A message's text was edited.
+    MessageUpdated {
+        /// Its conversation (for routing).
+        conversation: Conversation,
+        /// The message after the edit.
+        message: Message,
+    },
+    /// A message was deleted (softly: it keeps its `seq`).
+    MessageDeleted {
+        /// Its conversation (for routing).
+        conversation: Conversation,
+        /// The message after the deletion.
         message: Message,
     },
     /// Status, assignee or tags changed.

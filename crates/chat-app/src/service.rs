@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use chat_domain::{
-    authorize, authorize_create, conversation_scope, Action, AttachmentId, ClientMsgId,
-    Conversation, ConversationId, ConversationPatch, ConversationStatus, CustomerId, MessageBody,
-    MessageId, NewCustomerConversation, NewMessage, Principal, ReadState, Seq, StaffUserId,
-    MAX_ATTACHMENTS_PER_MESSAGE,
+    authorize, authorize_create, authorize_message_change, conversation_scope, Action,
+    AttachmentId, ClientMsgId, Conversation, ConversationId, ConversationPatch, ConversationStatus,
+    CustomerId, Message, MessageBody, MessageChange, MessageId, NewCustomerConversation,
+    NewMessage, Principal, ReadState, Seq, StaffUserId, MAX_ATTACHMENTS_PER_MESSAGE,
 };
 
 use crate::error::ChatError;
@@ -453,6 +453,97 @@ impl ChatService {
             .conversations
             .unread_total(conversation_scope(principal), principal.as_sender())
             .await?)
+    }
+
+    /// Replaces the text of one of the principal's own messages.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`] for an unknown or unreadable conversation or
+    /// message; [`ChatError::Forbidden`] for someone else's message;
+    /// [`ChatError::Conflict`] for a deleted one; [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err)]
+    pub async fn edit_message(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        message_id: MessageId,
+        body: MessageBody,
+    ) -> Result<Message, ChatError> {
+        let conversation = self.authorized(principal, id, Action::Send).await?;
+        let message = self
+            .ports
+            .messages
+            .find_message(principal.tenant(), id, message_id)
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        authorize_message_change(principal, &conversation, &message, MessageChange::Edit)?;
+        if message.deleted_at.is_some() {
+            return Err(ChatError::Conflict("the message was deleted".into()));
+        }
+        let edited = self
+            .ports
+            .messages
+            .edit_message(
+                principal.tenant(),
+                id,
+                message_id,
+                &body,
+                self.ports.clock.now(),
+            )
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        if edited.deleted_at.is_some() {
+            return Err(ChatError::Conflict("the message was deleted".into()));
+        }
+        self.ports
+            .events
+            .publish(ChatEvent::MessageUpdated {
+                conversation,
+                message: edited.clone(),
+            })
+            .await;
+        Ok(edited)
+    }
+
+    /// Deletes a message softly: its sender may, and so may a tenant admin.
+    /// Deleting a deleted message returns it unchanged and announces
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`]; [`ChatError::Forbidden`] for someone else's
+    /// message; [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err)]
+    pub async fn delete_message(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        message_id: MessageId,
+    ) -> Result<Message, ChatError> {
+        let conversation = self.authorized(principal, id, Action::Read).await?;
+        let message = self
+            .ports
+            .messages
+            .find_message(principal.tenant(), id, message_id)
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        authorize_message_change(principal, &conversation, &message, MessageChange::Delete)?;
+        if message.deleted_at.is_some() {
+            return Ok(message);
+        }
+        let deleted = self
+            .ports
+            .messages
+            .delete_message(principal.tenant(), id, message_id, self.ports.clock.now())
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        self.ports
+            .events
+            .publish(ChatEvent::MessageDeleted {
+                conversation,
+                message: deleted.clone(),
+            })
+            .await;
+        Ok(deleted)
     }
 }
 

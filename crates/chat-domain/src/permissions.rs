@@ -132,6 +132,40 @@ pub fn authorize(
     }
 }
 
+/// A change to a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageChange {
+    /// Replace its text (its sender only).
+    Edit,
+    /// Delete it, softly: it keeps its place in the sequence, not its
+    /// content (its sender, or a tenant admin for moderation).
+    Delete,
+}
+
+/// Whether `principal` may make `change` to `message` of `conversation`.
+///
+/// # Errors
+/// [`Denied::NotFound`] when the principal may not read the conversation or
+/// the message is not of it; [`Denied::Forbidden`] when they may read it
+/// but the message is not theirs to change.
+pub fn authorize_message_change(
+    principal: &Principal,
+    conversation: &Conversation,
+    message: &crate::Message,
+    change: MessageChange,
+) -> Result<(), Denied> {
+    authorize(principal, conversation, Action::Read)?;
+    if message.conversation_id != conversation.id || message.tenant != conversation.tenant {
+        return Err(Denied::NotFound);
+    }
+    let own = message.sender == principal.as_sender();
+    match change {
+        MessageChange::Edit if own => Ok(()),
+        MessageChange::Delete if own || principal.is_admin() => Ok(()),
+        MessageChange::Edit | MessageChange::Delete => Err(Denied::Forbidden),
+    }
+}
+
 /// Whether `principal` may get or create `conversation` (a prospective one,
 /// not stored yet).
 ///
@@ -297,6 +331,70 @@ mod tests {
         for (rule, principal, conversation, expected) in table {
             assert_eq!(
                 authorize_create(&principal, conversation),
+                expected,
+                "{rule}"
+            );
+        }
+    }
+
+    /// (rule, who, conversation, message, change, expected outcome)
+    type ChangeRow<'a> = (
+        &'a str,
+        Principal,
+        &'a Conversation,
+        &'a crate::Message,
+        MessageChange,
+        Result<(), Denied>,
+    );
+
+    #[test]
+    fn message_change_rules() {
+        let w = world();
+        let inbox = conversation(w.tenant, w.customer, None);
+        let private = conversation(w.tenant, w.customer, Some(w.clinician));
+        let message = |conversation: &Conversation, sender: crate::Sender| crate::Message {
+            id: crate::MessageId::new_v7(),
+            tenant: conversation.tenant,
+            conversation_id: conversation.id,
+            seq: Seq::ZERO.next(),
+            sender,
+            body: None,
+            attachments: Vec::new(),
+            reply_to: None,
+            client_msg_id: None,
+            created_at: conversation.created_at,
+            edited_at: None,
+            deleted_at: None,
+        };
+        let customer = Principal::customer(w.tenant, w.customer);
+        let colleague = Principal::staff(w.tenant, w.colleague, StaffRole::Staff);
+        let clinician = Principal::staff(w.tenant, w.clinician, StaffRole::Staff);
+        let admin = Principal::staff(w.tenant, w.admin, StaffRole::Admin);
+        let foreign_admin = Principal::staff(w.other_tenant, w.admin, StaffRole::Admin);
+        let customers = message(&inbox, customer.as_sender());
+        let colleagues = message(&inbox, colleague.as_sender());
+        let clinicians = message(&private, clinician.as_sender());
+        let elsewhere = message(&private, customer.as_sender());
+
+        use MessageChange::*;
+        #[rustfmt::skip]
+        let table: Vec<ChangeRow<'_>> = vec![
+            ("a customer edits their own message",           customer,      &inbox,   &customers,  Edit,   Ok(())),
+            ("a customer deletes their own message",         customer,      &inbox,   &customers,  Delete, Ok(())),
+            ("a customer cannot edit staff's message",       customer,      &inbox,   &colleagues, Edit,   Err(Denied::Forbidden)),
+            ("a customer cannot delete staff's message",     customer,      &inbox,   &colleagues, Delete, Err(Denied::Forbidden)),
+            ("staff cannot edit a colleague's message",      clinician,     &inbox,   &colleagues, Edit,   Err(Denied::Forbidden)),
+            ("staff cannot delete a colleague's message",    clinician,     &inbox,   &colleagues, Delete, Err(Denied::Forbidden)),
+            ("staff edit their own message",                 colleague,     &inbox,   &colleagues, Edit,   Ok(())),
+            ("an admin cannot edit someone else's message",  admin,         &inbox,   &customers,  Edit,   Err(Denied::Forbidden)),
+            ("an admin deletes any message (moderation)",    admin,         &inbox,   &customers,  Delete, Ok(())),
+            ("another tenant's admin sees nothing",          foreign_admin, &inbox,   &customers,  Delete, Err(Denied::NotFound)),
+            ("staff outside a private thread see nothing",   colleague,     &private, &clinicians, Delete, Err(Denied::NotFound)),
+            ("a message of another conversation is unknown", customer,      &inbox,   &elsewhere,  Edit,   Err(Denied::NotFound)),
+        ];
+        for (rule, principal, conversation, message, change, expected) in table {
+            assert_eq!(
+                authorize_message_change(&principal, conversation, message, change),
                 expected,
                 "{rule}"
             );

@@ -123,6 +123,7 @@ impl From<ChatError> for ApiError {
             ChatError::NotFound => Self::not_found("conversation not found"),
             ChatError::Forbidden => Self::forbidden(),
             ChatError::Invalid(message) => Self::invalid(message),
+            ChatError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             ChatError::Unexpected(cause) => Self::internal(cause),
         }
     }

@@ -3,6 +3,7 @@
 mod attachments;
 mod conversations;
 mod health;
+mod messages;
 mod realtime;
 mod tokens;
 
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(attachments::router())
         .merge(tokens::router())
+        .merge(messages::router())
         .merge(realtime::router())
         .merge(crate::ws::router());
     Router::new()

@@ -80,6 +80,7 @@ fn chat_error(err: &ChatError) -> (&'static str, String) {
         ChatError::NotFound => ("not_found", "conversation not found".into()),
         ChatError::Forbidden => ("forbidden", "not allowed to do this".into()),
         ChatError::Invalid(message) => ("invalid_request", message.clone()),
+        ChatError::Conflict(message) => ("conflict", message.clone()),
         ChatError::Unexpected(cause) => {
             tracing::error!(error = ?cause, "websocket request failed");
             ("internal", "internal error".into())

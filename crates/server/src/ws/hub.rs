@@ -323,6 +323,30 @@ impl Hub {
     fn route(&self, event: ChatEvent) {
         match event {
             ChatEvent::MessageCreated { .. } => {}
+            ChatEvent::MessageUpdated {
+                conversation,
+                message,
+            }
+            | ChatEvent::MessageDeleted {
+                conversation,
+                message,
+            } => {
+                let kind = if message.deleted_at.is_some() {
+                    "message_deleted"
+                } else {
+                    "message_updated"
+                };
+                let out = Outbound {
+                    conversation: None,
+                    seq: None,
+                    frame: protocol::event(kind, json!({"message": MessageDto::from(message)})),
+                };
+                self.fan_out(
+                    conversation.tenant,
+                    |principal| authorize(principal, &conversation, Action::Read).is_ok(),
+                    &out,
+                );
+            }
             ChatEvent::ConversationUpdated { conversation } => {
                 let out = Outbound {
                     conversation: None,

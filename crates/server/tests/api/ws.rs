@@ -33,6 +33,7 @@ both_databases!(
     a_client_that_never_reads_is_disconnected_without_slowing_the_others,
     silent_connections_are_dropped_by_the_heartbeat,
     shutdown_closes_every_socket_with_1001,
+    edits_and_deletions_follow_the_rules_and_reach_every_reader,
 );
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -790,4 +791,122 @@ async fn shutdown_closes_every_socket_with_1001(db: Db) {
     served.unwrap().unwrap();
     // Nothing acked was lost.
     let _ = HashMap::<u8, u8>::new();
+}
+
+async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let admin = app.admin(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&staff, customer).await;
+    let customer_token = app.customer_token(&staff, customer).await;
+    let mut reader = Client::connect(&app, &customer_token).await;
+    wait_connections(&app, 1).await;
+    let sent = app.send(&staff, &id, "Pick-up at 5").await;
+    let question = app.send(&customer_token, &id, "Can I come at 6?").await;
+    let path = |message: &Value| {
+        format!(
+            "/api/v1/chat/conversations/{id}/messages/{}",
+            message["id"].as_str().unwrap()
+        )
+    };
+
+    // Only the sender edits.
+    app.patch(
+        &path(&sent.body),
+        &customer_token,
+        json!({"body": "hacked"}),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    app.patch(&path(&sent.body), &admin, json!({"body": "moderated"}))
+        .await
+        .expect_error(403, "forbidden");
+    app.patch(&path(&sent.body), &staff, json!({"body": "   "}))
+        .await
+        .expect_error(400, "invalid_request");
+    let edited = app
+        .patch(&path(&sent.body), &staff, json!({"body": "Pick-up at 6"}))
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{edited:?}");
+    assert_eq!(edited.body["body"], "Pick-up at 6");
+    assert!(edited.body["edited_at"].is_string());
+    assert_eq!(edited.body["seq"], sent.body["seq"]);
+    let event = reader.next_of("message_updated").await;
+    assert_eq!(event["message"]["body"], "Pick-up at 6");
+
+    // The sender or an admin deletes; the text is gone, the seq stays.
+    let deleted = app
+        .call(
+            reqwest::Method::DELETE,
+            &path(&question.body),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
+    assert_eq!(deleted.body["body"], Value::Null);
+    assert!(deleted.body["deleted_at"].is_string());
+    let event = reader.next_of("message_deleted").await;
+    assert_eq!(event["message"]["id"], question.body["id"]);
+    assert_eq!(event["message"]["body"], Value::Null);
+    app.patch(
+        &path(&question.body),
+        &customer_token,
+        json!({"body": "again"}),
+    )
+    .await
+    .expect_error(409, "conflict");
+    let again = app
+        .call(
+            reqwest::Method::DELETE,
+            &path(&question.body),
+            Some(&customer_token),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "deleting twice is harmless");
+    let history = app
+        .get(
+            &format!("/api/v1/chat/conversations/{id}/messages?after=0"),
+            &staff,
+        )
+        .await;
+    assert_eq!(history.body["messages"][1]["body"], Value::Null);
+    assert_eq!(history.body["messages"][1]["seq"], 2);
+
+    // Strangers learn nothing.
+    let foreign = app.token(TenantId::new_v4(), StaffUserId::new_v4(), "admin");
+    app.call(
+        reqwest::Method::DELETE,
+        &path(&sent.body),
+        Some(&foreign),
+        None,
+    )
+    .await
+    .expect_error(404, "not_found");
+    let unknown = format!(
+        "/api/v1/chat/conversations/{id}/messages/{}",
+        uuid::Uuid::now_v7()
+    );
+    app.patch(&unknown, &staff, json!({"body": "x"}))
+        .await
+        .expect_error(404, "not_found");
+    app.patch(
+        &format!("/api/v1/chat/conversations/{id}/messages/nope"),
+        &staff,
+        json!({"body": "x"}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    let quiet: Vec<Value> = reader
+        .drain(Duration::from_millis(200))
+        .await
+        .into_iter()
+        .filter(|f| f["type"] == "message_deleted" || f["type"] == "message_updated")
+        .collect();
+    assert!(
+        quiet.is_empty(),
+        "refused or repeated changes announce nothing: {quiet:?}"
+    );
 }
