@@ -116,6 +116,10 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     /// Attachments: file store, limits, scanning, orphan sweep.
     pub attachments: crate::attachments::AttachmentConfig,
+    /// Sends allowed per sender and minute (0: no limit).
+    pub send_rate_per_minute: u32,
+    /// Sends a sender may make in a burst before the rate applies.
+    pub send_burst: u32,
 }
 
 /// WebSocket transport and cross-node fan-out.
@@ -428,6 +432,8 @@ impl Settings {
             max_request_bytes: parse_var(env, "CHAT_MAX_REQUEST_BYTES", 64 * 1024)?,
             log_format,
             realtime: realtime_settings(env)?,
+            send_rate_per_minute: parse_var(env, "CHAT_SEND_RATE_PER_MINUTE", 600)?,
+            send_burst: parse_var(env, "CHAT_SEND_BURST", 100)?,
             attachments,
         })
     }

@@ -18,6 +18,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     cause: Option<anyhow::Error>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -62,6 +64,19 @@ impl ApiError {
     /// 413 `payload_too_large`.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 429 `rate_limited`, with `Retry-After` in whole seconds.
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many messages: slow down and retry later",
+            )
+        }
     }
 
     /// 415 `unsupported_media_type`.
@@ -142,6 +157,11 @@ impl IntoResponse for ApiError {
         }
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -12,6 +12,7 @@ pub mod config;
 mod dto;
 pub mod error;
 mod extract;
+pub mod limits;
 pub mod metrics;
 mod routes;
 pub mod startup;

@@ -108,6 +108,7 @@ impl Application {
             settings: settings.realtime.clone(),
             shutdown,
             tasks: TaskTracker::new(),
+            send_limiter: send_limiter(&settings),
         });
         let attachments = crate::attachments::service(
             &settings.attachments,
@@ -237,6 +238,22 @@ async fn realtime_adapters(
         )),
         Some(_url) => anyhow::bail!("CHAT_REDIS_URL is set but Redis support is not built in"),
     }
+}
+
+/// The per-sender send limiter, with a background task that forgets idle
+/// senders every minute so its memory stays bounded.
+fn send_limiter(settings: &Settings) -> crate::limits::SendLimiter {
+    let limiter =
+        crate::limits::SendLimiter::new(settings.send_rate_per_minute, settings.send_burst);
+    let sweeper = limiter.clone();
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            sweeper.forget_idle();
+        }
+    });
+    limiter
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

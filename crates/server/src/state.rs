@@ -40,3 +40,10 @@ pub struct AppState {
     /// The WebSocket transport, presence and the hub.
     pub realtime: Arc<Realtime>,
 }
+
+impl AppState {
+    /// The send rate limiter (shared with the WebSocket transport).
+    pub fn send_limiter(&self) -> &crate::limits::SendLimiter {
+        &self.realtime.send_limiter
+    }
+}

@@ -146,6 +146,10 @@ async fn send(
     PathId(id): PathId<ConversationId>,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<(StatusCode, Json<MessageDto>), ApiError> {
+    state
+        .send_limiter()
+        .check(&principal)
+        .map_err(ApiError::rate_limited)?;
     let body = request
         .body
         .as_deref()

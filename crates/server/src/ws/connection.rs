@@ -299,7 +299,14 @@ impl Connection {
         );
         let outcome: Result<Frame, ChatError> = match frame {
             ClientFrame::Ping => Ok(protocol::pong(rid)),
-            ClientFrame::SendMessage(frame) => self.send_message(rid, frame).await,
+            ClientFrame::SendMessage(frame) => {
+                if let Err(wait) = self.rt.send_limiter.check(&self.principal) {
+                    let message =
+                        format!("too many messages: retry in {} ms", wait.as_millis().max(1));
+                    return self.fail(rid, "rate_limited", &message).await;
+                }
+                self.send_message(rid, frame).await
+            }
             ClientFrame::Typing(frame) => self
                 .typing(
                     ConversationId::from_uuid(frame.conversation_id),

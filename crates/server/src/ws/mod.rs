@@ -40,6 +40,8 @@ pub struct Realtime {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Per-sender send limits, shared with REST.
+    pub send_limiter: crate::limits::SendLimiter,
 }
 
 pub(crate) fn router() -> Router<AppState> {

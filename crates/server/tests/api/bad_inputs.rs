@@ -19,6 +19,7 @@ both_databases!(
     bad_customer_token_requests_are_400,
     unknown_routes_and_methods_answer_in_the_error_shape,
     refused_writes_store_nothing,
+    sends_beyond_the_rate_limit_get_429_with_retry_after,
 );
 
 async fn malformed_json_is_a_400(db: Db) {
@@ -337,4 +338,43 @@ async fn refused_writes_store_nothing(db: Db) {
     assert_eq!(sent.body["seq"], 1, "refused sends consumed no seq");
     let history = app.get(&path, &staff).await;
     assert_eq!(history.body["messages"].as_array().unwrap().len(), 1);
+}
+
+async fn sends_beyond_the_rate_limit_get_429_with_retry_after(db: Db) {
+    let app = TestApp::spawn_with(
+        db,
+        &[
+            ("CHAT_SEND_RATE_PER_MINUTE", "60"),
+            ("CHAT_SEND_BURST", "3"),
+        ],
+    )
+    .await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let id = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    for i in 0..3 {
+        assert_eq!(
+            app.send(&staff, &id, &format!("burst {i}")).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/chat/conversations/{id}/messages")))
+        .bearer_auth(&staff)
+        .json(&json!({"body": "one too many"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Another sender is not held back, and nothing extra was stored.
+    let colleague = app.staff(StaffUserId::new_v4());
+    assert_eq!(app.send(&colleague, &id, "mine").await.body["seq"], 4);
 }

@@ -34,6 +34,7 @@ both_databases!(
     silent_connections_are_dropped_by_the_heartbeat,
     shutdown_closes_every_socket_with_1001,
     edits_and_deletions_follow_the_rules_and_reach_every_reader,
+    websocket_sends_share_the_rate_limit,
 );
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -908,5 +909,37 @@ async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
     assert!(
         quiet.is_empty(),
         "refused or repeated changes announce nothing: {quiet:?}"
+    );
+}
+
+async fn websocket_sends_share_the_rate_limit(db: Db) {
+    let app = TestApp::spawn_with(
+        db,
+        &[
+            ("CHAT_SEND_RATE_PER_MINUTE", "60"),
+            ("CHAT_SEND_BURST", "2"),
+        ],
+    )
+    .await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let id = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    let mut client = Client::connect(&app, &staff).await;
+    assert_eq!(
+        app.send(&staff, &id, "over REST").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        client
+            .request(send_frame(&id, "over the socket", "w-1"))
+            .await["type"],
+        "ack"
+    );
+    let limited = client.request(send_frame(&id, "too many", "w-2")).await;
+    assert_eq!(limited["type"], "error");
+    assert_eq!(limited["code"], "rate_limited");
+    assert_eq!(
+        client.request(json!({"type": "ping"})).await["type"],
+        "pong",
+        "still open"
     );
 }
