@@ -493,6 +493,14 @@ pub enum PolicyAction {
 /// A host's own rule that narrows the domain's permissions further (for
 /// example: a patient may only reach clinicians of their care team). It is
 /// asked only after the domain rules allowed the action.
+///
+/// Where it applies: every use case on one conversation (get, update,
+/// messages, send, receipts, typing, edits) and conversation lists, which
+/// drop what it refuses. Aggregates and fan-out use the domain rules alone:
+/// the unread total counts every conversation of the principal's scope, and
+/// real-time events reach every connection the domain rules allow. A host
+/// whose policy hides whole conversations should also keep them out of
+/// those (e.g. by not creating them).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AccessPolicy: Send + Sync {
