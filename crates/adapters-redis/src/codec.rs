@@ -1,0 +1,1089 @@
+//! The wire codec of events crossing Redis: versioned JSON, independent of
+//! the domain types so that the domain needs no serde, and strict on the
+//! way in: every value is rebuilt through the domain's own `parse` /
+//! `from_parts` constructors, so a hostile or corrupt payload is rejected
+//! instead of becoming an invalid value.
+//!
+//! A payload is `{"v": 1, "event": {"type": "...", ...}}`. Fields may be
+//! added within a version when older nodes can ignore them; anything older
+//! nodes must understand gets a new version, which they skip (and log)
+//! until they are upgraded.
+
+use chat_app::{ChatEvent, Receipt};
+use chat_domain::{
+    Attachment, AttachmentId, AttachmentName, ClientMsgId, Conversation, ConversationId,
+    ConversationKind, ConversationStatus, CustomerId, MediaType, Message, MessageBody, MessageId,
+    Presence, PresenceStatus, ReadState, Sender, Seq, Sha256Digest, StaffUserId, StorageKey, Tags,
+    TenantId, MAX_ATTACHMENTS_PER_MESSAGE,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The version this codec writes, and the only one it reads.
+pub const VERSION: u32 = 1;
+
+/// The largest payload [`decode`] accepts. The largest real event (a
+/// message of 4000 four-byte characters with ten attachments, in a
+/// conversation with twenty tags) is far below it.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// Why a payload could not be turned into an event, or an event into a
+/// payload.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Larger than [`MAX_PAYLOAD_BYTES`].
+    #[error("payload of {0} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")]
+    TooLarge(usize),
+    /// Not JSON, or not of the shape of any event.
+    #[error("malformed payload: {0}")]
+    Malformed(#[source] serde_json::Error),
+    /// Written by a codec version this one does not read.
+    #[error("unsupported payload version {0} (this node reads version {VERSION})")]
+    UnsupportedVersion(u64),
+    /// Well-formed, but a value breaks a domain rule.
+    #[error("invalid {0} in payload")]
+    Invalid(&'static str),
+    /// The event holds something this version cannot express (a
+    /// conversation kind added to the domain after it).
+    #[error("cannot encode {0} in wire version {VERSION}")]
+    Unsupported(&'static str),
+}
+
+/// Encodes `event` as a version [`VERSION`] payload.
+///
+/// # Errors
+/// [`CodecError::Unsupported`] for a value this version cannot express.
+///
+/// ```
+/// use adapters_redis::codec::{decode, encode};
+/// use chat_app::ChatEvent;
+/// use chat_domain::{Presence, PresenceStatus, Sender, TenantId};
+///
+/// let event = ChatEvent::PresenceChanged {
+///     tenant: TenantId::new_v4(),
+///     presence: Presence { user: Sender::System, status: PresenceStatus::Away, last_seen_at: None },
+/// };
+/// assert_eq!(decode(&encode(&event).unwrap()).unwrap(), event);
+/// ```
+pub fn encode(event: &ChatEvent) -> Result<Vec<u8>, CodecError> {
+    let envelope = Envelope {
+        v: VERSION,
+        event: EventDto::from_domain(event)?,
+    };
+    serde_json::to_vec(&envelope).map_err(CodecError::Malformed)
+}
+
+/// Decodes a payload written by [`encode`] (of this version).
+///
+/// # Errors
+/// [`CodecError`] naming what is wrong; never panics, whatever the bytes.
+pub fn decode(payload: &[u8]) -> Result<ChatEvent, CodecError> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(CodecError::TooLarge(payload.len()));
+    }
+    let header: Header = serde_json::from_slice(payload).map_err(CodecError::Malformed)?;
+    if header.v != u64::from(VERSION) {
+        return Err(CodecError::UnsupportedVersion(header.v));
+    }
+    let envelope: Envelope = serde_json::from_slice(payload).map_err(CodecError::Malformed)?;
+    envelope.event.into_domain()
+}
+
+/// Just the version, read first so that a payload of another version is
+/// reported as such rather than as malformed.
+#[derive(Deserialize)]
+struct Header {
+    v: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    v: u32,
+    event: EventDto,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EventDto {
+    MessageCreated {
+        conversation: ConversationDto,
+        message: MessageDto,
+    },
+    MessageUpdated {
+        conversation: ConversationDto,
+        message: MessageDto,
+    },
+    MessageDeleted {
+        conversation: ConversationDto,
+        message: MessageDto,
+    },
+    ConversationUpdated {
+        conversation: ConversationDto,
+    },
+    ReceiptMoved {
+        conversation: ConversationDto,
+        receipt: ReceiptDto,
+        state: ReadStateDto,
+    },
+    Typing {
+        conversation: ConversationDto,
+        sender: SenderDto,
+        is_typing: bool,
+    },
+    PresenceChanged {
+        tenant: Uuid,
+        presence: PresenceDto,
+    },
+}
+
+impl EventDto {
+    fn from_domain(event: &ChatEvent) -> Result<Self, CodecError> {
+        Ok(match event {
+            ChatEvent::MessageCreated {
+                conversation,
+                message,
+            } => Self::MessageCreated {
+                conversation: ConversationDto::from_domain(conversation)?,
+                message: MessageDto::from_domain(message),
+            },
+            ChatEvent::MessageUpdated {
+                conversation,
+                message,
+            } => Self::MessageUpdated {
+                conversation: ConversationDto::from_domain(conversation)?,
+                message: MessageDto::from_domain(message),
+            },
+            ChatEvent::MessageDeleted {
+                conversation,
+                message,
+            } => Self::MessageDeleted {
+                conversation: ConversationDto::from_domain(conversation)?,
+                message: MessageDto::from_domain(message),
+            },
+            ChatEvent::ConversationUpdated { conversation } => Self::ConversationUpdated {
+                conversation: ConversationDto::from_domain(conversation)?,
+            },
+            ChatEvent::ReceiptMoved {
+                conversation,
+                receipt,
+                state,
+            } => Self::ReceiptMoved {
+                conversation: ConversationDto::from_domain(conversation)?,
+                receipt: match receipt {
+                    Receipt::Delivered => ReceiptDto::Delivered,
+                    Receipt::Read => ReceiptDto::Read,
+                },
+                state: ReadStateDto::from_domain(state),
+            },
+            ChatEvent::Typing {
+                conversation,
+                sender,
+                is_typing,
+            } => Self::Typing {
+                conversation: ConversationDto::from_domain(conversation)?,
+                sender: SenderDto::from_domain(*sender),
+                is_typing: *is_typing,
+            },
+            ChatEvent::PresenceChanged { tenant, presence } => Self::PresenceChanged {
+                tenant: *tenant.as_uuid(),
+                presence: PresenceDto::from_domain(presence),
+            },
+        })
+    }
+
+    fn into_domain(self) -> Result<ChatEvent, CodecError> {
+        Ok(match self {
+            Self::MessageCreated {
+                conversation,
+                message,
+            } => {
+                let (conversation, message) = message_in(conversation, message)?;
+                ChatEvent::MessageCreated {
+                    conversation,
+                    message,
+                }
+            }
+            Self::MessageUpdated {
+                conversation,
+                message,
+            } => {
+                let (conversation, message) = message_in(conversation, message)?;
+                ChatEvent::MessageUpdated {
+                    conversation,
+                    message,
+                }
+            }
+            Self::MessageDeleted {
+                conversation,
+                message,
+            } => {
+                let (conversation, message) = message_in(conversation, message)?;
+                ChatEvent::MessageDeleted {
+                    conversation,
+                    message,
+                }
+            }
+            Self::ConversationUpdated { conversation } => ChatEvent::ConversationUpdated {
+                conversation: conversation.into_domain()?,
+            },
+            Self::ReceiptMoved {
+                conversation,
+                receipt,
+                state,
+            } => {
+                let conversation = conversation.into_domain()?;
+                let state = state.into_domain()?;
+                if state.conversation_id != conversation.id {
+                    return Err(CodecError::Invalid("read state of another conversation"));
+                }
+                ChatEvent::ReceiptMoved {
+                    conversation,
+                    receipt: match receipt {
+                        ReceiptDto::Delivered => Receipt::Delivered,
+                        ReceiptDto::Read => Receipt::Read,
+                    },
+                    state,
+                }
+            }
+            Self::Typing {
+                conversation,
+                sender,
+                is_typing,
+            } => ChatEvent::Typing {
+                conversation: conversation.into_domain()?,
+                sender: sender.into_domain()?,
+                is_typing,
+            },
+            Self::PresenceChanged { tenant, presence } => ChatEvent::PresenceChanged {
+                tenant: TenantId::from_uuid(tenant),
+                presence: presence.into_domain()?,
+            },
+        })
+    }
+}
+
+/// A message and the conversation it is routed by, which must be its own.
+fn message_in(
+    conversation: ConversationDto,
+    message: MessageDto,
+) -> Result<(Conversation, Message), CodecError> {
+    let conversation = conversation.into_domain()?;
+    let message = message.into_domain()?;
+    if message.conversation_id != conversation.id || message.tenant != conversation.tenant {
+        return Err(CodecError::Invalid("message of another conversation"));
+    }
+    Ok((conversation, message))
+}
+
+/// Times as RFC 3339 with nanoseconds: exact, and readable when someone
+/// watches the channel.
+type Time = String;
+
+fn time(at: DateTime<Utc>) -> Time {
+    at.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn parse_time(raw: &str) -> Result<DateTime<Utc>, CodecError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| CodecError::Invalid("time"))
+}
+
+fn parse_optional_time(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, CodecError> {
+    raw.map(parse_time).transpose()
+}
+
+fn parse_seq(raw: u64) -> Result<Seq, CodecError> {
+    Seq::from_u64(raw).map_err(|_| CodecError::Invalid("seq"))
+}
+
+#[derive(Serialize, Deserialize)]
+struct SenderDto {
+    kind: String,
+    #[serde(default)]
+    id: Option<Uuid>,
+}
+
+impl SenderDto {
+    fn from_domain(sender: Sender) -> Self {
+        Self {
+            kind: sender.kind().to_owned(),
+            id: sender.id(),
+        }
+    }
+
+    fn into_domain(self) -> Result<Sender, CodecError> {
+        match (self.kind.as_str(), self.id) {
+            // The system has no id; one given is a corrupt payload, not
+            // something to drop silently.
+            ("system", Some(_)) => Err(CodecError::Invalid("sender")),
+            (kind, id) => Sender::from_parts(kind, id).ok_or(CodecError::Invalid("sender")),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum KindDto {
+    Customer {
+        customer_id: Uuid,
+        #[serde(default)]
+        clinician: Option<Uuid>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct ConversationDto {
+    id: Uuid,
+    tenant: Uuid,
+    kind: KindDto,
+    status: String,
+    #[serde(default)]
+    assignee: Option<Uuid>,
+    tags: Vec<String>,
+    last_seq: u64,
+    created_at: Time,
+    updated_at: Time,
+    last_activity_at: Time,
+}
+
+impl ConversationDto {
+    fn from_domain(conversation: &Conversation) -> Result<Self, CodecError> {
+        let kind = match conversation.kind {
+            ConversationKind::Customer {
+                customer_id,
+                clinician,
+            } => KindDto::Customer {
+                customer_id: *customer_id.as_uuid(),
+                clinician: clinician.map(|c| *c.as_uuid()),
+            },
+            _ => return Err(CodecError::Unsupported("conversation kind")),
+        };
+        Ok(Self {
+            id: *conversation.id.as_uuid(),
+            tenant: *conversation.tenant.as_uuid(),
+            kind,
+            status: conversation.status.as_str().to_owned(),
+            assignee: conversation.assignee.map(|a| *a.as_uuid()),
+            tags: conversation.tags.to_strings(),
+            last_seq: conversation.last_seq.get(),
+            created_at: time(conversation.created_at),
+            updated_at: time(conversation.updated_at),
+            last_activity_at: time(conversation.last_activity_at),
+        })
+    }
+
+    fn into_domain(self) -> Result<Conversation, CodecError> {
+        let kind = match self.kind {
+            KindDto::Customer {
+                customer_id,
+                clinician,
+            } => ConversationKind::Customer {
+                customer_id: CustomerId::from_uuid(customer_id),
+                clinician: clinician.map(StaffUserId::from_uuid),
+            },
+        };
+        let tags = Tags::parse(&self.tags).map_err(|_| CodecError::Invalid("tags"))?;
+        // Tags::parse drops duplicates; a list that shrank was not written by
+        // this codec.
+        if tags.iter().count() != self.tags.len() {
+            return Err(CodecError::Invalid("tags"));
+        }
+        Ok(Conversation {
+            id: ConversationId::from_uuid(self.id),
+            tenant: TenantId::from_uuid(self.tenant),
+            kind,
+            status: self
+                .status
+                .parse::<ConversationStatus>()
+                .map_err(|_| CodecError::Invalid("conversation status"))?,
+            assignee: self.assignee.map(StaffUserId::from_uuid),
+            tags,
+            last_seq: parse_seq(self.last_seq)?,
+            created_at: parse_time(&self.created_at)?,
+            updated_at: parse_time(&self.updated_at)?,
+            last_activity_at: parse_time(&self.last_activity_at)?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct AttachmentDto {
+    id: Uuid,
+    tenant: Uuid,
+    conversation_id: Uuid,
+    uploader: SenderDto,
+    name: String,
+    media_type: String,
+    size: u64,
+    sha256: String,
+    storage_key: String,
+    created_at: Time,
+    #[serde(default)]
+    message_id: Option<Uuid>,
+}
+
+impl AttachmentDto {
+    fn from_domain(attachment: &Attachment) -> Self {
+        Self {
+            id: *attachment.id.as_uuid(),
+            tenant: *attachment.tenant.as_uuid(),
+            conversation_id: *attachment.conversation_id.as_uuid(),
+            uploader: SenderDto::from_domain(attachment.uploader),
+            name: attachment.name.as_str().to_owned(),
+            media_type: attachment.media_type.mime().to_owned(),
+            size: attachment.size,
+            sha256: attachment.sha256.to_string(),
+            storage_key: attachment.storage_key.as_str().to_owned(),
+            created_at: time(attachment.created_at),
+            message_id: attachment.message_id.map(|m| *m.as_uuid()),
+        }
+    }
+
+    fn into_domain(self) -> Result<Attachment, CodecError> {
+        if self.size == 0 {
+            return Err(CodecError::Invalid("attachment size"));
+        }
+        Ok(Attachment {
+            id: AttachmentId::from_uuid(self.id),
+            tenant: TenantId::from_uuid(self.tenant),
+            conversation_id: ConversationId::from_uuid(self.conversation_id),
+            uploader: self.uploader.into_domain()?,
+            name: AttachmentName::parse(&self.name)
+                .map_err(|_| CodecError::Invalid("attachment name"))?,
+            media_type: MediaType::from_mime(&self.media_type)
+                .ok_or(CodecError::Invalid("attachment media type"))?,
+            size: self.size,
+            sha256: Sha256Digest::parse_hex(&self.sha256)
+                .map_err(|_| CodecError::Invalid("attachment sha256"))?,
+            storage_key: StorageKey::parse(&self.storage_key)
+                .map_err(|_| CodecError::Invalid("attachment storage key"))?,
+            created_at: parse_time(&self.created_at)?,
+            message_id: self.message_id.map(MessageId::from_uuid),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct MessageDto {
+    id: Uuid,
+    tenant: Uuid,
+    conversation_id: Uuid,
+    seq: u64,
+    sender: SenderDto,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    attachments: Vec<AttachmentDto>,
+    #[serde(default)]
+    reply_to: Option<Uuid>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+    created_at: Time,
+    #[serde(default)]
+    edited_at: Option<Time>,
+    #[serde(default)]
+    deleted_at: Option<Time>,
+}
+
+impl MessageDto {
+    fn from_domain(message: &Message) -> Self {
+        Self {
+            id: *message.id.as_uuid(),
+            tenant: *message.tenant.as_uuid(),
+            conversation_id: *message.conversation_id.as_uuid(),
+            seq: message.seq.get(),
+            sender: SenderDto::from_domain(message.sender),
+            body: message.body.as_ref().map(|b| b.as_str().to_owned()),
+            attachments: message
+                .attachments
+                .iter()
+                .map(AttachmentDto::from_domain)
+                .collect(),
+            reply_to: message.reply_to.map(|r| *r.as_uuid()),
+            client_msg_id: message
+                .client_msg_id
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            created_at: time(message.created_at),
+            edited_at: message.edited_at.map(time),
+            deleted_at: message.deleted_at.map(time),
+        }
+    }
+
+    fn into_domain(self) -> Result<Message, CodecError> {
+        let body = match self.body {
+            None => None,
+            Some(raw) => {
+                let body =
+                    MessageBody::parse(&raw).map_err(|_| CodecError::Invalid("message body"))?;
+                // A stored body is already trimmed and normalised; one that
+                // parsing would change was not written by this codec.
+                if body.as_str() != raw {
+                    return Err(CodecError::Invalid("message body"));
+                }
+                Some(body)
+            }
+        };
+        if self.attachments.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(CodecError::Invalid("attachment count"));
+        }
+        let tenant = TenantId::from_uuid(self.tenant);
+        let conversation_id = ConversationId::from_uuid(self.conversation_id);
+        let attachments = self
+            .attachments
+            .into_iter()
+            .map(AttachmentDto::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        if attachments
+            .iter()
+            .any(|a| a.tenant != tenant || a.conversation_id != conversation_id)
+        {
+            return Err(CodecError::Invalid("attachment of another conversation"));
+        }
+        Ok(Message {
+            id: MessageId::from_uuid(self.id),
+            tenant,
+            conversation_id,
+            seq: parse_seq(self.seq)?,
+            sender: self.sender.into_domain()?,
+            body,
+            attachments,
+            reply_to: self.reply_to.map(MessageId::from_uuid),
+            client_msg_id: self
+                .client_msg_id
+                .as_deref()
+                .map(ClientMsgId::parse)
+                .transpose()
+                .map_err(|_| CodecError::Invalid("client_msg_id"))?,
+            created_at: parse_time(&self.created_at)?,
+            edited_at: parse_optional_time(self.edited_at.as_deref())?,
+            deleted_at: parse_optional_time(self.deleted_at.as_deref())?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReceiptDto {
+    Delivered,
+    Read,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReadStateDto {
+    conversation_id: Uuid,
+    reader: SenderDto,
+    last_read_seq: u64,
+    last_delivered_seq: u64,
+    updated_at: Time,
+}
+
+impl ReadStateDto {
+    fn from_domain(state: &ReadState) -> Self {
+        Self {
+            conversation_id: *state.conversation_id.as_uuid(),
+            reader: SenderDto::from_domain(state.reader),
+            last_read_seq: state.last_read_seq.get(),
+            last_delivered_seq: state.last_delivered_seq.get(),
+            updated_at: time(state.updated_at),
+        }
+    }
+
+    fn into_domain(self) -> Result<ReadState, CodecError> {
+        Ok(ReadState {
+            conversation_id: ConversationId::from_uuid(self.conversation_id),
+            reader: self.reader.into_domain()?,
+            last_read_seq: parse_seq(self.last_read_seq)?,
+            last_delivered_seq: parse_seq(self.last_delivered_seq)?,
+            updated_at: parse_time(&self.updated_at)?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PresenceDto {
+    user: SenderDto,
+    status: String,
+    #[serde(default)]
+    last_seen_at: Option<Time>,
+}
+
+impl PresenceDto {
+    fn from_domain(presence: &Presence) -> Self {
+        Self {
+            user: SenderDto::from_domain(presence.user),
+            status: presence.status.as_str().to_owned(),
+            last_seen_at: presence.last_seen_at.map(time),
+        }
+    }
+
+    fn into_domain(self) -> Result<Presence, CodecError> {
+        Ok(Presence {
+            user: self.user.into_domain()?,
+            status: self
+                .status
+                .parse::<PresenceStatus>()
+                .map_err(|_| CodecError::Invalid("presence status"))?,
+            last_seen_at: parse_optional_time(self.last_seen_at.as_deref())?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::NewCustomerConversation;
+    use chrono::TimeZone;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn at(nanos: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 9, 30, 15)
+            .single()
+            .expect("valid time")
+            + chrono::Duration::nanoseconds(i64::from(nanos))
+    }
+
+    fn conversation() -> Conversation {
+        let mut conversation = NewCustomerConversation {
+            id: ConversationId::new_v7(),
+            tenant: TenantId::new_v4(),
+            customer_id: CustomerId::new_v4(),
+            clinician: Some(StaffUserId::new_v4()),
+            now: at(123_456_789),
+        }
+        .prospective();
+        conversation.status = ConversationStatus::Resolved;
+        conversation.assignee = Some(StaffUserId::new_v4());
+        conversation.tags = Tags::parse(&["refill", "urgent ünïcödé"]).expect("valid tags");
+        conversation.last_seq = Seq::from_u64(42).expect("valid seq");
+        conversation.updated_at = at(5);
+        conversation.last_activity_at = at(999_999_999);
+        conversation
+    }
+
+    fn attachment(conversation: &Conversation, media: MediaType) -> Attachment {
+        let id = AttachmentId::new_v7();
+        Attachment {
+            id,
+            tenant: conversation.tenant,
+            conversation_id: conversation.id,
+            uploader: Sender::Customer(CustomerId::new_v4()),
+            name: AttachmentName::sanitize(Some("Überweisung (1).pdf"), media),
+            media_type: media,
+            size: 52_311,
+            sha256: Sha256Digest::from_bytes([0xab; 32]),
+            storage_key: StorageKey::for_attachment(
+                conversation.tenant,
+                conversation.id,
+                id,
+                media,
+                at(0),
+            ),
+            created_at: at(1_000),
+            message_id: Some(MessageId::new_v7()),
+        }
+    }
+
+    fn message(conversation: &Conversation) -> Message {
+        Message {
+            id: MessageId::new_v7(),
+            tenant: conversation.tenant,
+            conversation_id: conversation.id,
+            seq: Seq::from_u64(42).expect("valid seq"),
+            sender: Sender::Staff(StaffUserId::new_v4()),
+            body: Some(MessageBody::parse("Your prescription is ready\n\tpick-up 💊").unwrap()),
+            attachments: MediaType::ALL
+                .into_iter()
+                .map(|media| attachment(conversation, media))
+                .collect(),
+            reply_to: Some(MessageId::new_v7()),
+            client_msg_id: Some(ClientMsgId::parse(" c-81 ").unwrap()),
+            created_at: at(1),
+            edited_at: Some(at(2)),
+            deleted_at: Some(at(3)),
+        }
+    }
+
+    /// One event of every variant, with every optional field both set and
+    /// unset somewhere.
+    fn every_event() -> Vec<ChatEvent> {
+        let conversation = conversation();
+        let shared_inbox = NewCustomerConversation {
+            id: ConversationId::new_v7(),
+            tenant: TenantId::new_v4(),
+            customer_id: CustomerId::new_v4(),
+            clinician: None,
+            now: at(0),
+        }
+        .prospective();
+        let bare = Message {
+            body: None,
+            attachments: vec![attachment(&shared_inbox, MediaType::Png)],
+            reply_to: None,
+            client_msg_id: None,
+            edited_at: None,
+            deleted_at: None,
+            sender: Sender::System,
+            ..message(&shared_inbox)
+        };
+        let state = ReadState {
+            conversation_id: conversation.id,
+            reader: Sender::Customer(CustomerId::new_v4()),
+            last_read_seq: Seq::from_u64(7).unwrap(),
+            last_delivered_seq: Seq::from_u64(9).unwrap(),
+            updated_at: at(77),
+        };
+        vec![
+            ChatEvent::MessageCreated {
+                conversation: conversation.clone(),
+                message: message(&conversation),
+            },
+            ChatEvent::MessageCreated {
+                conversation: shared_inbox.clone(),
+                message: bare,
+            },
+            ChatEvent::MessageUpdated {
+                conversation: conversation.clone(),
+                message: Message {
+                    deleted_at: None,
+                    ..message(&conversation)
+                },
+            },
+            ChatEvent::MessageDeleted {
+                conversation: conversation.clone(),
+                message: Message {
+                    body: None,
+                    edited_at: None,
+                    ..message(&conversation)
+                },
+            },
+            ChatEvent::ConversationUpdated {
+                conversation: conversation.clone(),
+            },
+            ChatEvent::ConversationUpdated {
+                conversation: shared_inbox.clone(),
+            },
+            ChatEvent::ReceiptMoved {
+                conversation: conversation.clone(),
+                receipt: Receipt::Read,
+                state,
+            },
+            ChatEvent::ReceiptMoved {
+                conversation: conversation.clone(),
+                receipt: Receipt::Delivered,
+                state: ReadState {
+                    reader: Sender::Staff(StaffUserId::new_v4()),
+                    ..state
+                },
+            },
+            ChatEvent::Typing {
+                conversation: shared_inbox.clone(),
+                sender: Sender::Customer(CustomerId::new_v4()),
+                is_typing: true,
+            },
+            ChatEvent::Typing {
+                conversation,
+                sender: Sender::Staff(StaffUserId::new_v4()),
+                is_typing: false,
+            },
+            ChatEvent::PresenceChanged {
+                tenant: TenantId::new_v4(),
+                presence: Presence {
+                    user: Sender::Staff(StaffUserId::new_v4()),
+                    status: PresenceStatus::Busy,
+                    last_seen_at: None,
+                },
+            },
+            ChatEvent::PresenceChanged {
+                tenant: TenantId::new_v4(),
+                presence: Presence {
+                    user: Sender::Customer(CustomerId::new_v4()),
+                    status: PresenceStatus::Offline,
+                    last_seen_at: Some(at(31_415)),
+                },
+            },
+        ]
+    }
+
+    fn encoded(event: &ChatEvent) -> Value {
+        serde_json::from_slice(&encode(event).unwrap()).unwrap()
+    }
+
+    fn decode_value(value: &Value) -> Result<ChatEvent, CodecError> {
+        decode(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn every_event_variant_round_trips_exactly() {
+        for event in every_event() {
+            let payload = encode(&event).unwrap();
+            assert_eq!(decode(&payload).unwrap(), event, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn the_fixtures_cover_every_event_variant() {
+        // No wildcard: a new variant fails to compile here until it has a
+        // fixture (and a DTO).
+        let variants: std::collections::HashSet<u8> = every_event()
+            .iter()
+            .map(|event| match event {
+                ChatEvent::MessageCreated { .. } => 0,
+                ChatEvent::MessageUpdated { .. } => 1,
+                ChatEvent::MessageDeleted { .. } => 2,
+                ChatEvent::ConversationUpdated { .. } => 3,
+                ChatEvent::ReceiptMoved { .. } => 4,
+                ChatEvent::Typing { .. } => 5,
+                ChatEvent::PresenceChanged { .. } => 6,
+            })
+            .collect();
+        assert_eq!(variants.len(), 7);
+    }
+
+    #[test]
+    fn every_presence_status_and_media_type_round_trips() {
+        for status in [
+            PresenceStatus::Online,
+            PresenceStatus::Away,
+            PresenceStatus::Busy,
+            PresenceStatus::Offline,
+        ] {
+            let event = ChatEvent::PresenceChanged {
+                tenant: TenantId::new_v4(),
+                presence: Presence {
+                    user: Sender::System,
+                    status,
+                    last_seen_at: None,
+                },
+            };
+            assert_eq!(decode(&encode(&event).unwrap()).unwrap(), event);
+        }
+        // MediaType::ALL is covered by the first message of every_event().
+        let ChatEvent::MessageCreated { message, .. } = &every_event()[0] else {
+            unreachable!("the first event is a message")
+        };
+        assert_eq!(message.attachments.len(), MediaType::ALL.len());
+    }
+
+    #[test]
+    fn payloads_carry_their_version_and_a_readable_event_type() {
+        let value = encoded(&every_event()[0]);
+        assert_eq!(value["v"], json!(1));
+        assert_eq!(value["event"]["type"], json!("message_created"));
+        assert_eq!(
+            value["event"]["message"]["created_at"],
+            json!("2026-03-01T09:30:15.000000001Z")
+        );
+    }
+
+    #[test]
+    fn unknown_versions_are_rejected_as_such() {
+        for version in [json!(0), json!(2), json!(u64::MAX)] {
+            let mut value = encoded(&every_event()[0]);
+            value["v"] = version;
+            assert!(
+                matches!(decode_value(&value), Err(CodecError::UnsupportedVersion(_))),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_payloads_are_rejected_without_panicking() {
+        let cases: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"not json".to_vec(),
+            b"\xff\xfe\x00".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            br#"{"event": {}}"#.to_vec(),
+            br#"{"v": "1", "event": {}}"#.to_vec(),
+            br#"{"v": -1}"#.to_vec(),
+            br#"{"v": 1}"#.to_vec(),
+            br#"{"v": 1, "event": null}"#.to_vec(),
+            br#"{"v": 1, "event": {"type": "message_exploded"}}"#.to_vec(),
+            br#"{"v": 1, "event": {"type": "typing"}}"#.to_vec(),
+            b"{\"v\": 1, \"event\": {\"type\": \"typing\", \"conversation\": ".to_vec(),
+        ];
+        for payload in cases {
+            assert!(
+                matches!(decode(&payload), Err(CodecError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(&payload)
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_payloads_are_rejected_before_parsing() {
+        let payload = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert!(matches!(decode(&payload), Err(CodecError::TooLarge(_))));
+    }
+
+    #[test]
+    fn values_that_break_domain_rules_are_rejected() {
+        let message = || encoded(&every_event()[0]);
+        let typing = || encoded(&every_event()[8]);
+        let receipt = || encoded(&every_event()[6]);
+        let presence = || encoded(&every_event()[10]);
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Value, Edit)> = vec![
+            (
+                "empty body",
+                message(),
+                Box::new(|v| v["event"]["message"]["body"] = json!("   ")),
+            ),
+            (
+                "untrimmed body",
+                message(),
+                Box::new(|v| v["event"]["message"]["body"] = json!(" hi ")),
+            ),
+            (
+                "control character",
+                message(),
+                Box::new(|v| v["event"]["message"]["body"] = json!("a\u{7}b")),
+            ),
+            (
+                "long body",
+                message(),
+                Box::new(|v| v["event"]["message"]["body"] = json!("x".repeat(4001))),
+            ),
+            (
+                "seq above i64",
+                message(),
+                Box::new(|v| v["event"]["message"]["seq"] = json!(u64::MAX)),
+            ),
+            (
+                "bad client_msg_id",
+                message(),
+                Box::new(|v| v["event"]["message"]["client_msg_id"] = json!("")),
+            ),
+            (
+                "bad time",
+                message(),
+                Box::new(|v| v["event"]["message"]["created_at"] = json!("yesterday")),
+            ),
+            (
+                "message of another conversation",
+                message(),
+                Box::new(|v| v["event"]["message"]["conversation_id"] = json!(Uuid::now_v7())),
+            ),
+            (
+                "message of another tenant",
+                message(),
+                Box::new(|v| v["event"]["message"]["tenant"] = json!(Uuid::new_v4())),
+            ),
+            (
+                "path in attachment name",
+                message(),
+                Box::new(|v| {
+                    v["event"]["message"]["attachments"][0]["name"] = json!("../../etc/passwd")
+                }),
+            ),
+            (
+                "svg attachment",
+                message(),
+                Box::new(|v| {
+                    v["event"]["message"]["attachments"][0]["media_type"] = json!("image/svg+xml")
+                }),
+            ),
+            (
+                "bad digest",
+                message(),
+                Box::new(|v| v["event"]["message"]["attachments"][0]["sha256"] = json!("AB")),
+            ),
+            (
+                "storage key outside chat/",
+                message(),
+                Box::new(|v| {
+                    v["event"]["message"]["attachments"][0]["storage_key"] = json!("/etc/passwd")
+                }),
+            ),
+            (
+                "empty attachment",
+                message(),
+                Box::new(|v| v["event"]["message"]["attachments"][0]["size"] = json!(0)),
+            ),
+            (
+                "attachment of another conversation",
+                message(),
+                Box::new(|v| {
+                    v["event"]["message"]["attachments"][0]["conversation_id"] =
+                        json!(Uuid::now_v7())
+                }),
+            ),
+            (
+                "too many attachments",
+                message(),
+                Box::new(|v| {
+                    let first = v["event"]["message"]["attachments"][0].clone();
+                    v["event"]["message"]["attachments"] =
+                        json!(vec![first; MAX_ATTACHMENTS_PER_MESSAGE + 1]);
+                }),
+            ),
+            (
+                "unknown status",
+                typing(),
+                Box::new(|v| v["event"]["conversation"]["status"] = json!("closed")),
+            ),
+            (
+                "bad tag",
+                typing(),
+                Box::new(|v| v["event"]["conversation"]["tags"] = json!(["a,b"])),
+            ),
+            (
+                "duplicate tags",
+                typing(),
+                Box::new(|v| v["event"]["conversation"]["tags"] = json!(["a", "a"])),
+            ),
+            (
+                "robot sender",
+                typing(),
+                Box::new(|v| v["event"]["sender"] = json!({"kind": "robot", "id": Uuid::new_v4()})),
+            ),
+            (
+                "staff without id",
+                typing(),
+                Box::new(|v| v["event"]["sender"] = json!({"kind": "staff"})),
+            ),
+            (
+                "system with an id",
+                typing(),
+                Box::new(|v| {
+                    v["event"]["sender"] = json!({"kind": "system", "id": Uuid::new_v4()})
+                }),
+            ),
+            (
+                "receipt of another conversation",
+                receipt(),
+                Box::new(|v| v["event"]["state"]["conversation_id"] = json!(Uuid::now_v7())),
+            ),
+            (
+                "unknown presence status",
+                presence(),
+                Box::new(|v| v["event"]["presence"]["status"] = json!("invisible")),
+            ),
+        ];
+        for (name, mut value, edit) in cases {
+            edit(&mut value);
+            let result = decode_value(&value);
+            assert!(
+                matches!(result, Err(CodecError::Invalid(_))),
+                "{name}: {:?}",
+                result.map(|_| ())
+            );
+        }
+    }
+
+    #[test]
+    fn fields_added_within_a_version_are_ignored() {
+        let event = every_event().remove(10);
+        let mut value = encoded(&event);
+        value["event"]["added_later"] = json!({"anything": [1, 2]});
+        value["sent_by"] = json!("node-7");
+        assert_eq!(decode_value(&value).unwrap(), event);
+    }
+}

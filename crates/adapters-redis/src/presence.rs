@@ -1,0 +1,402 @@
+//! Presence shared by every node, in Redis.
+//!
+//! Per user (keys scoped by prefix and tenant, the user in a hash tag so
+//! both keys of a user share a cluster slot):
+//!
+//! - `<prefix>:presence:{<tenant>:<kind>:<id>}:conns`, a sorted set of the
+//!   user's open connection ids scored by the time (Redis clock, ms) they
+//!   expire. `connected` and `refresh` push a connection's expiry to now +
+//!   TTL; a connection whose node crashed stops being refreshed and stops
+//!   counting once its score passes. The key itself expires with its
+//!   latest member.
+//! - `<prefix>:presence:{<tenant>:<kind>:<id>}:state`, a hash: `status`
+//!   (the chosen status, absent for `online`), `last_seen` (µs since the
+//!   epoch, when the last connection closed) and `beat` (ms, the last
+//!   connect or refresh, present only while the user has connections: once
+//!   they all expired, it is when the user was last seen). Kept 30 days
+//!   after the last change.
+//!
+//! Every operation is one Lua script, so nodes racing to connect and
+//! disconnect the same user see a consistent count, and the status shown
+//! before and after (hence `changed`) is exact. Expiry is judged by the
+//! Redis clock only, so nodes' clocks may disagree.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_app::{ConnectionId, PresenceChange, PresenceStore, RepoError};
+use chat_domain::{Presence, PresenceStatus, Sender, TenantId};
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::{ConnectError, RedisSettings};
+
+/// How long a user's status and last-seen time are kept after they last
+/// changed.
+const STATE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Helpers shared by every script. `KEYS[1]` is the connection set,
+/// `KEYS[2]` the state hash (pairs of them for `get`).
+const PRELUDE: &str = r"
+local function fmt(n) return string.format('%.0f', n) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function live(conns, now)
+  return redis.call('ZCOUNT', conns, '(' .. fmt(now), '+inf')
+end
+local function shown(state, n)
+  if n == 0 then return 'offline' end
+  return redis.call('HGET', state, 'status') or 'online'
+end
+local function last_seen(state)
+  local beat = redis.call('HGET', state, 'beat')
+  if beat then return fmt(tonumber(beat) * 1000) end
+  return redis.call('HGET', state, 'last_seen') or ''
+end
+local function reply(conns, state, now, before)
+  local n = live(conns, now)
+  local seen = ''
+  if n == 0 then seen = last_seen(state) end
+  return {before, shown(state, n), seen}
+end
+-- Drops expired connections; when none is left but a heartbeat is, the
+-- last ones expired without closing: the user left at that heartbeat, and
+-- their chosen status goes with them.
+local function settle(conns, state, now)
+  redis.call('ZREMRANGEBYSCORE', conns, '-inf', fmt(now))
+  if redis.call('ZCARD', conns) == 0 then
+    local beat = redis.call('HGET', state, 'beat')
+    if beat then
+      redis.call('HSET', state, 'last_seen', fmt(tonumber(beat) * 1000))
+      redis.call('HDEL', state, 'status', 'beat')
+    end
+  end
+end
+";
+
+/// `ARGV`: connection id, TTL (ms), state TTL (ms). Also serves `refresh`:
+/// both make the connection count for another TTL.
+const CONNECT: &str = r"
+local now = now_ms()
+local before = shown(KEYS[2], live(KEYS[1], now))
+settle(KEYS[1], KEYS[2], now)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], fmt(now + ttl), ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], fmt(math.ceil(tonumber(top[2]))))
+redis.call('HSET', KEYS[2], 'beat', fmt(now))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return reply(KEYS[1], KEYS[2], now, before)
+";
+
+/// `ARGV`: connection id, now (µs), state TTL (ms).
+const DISCONNECT: &str = r"
+local now = now_ms()
+local before = shown(KEYS[2], live(KEYS[1], now))
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 and live(KEYS[1], now) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'last_seen', ARGV[2])
+  redis.call('HDEL', KEYS[2], 'status', 'beat')
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+else
+  settle(KEYS[1], KEYS[2], now)
+end
+return reply(KEYS[1], KEYS[2], now, before)
+";
+
+/// `ARGV`: status, state TTL (ms).
+const SET_STATUS: &str = r"
+local now = now_ms()
+local before = shown(KEYS[2], live(KEYS[1], now))
+settle(KEYS[1], KEYS[2], now)
+if ARGV[1] == 'online' then
+  redis.call('HDEL', KEYS[2], 'status')
+else
+  redis.call('HSET', KEYS[2], 'status', ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return reply(KEYS[1], KEYS[2], now, before)
+";
+
+/// `KEYS`: pairs of (connections, state). Read-only.
+const GET: &str = r"
+local now = now_ms()
+local out = {}
+for i = 1, #KEYS, 2 do
+  local n = live(KEYS[i], now)
+  out[#out + 1] = shown(KEYS[i + 1], n)
+  if n == 0 then out[#out + 1] = last_seen(KEYS[i + 1]) else out[#out + 1] = '' end
+end
+return out
+";
+
+/// The [`PresenceStore`] shared by every node, in Redis. Semantics are
+/// those of [`chat_app::InMemoryPresence`], plus expiry: a connection not
+/// refreshed within the TTL no longer counts, and a user whose connections
+/// all expired shows offline, last seen at their last refresh.
+///
+/// Times are kept to the microsecond, as the databases do.
+#[derive(Clone)]
+pub struct RedisPresence {
+    connection: ConnectionManager,
+    prefix: String,
+    ttl_ms: u64,
+    connect: Script,
+    disconnect: Script,
+    set_status: Script,
+    get: Script,
+}
+
+impl std::fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("prefix", &self.prefix)
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn unexpected(err: redis::RedisError, doing: &'static str) -> RepoError {
+    RepoError::Unexpected(anyhow::Error::new(err).context(doing))
+}
+
+fn status(raw: &str) -> Result<PresenceStatus, RepoError> {
+    raw.parse().map_err(|_| {
+        RepoError::Unexpected(anyhow::anyhow!(
+            "presence store holds an unknown status {raw:?}"
+        ))
+    })
+}
+
+fn last_seen(raw: &str) -> Result<Option<DateTime<Utc>>, RepoError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .map(Some)
+        .ok_or_else(|| {
+            RepoError::Unexpected(anyhow::anyhow!(
+                "presence store holds an invalid last-seen time {raw:?}"
+            ))
+        })
+}
+
+fn presence(user: Sender, status_raw: &str, seen_raw: &str) -> Result<Presence, RepoError> {
+    let status = status(status_raw)?;
+    Ok(Presence {
+        user,
+        status,
+        last_seen_at: if status == PresenceStatus::Offline {
+            last_seen(seen_raw)?
+        } else {
+            None
+        },
+    })
+}
+
+impl RedisPresence {
+    /// Connects to Redis; connections count for `settings.presence_ttl`
+    /// after each connect or refresh.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when Redis is unreachable or the URL is invalid.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, ConnectError> {
+        let connection = settings.connection_manager().await?;
+        Ok(Self {
+            connection,
+            prefix: settings.prefix.clone(),
+            ttl_ms: millis(settings.presence_ttl),
+            connect: script(CONNECT),
+            disconnect: script(DISCONNECT),
+            set_status: script(SET_STATUS),
+            get: script(GET),
+        })
+    }
+
+    fn keys(&self, tenant: TenantId, user: Sender) -> [String; 2] {
+        let id = user
+            .id()
+            .map_or_else(|| "-".to_owned(), |id| id.to_string());
+        let base = format!("{}:presence:{{{tenant}:{}:{id}}}", self.prefix, user.kind());
+        [format!("{base}:conns"), format!("{base}:state")]
+    }
+
+    async fn change(
+        &self,
+        script: &Script,
+        tenant: TenantId,
+        user: Sender,
+        args: &[String],
+        doing: &'static str,
+    ) -> Result<PresenceChange, RepoError> {
+        let [conns, state] = self.keys(tenant, user);
+        let mut invocation = script.key(conns);
+        invocation.key(state);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.connection.clone();
+        let (before, after, seen): (String, String, String) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| unexpected(err, doing))?;
+        let presence = presence(user, &after, &seen)?;
+        Ok(PresenceChange {
+            changed: status(&before)? != presence.status,
+            presence,
+        })
+    }
+
+    fn state_ttl() -> String {
+        millis(STATE_TTL).to_string()
+    }
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    #[tracing::instrument(skip_all, err)]
+    async fn connected(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        _now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError> {
+        let args = [
+            connection.to_string(),
+            self.ttl_ms.to_string(),
+            Self::state_ttl(),
+        ];
+        self.change(
+            &self.connect,
+            tenant,
+            user,
+            &args,
+            "recording a connection in Redis",
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn disconnected(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError> {
+        let args = [
+            connection.to_string(),
+            now.timestamp_micros().to_string(),
+            Self::state_ttl(),
+        ];
+        self.change(
+            &self.disconnect,
+            tenant,
+            user,
+            &args,
+            "recording a closed connection in Redis",
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn refresh(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        _now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let args = [
+            connection.to_string(),
+            self.ttl_ms.to_string(),
+            Self::state_ttl(),
+        ];
+        self.change(
+            &self.connect,
+            tenant,
+            user,
+            &args,
+            "refreshing a connection in Redis",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn set_status(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        status: PresenceStatus,
+        _now: DateTime<Utc>,
+    ) -> Result<PresenceChange, RepoError> {
+        if status == PresenceStatus::Offline {
+            // Not a choice (as in memory): report the unchanged presence.
+            let current = self.get(tenant, &[user]).await?;
+            let presence = current.into_iter().next().ok_or_else(|| {
+                RepoError::Unexpected(anyhow::anyhow!("presence store answered nothing"))
+            })?;
+            return Ok(PresenceChange {
+                presence,
+                changed: false,
+            });
+        }
+        let args = [status.as_str().to_owned(), Self::state_ttl()];
+        self.change(
+            &self.set_status,
+            tenant,
+            user,
+            &args,
+            "setting a presence status in Redis",
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn get(&self, tenant: TenantId, users: &[Sender]) -> Result<Vec<Presence>, RepoError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.get.prepare_invoke();
+        for user in users {
+            for key in self.keys(tenant, *user) {
+                invocation.key(key);
+            }
+        }
+        let mut connection = self.connection.clone();
+        let flat: Vec<String> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| unexpected(err, "reading presence from Redis"))?;
+        if flat.len() != users.len() * 2 {
+            return Err(RepoError::Unexpected(anyhow::anyhow!(
+                "presence store answered {} values for {} users",
+                flat.len(),
+                users.len()
+            )));
+        }
+        users
+            .iter()
+            .zip(flat.chunks_exact(2))
+            .map(|(user, pair)| presence(*user, &pair[0], &pair[1]))
+            .collect()
+    }
+}
