@@ -82,6 +82,18 @@ impl Command {
     }
 }
 
+/// Raises this process's open-file limit to its hard limit and logs what it
+/// got: every WebSocket holds a file descriptor, and the usual soft limit
+/// (1024) would cap a node at about a thousand connections. Only the
+/// binary does this; a host embedding [`Application`] sets its own process
+/// limits.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit raised to the hard limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
+}
+
 /// Runs `command`.
 ///
 /// # Errors
@@ -96,6 +108,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             // Logging first, so that what configuration loading reports
             // (generated development secrets) is seen.
             telemetry::init(crate::config::log_format(&crate::config::ProcessEnv)?);
+            raise_open_file_limit();
             let settings = Settings::from_env()?;
             Application::build(settings)
                 .await?
