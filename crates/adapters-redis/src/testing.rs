@@ -1,21 +1,20 @@
 //! Test support (feature `testing`): a private key prefix per test, so tests
 //! share one Redis and run in parallel without seeing each other's keys or
-//! events, and the removal of those keys afterwards.
+//! events, removed when the test ends, whether it passed or failed.
 //!
 //! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
-//! use adapters_redis::testing::{delete_prefix, fresh_prefix, redis_url};
+//! # async fn demo() -> Result<(), adapters_redis::ConnectError> {
+//! use adapters_redis::testing::{redis_url, TestPrefix};
 //! use adapters_redis::{RedisPresence, RedisSettings};
 //!
-//! let settings = RedisSettings::new(redis_url(), fresh_prefix());
+//! let keys = TestPrefix::new();
+//! let settings = RedisSettings::new(redis_url(), keys.as_str());
 //! let presence = RedisPresence::connect(&settings).await?;
-//! // ...
-//! delete_prefix(&settings.url, &settings.prefix).await?;
+//! // ... every key under the prefix is deleted when `keys` drops.
 //! # Ok(()) }
 //! ```
 
 use anyhow::Context as _;
-use redis::AsyncCommands as _;
 
 /// The environment variable naming the Redis that tests use.
 pub const URL_VAR: &str = "CHAT_TEST_REDIS_URL";
@@ -28,44 +27,74 @@ pub fn redis_url() -> String {
     std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
-/// A prefix no other test uses: `chat-test-<uuid>`.
-pub fn fresh_prefix() -> String {
-    format!("chat-test-{}", uuid::Uuid::now_v7().simple())
+/// A prefix no other test uses (`chat-test-<uuid>`) on the Redis of
+/// [`redis_url`]. Dropping it deletes every key under it; that blocks
+/// briefly, which is fine in a test.
+#[derive(Debug)]
+pub struct TestPrefix {
+    url: String,
+    prefix: String,
 }
 
-/// Deletes every key under `prefix` (`<prefix>:*`).
-///
-/// # Errors
-/// When Redis cannot be reached.
-pub async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(url).context("parsing the Redis URL")?;
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("connecting to Redis")?;
-    let escaped: String = prefix
-        .chars()
-        .flat_map(|c| {
-            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
-            escape.into_iter().chain(std::iter::once(c))
-        })
-        .collect();
-    let pattern = format!("{escaped}:*");
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let mut scan = connection
-            .scan_match::<_, String>(&pattern)
-            .await
-            .context("listing the test's keys")?;
-        while let Some(key) = futures::StreamExt::next(&mut scan).await {
-            keys.push(key.context("listing the test's keys")?);
+impl TestPrefix {
+    /// A fresh prefix.
+    pub fn new() -> Self {
+        Self {
+            url: redis_url(),
+            prefix: format!("chat-test-{}", uuid::Uuid::now_v7().simple()),
         }
     }
-    for chunk in keys.chunks(500) {
-        let _: () = connection
-            .del(chunk)
-            .await
-            .context("deleting the test's keys")?;
+
+    /// The prefix.
+    pub fn as_str(&self) -> &str {
+        &self.prefix
     }
-    Ok(())
+
+    /// Deletes every key under the prefix (`<prefix>:*`).
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub fn delete_keys(&self) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url.as_str()).context("parsing the Redis URL")?;
+        let mut connection = client
+            .get_connection_with_timeout(std::time::Duration::from_secs(5))
+            .context("connecting to Redis")?;
+        // The prefix is ours (no glob characters).
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut connection)
+                .context("listing the test's keys")?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .query::<()>(&mut connection)
+                    .context("deleting the test's keys")?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+impl Default for TestPrefix {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        if let Err(err) = self.delete_keys() {
+            eprintln!("cannot delete the keys of {}: {err:#}", self.prefix);
+        }
+    }
 }

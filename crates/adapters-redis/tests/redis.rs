@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adapters_redis::testing::{delete_prefix, fresh_prefix, redis_url};
+use adapters_redis::testing::{redis_url, TestPrefix};
 use adapters_redis::{RedisEventBus, RedisPresence, RedisSettings};
 use chat_app::{BusEvent, ChatEvent, ConnectionId, EventBus, EventStream, PresenceStore};
 use chat_domain::{CustomerId, Presence, PresenceStatus, Sender, StaffUserId, TenantId};
@@ -21,15 +21,11 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn settings() -> RedisSettings {
-    RedisSettings::new(redis_url(), fresh_prefix())
-}
-
-async fn cleanup(settings: &RedisSettings) {
-    // Straight to Redis: some tests point `settings.url` at a stalled relay.
-    delete_prefix(&redis_url(), &settings.prefix)
-        .await
-        .expect("test keys deleted");
+/// Settings over a prefix of the test's own, whose keys are deleted when
+/// the returned guard drops.
+fn settings() -> (RedisSettings, TestPrefix) {
+    let keys = TestPrefix::new();
+    (RedisSettings::new(redis_url(), keys.as_str()), keys)
 }
 
 async fn raw_connection() -> redis::aio::MultiplexedConnection {
@@ -77,11 +73,12 @@ async fn quiet(stream: &mut EventStream, window: Duration) {
 
 #[tokio::test]
 async fn every_event_reaches_every_node_exactly_once_in_publish_order() {
-    let settings = settings();
+    let (settings, _keys) = settings();
     let node_a = RedisEventBus::connect(&settings).await.unwrap();
     let node_b = RedisEventBus::connect(&settings).await.unwrap();
+    let other_prefix = TestPrefix::new();
     let other_deployment = RedisEventBus::connect(&RedisSettings {
-        prefix: fresh_prefix(),
+        prefix: other_prefix.as_str().to_owned(),
         ..settings.clone()
     })
     .await
@@ -118,12 +115,11 @@ async fn every_event_reaches_every_node_exactly_once_in_publish_order() {
     }
     // Another prefix is another deployment.
     quiet(&mut elsewhere, Duration::from_millis(10)).await;
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn undecodable_payloads_are_skipped_and_delivery_goes_on() {
-    let settings = settings();
+    let (settings, _keys) = settings();
     let bus = RedisEventBus::connect(&settings).await.unwrap();
     let mut events = bus.subscribe();
     let mut raw = raw_connection().await;
@@ -143,12 +139,11 @@ async fn undecodable_payloads_are_skipped_and_delivery_goes_on() {
     bus.publish(numbered(7, 1)).await;
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(7, 1)));
     quiet(&mut events, Duration::from_millis(100)).await;
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn a_killed_subscription_reconnects_and_reports_lag_before_newer_events() {
-    let settings = settings();
+    let (settings, _keys) = settings();
     let bus = RedisEventBus::connect(&settings).await.unwrap();
     let publisher = RedisEventBus::connect(&settings).await.unwrap();
     let mut events = bus.subscribe();
@@ -173,7 +168,6 @@ async fn a_killed_subscription_reconnects_and_reports_lag_before_newer_events() 
     // The publishing side of the bus was not affected.
     bus.publish(numbered(2, 0)).await;
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(2, 0)));
-    cleanup(&settings).await;
 }
 
 /// A TCP relay to Redis that can be stalled: while stalled it accepts and
@@ -243,10 +237,11 @@ async fn relay(
 #[tokio::test]
 async fn a_publish_to_a_stalled_redis_gives_up_within_its_timeout() {
     let proxy = StallingProxy::start().await;
+    let (base, _keys) = settings();
     let settings = RedisSettings {
         url: proxy.url.clone(),
         publish_timeout: Duration::from_millis(200),
-        ..settings()
+        ..base
     };
     let bus = RedisEventBus::connect(&settings).await.unwrap();
     proxy.stall(true);
@@ -257,17 +252,17 @@ async fn a_publish_to_a_stalled_redis_gives_up_within_its_timeout() {
         took >= Duration::from_millis(150) && took < Duration::from_secs(1),
         "{took:?}"
     );
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn a_stalled_subscription_is_detected_and_reported_as_lag_once_redis_answers_again() {
     let proxy = StallingProxy::start().await;
+    let (base, _keys) = settings();
     let settings = RedisSettings {
         url: proxy.url.clone(),
         command_timeout: Duration::from_millis(200),
         liveness_interval: Duration::from_millis(200),
-        ..settings()
+        ..base
     };
     let bus = RedisEventBus::connect(&settings).await.unwrap();
     // Published straight to Redis, not through the stalled relay.
@@ -289,7 +284,6 @@ async fn a_stalled_subscription_is_detected_and_reported_as_lag_once_redis_answe
     assert_ne!(bus.subscriber_client_id(), before);
     direct.publish(numbered(1, 1)).await;
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, 1)));
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
@@ -298,7 +292,7 @@ async fn an_unreachable_redis_fails_fast_with_a_clear_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}", listener.local_addr().unwrap());
     drop(listener);
-    let settings = RedisSettings::new(url, fresh_prefix());
+    let settings = RedisSettings::new(url, "chat-test-unreachable");
     let started = Instant::now();
     let bus = RedisEventBus::connect(&settings).await;
     assert!(
@@ -324,14 +318,15 @@ fn staff() -> Sender {
 }
 
 /// Two store instances (two nodes) over one prefix.
-async fn two_nodes(ttl: Duration) -> (RedisSettings, RedisPresence, RedisPresence) {
+async fn two_nodes(ttl: Duration) -> (TestPrefix, RedisPresence, RedisPresence) {
+    let (base, keys) = settings();
     let settings = RedisSettings {
         presence_ttl: ttl,
-        ..settings()
+        ..base
     };
     let a = RedisPresence::connect(&settings).await.unwrap();
     let b = RedisPresence::connect(&settings).await.unwrap();
-    (settings, a, b)
+    (keys, a, b)
 }
 
 async fn presence_of(store: &RedisPresence, tenant: TenantId, user: Sender) -> Presence {
@@ -340,7 +335,7 @@ async fn presence_of(store: &RedisPresence, tenant: TenantId, user: Sender) -> P
 
 #[tokio::test]
 async fn a_user_is_online_while_any_connection_is_open_on_any_node() {
-    let (settings, a, b) = two_nodes(Duration::from_secs(60)).await;
+    let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
     let tenant = TenantId::new_v4();
     let pharmacist = staff();
     let (tab_1, tab_2) = (ConnectionId::new(), ConnectionId::new());
@@ -378,12 +373,11 @@ async fn a_user_is_online_while_any_connection_is_open_on_any_node() {
         .unwrap();
     assert!(!again.changed);
     assert_eq!(again.presence.last_seen_at, Some(at(3)));
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn a_chosen_status_shows_while_connected_and_resets_offline() {
-    let (settings, a, b) = two_nodes(Duration::from_secs(60)).await;
+    let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
     let tenant = TenantId::new_v4();
     let pharmacist = staff();
     let tab = ConnectionId::new();
@@ -431,12 +425,11 @@ async fn a_chosen_status_shows_while_connected_and_resets_offline() {
         PresenceStatus::Online,
         "reset offline"
     );
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn a_status_chosen_while_offline_shows_once_connected() {
-    let (settings, a, _b) = two_nodes(Duration::from_secs(60)).await;
+    let (_keys, a, _b) = two_nodes(Duration::from_secs(60)).await;
     let tenant = TenantId::new_v4();
     let pharmacist = staff();
     let busy = a
@@ -451,12 +444,11 @@ async fn a_status_chosen_while_offline_shows_once_connected() {
         .unwrap();
     assert!(connected.changed);
     assert_eq!(connected.presence.status, PresenceStatus::Busy);
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn presence_is_scoped_to_the_tenant_and_answers_in_the_order_asked() {
-    let (settings, a, b) = two_nodes(Duration::from_secs(60)).await;
+    let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
     let tenant = TenantId::new_v4();
     let pharmacist = staff();
     let customer = Sender::Customer(CustomerId::new_v4());
@@ -501,13 +493,12 @@ async fn presence_is_scoped_to_the_tenant_and_answers_in_the_order_asked() {
         .iter()
         .all(|p| p.status == PresenceStatus::Offline && p.last_seen_at.is_none()));
     assert!(b.get(tenant, &[]).await.unwrap().is_empty());
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn a_connection_not_refreshed_within_the_ttl_counts_as_gone() {
     let ttl = Duration::from_millis(400);
-    let (settings, a, b) = two_nodes(ttl).await;
+    let (_keys, a, b) = two_nodes(ttl).await;
     let tenant = TenantId::new_v4();
     let (crashed, alive) = (staff(), staff());
     let crashed_tab = ConnectionId::new();
@@ -551,12 +542,11 @@ async fn a_connection_not_refreshed_within_the_ttl_counts_as_gone() {
         .unwrap();
     assert!(!late.changed);
     assert_eq!(late.presence.status, PresenceStatus::Online);
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn nodes_racing_to_connect_and_disconnect_one_user_see_exactly_one_change_each_way() {
-    let (settings, a, b) = two_nodes(Duration::from_secs(60)).await;
+    let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
     let (a, b) = (Arc::new(a), Arc::new(b));
     let tenant = TenantId::new_v4();
     let pharmacist = staff();
@@ -597,12 +587,11 @@ async fn nodes_racing_to_connect_and_disconnect_one_user_see_exactly_one_change_
     let last = presence_of(&b, tenant, pharmacist).await;
     assert_eq!(last.status, PresenceStatus::Offline);
     assert_eq!(last.last_seen_at, Some(at(1)));
-    cleanup(&settings).await;
 }
 
 #[tokio::test]
 async fn presence_keys_live_under_the_prefix_and_expire() {
-    let (settings, a, _b) = two_nodes(Duration::from_secs(60)).await;
+    let (keys, a, _b) = two_nodes(Duration::from_secs(60)).await;
     let tenant = TenantId::new_v4();
     let pharmacist = staff();
     let tab = ConnectionId::new();
@@ -612,13 +601,13 @@ async fn presence_keys_live_under_the_prefix_and_expire() {
         .unwrap();
 
     let mut raw = raw_connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", settings.prefix))
+    let found: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", keys.as_str()))
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(keys.len(), 2, "{keys:?}");
-    for key in &keys {
+    assert_eq!(found.len(), 2, "{found:?}");
+    for key in &found {
         assert!(key.contains(&tenant.to_string()), "{key}");
         let ttl: i64 = redis::cmd("PTTL")
             .arg(key)
@@ -631,10 +620,16 @@ async fn presence_keys_live_under_the_prefix_and_expire() {
         .await
         .unwrap();
     let left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", settings.prefix))
+        .arg(format!("{}:*", keys.as_str()))
         .query_async(&mut raw)
         .await
         .unwrap();
     assert_eq!(left.len(), 1, "only the last-seen state stays: {left:?}");
-    cleanup(&settings).await;
+    keys.delete_keys().unwrap();
+    let none: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", keys.as_str()))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
 }
