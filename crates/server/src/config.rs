@@ -145,6 +145,10 @@ pub struct RealtimeSettings {
     /// Prefix of every Redis key and channel (several deployments can share
     /// one Redis).
     pub redis_prefix: String,
+    /// With Redis: how long a connection counts as open without a refresh
+    /// (every ping interval), so that the users of a crashed node go
+    /// offline.
+    pub redis_presence_ttl: Duration,
 }
 
 /// A source of configuration variables (the process environment, or a map
@@ -279,12 +283,24 @@ fn realtime_settings(env: &dyn Env) -> anyhow::Result<RealtimeSettings> {
         bail!("CHAT_WS_RESUME_MAX_MESSAGES must be at least 1");
     }
     let redis_url = match env.var("CHAT_REDIS_URL") {
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Some(Secret::new(url))
+        Some(url) if url.starts_with("redis://") => Some(Secret::new(url)),
+        Some(url) if url.starts_with("rediss://") => {
+            bail!("CHAT_REDIS_URL: TLS (rediss://) is not built in; use redis:// on a private network")
         }
-        Some(_) => bail!("CHAT_REDIS_URL must start with redis:// or rediss://"),
+        Some(_) => bail!("CHAT_REDIS_URL must start with redis://"),
         None => None,
     };
+    let redis_prefix = env
+        .var("CHAT_REDIS_PREFIX")
+        .unwrap_or_else(|| "chat".into());
+    if redis_prefix.chars().any(char::is_whitespace) {
+        bail!("CHAT_REDIS_PREFIX must not contain whitespace");
+    }
+    let presence_ttl_ms: u64 =
+        parse_var(env, "CHAT_REDIS_PRESENCE_TTL_MS", ping_ms.saturating_mul(3))?;
+    if presence_ttl_ms <= ping_ms {
+        bail!("CHAT_REDIS_PRESENCE_TTL_MS must be longer than CHAT_WS_PING_INTERVAL_MS (connections are refreshed every ping)");
+    }
     Ok(RealtimeSettings {
         max_frame_bytes,
         queue_capacity,
@@ -294,9 +310,8 @@ fn realtime_settings(env: &dyn Env) -> anyhow::Result<RealtimeSettings> {
         typing_throttle: Duration::from_millis(typing_throttle_ms),
         typing_expiry: Duration::from_millis(typing_expiry_ms),
         redis_url,
-        redis_prefix: env
-            .var("CHAT_REDIS_PREFIX")
-            .unwrap_or_else(|| "chat".into()),
+        redis_prefix,
+        redis_presence_ttl: Duration::from_millis(presence_ttl_ms),
     })
 }
 
@@ -532,6 +547,46 @@ mod tests {
         let err = Settings::from_source(&env(&[("CHAT_JWT_ALGORITHM", "RS256")], dir.path()))
             .unwrap_err();
         assert!(err.to_string().contains("CHAT_JWT_PUBLIC_KEY"));
+    }
+
+    #[test]
+    fn redis_settings_default_to_three_pings_of_presence_and_name_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Settings::from_source(&env(&[], dir.path())).unwrap();
+        assert!(plain.realtime.redis_url.is_none());
+        assert_eq!(plain.realtime.redis_prefix, "chat");
+        assert_eq!(
+            plain.realtime.redis_presence_ttl,
+            3 * plain.realtime.ping_interval
+        );
+        let redis = Settings::from_source(&env(
+            &[
+                ("CHAT_REDIS_URL", "redis://cache:6379/2"),
+                ("CHAT_REDIS_PREFIX", "pharmacy-eu"),
+                ("CHAT_REDIS_PRESENCE_TTL_MS", "45000"),
+            ],
+            dir.path(),
+        ))
+        .unwrap();
+        assert_eq!(
+            redis.realtime.redis_url.as_ref().map(Secret::expose),
+            Some("redis://cache:6379/2")
+        );
+        assert_eq!(redis.realtime.redis_prefix, "pharmacy-eu");
+        assert_eq!(
+            redis.realtime.redis_presence_ttl,
+            Duration::from_millis(45_000)
+        );
+        let cases: [&[(&str, &str)]; 4] = [
+            &[("CHAT_REDIS_URL", "http://cache")],
+            &[("CHAT_REDIS_URL", "rediss://cache")],
+            &[("CHAT_REDIS_PRESENCE_TTL_MS", "20000")],
+            &[("CHAT_REDIS_PREFIX", "two words")],
+        ];
+        for pairs in cases {
+            let err = Settings::from_source(&env(pairs, dir.path())).unwrap_err();
+            assert!(err.to_string().contains(pairs[0].0), "{pairs:?}: {err}");
+        }
     }
 
     #[test]

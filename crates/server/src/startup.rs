@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use adapters_postgres::PostgresStore;
+use adapters_redis::{RedisEventBus, RedisPresence, RedisSettings};
 use adapters_sqlite::SqliteStore;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -236,7 +237,25 @@ async fn realtime_adapters(
             Arc::new(InProcessBus::default()),
             Arc::new(InMemoryPresence::default()),
         )),
-        Some(_url) => anyhow::bail!("CHAT_REDIS_URL is set but Redis support is not built in"),
+        Some(url) => {
+            let realtime = &settings.realtime;
+            let redis = RedisSettings {
+                presence_ttl: realtime.redis_presence_ttl,
+                ..RedisSettings::new(url.expose(), realtime.redis_prefix.as_str())
+            };
+            let bus = RedisEventBus::connect(&redis)
+                .await
+                .context("connecting the event bus to Redis (CHAT_REDIS_URL)")?;
+            let presence = RedisPresence::connect(&redis)
+                .await
+                .context("connecting presence to Redis (CHAT_REDIS_URL)")?;
+            tracing::info!(
+                prefix = %realtime.redis_prefix,
+                presence_ttl = ?realtime.redis_presence_ttl,
+                "using Redis for cross-node events and presence"
+            );
+            Ok((Arc::new(bus), Arc::new(presence)))
+        }
     }
 }
 
