@@ -55,6 +55,8 @@ pub struct TestApp {
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The app's serving task, done once it stopped.
     pub served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The variables it was built from, for [`TestApp::spawn_peer`].
+    env: HashMap<String, String>,
     _dir: tempfile::TempDir,
 }
 
@@ -110,6 +112,34 @@ impl TestApp {
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
         }
+        Self::launch(env, dir, TenantId::new_v4()).await
+    }
+
+    /// Spawns another node of this app's deployment: the same database,
+    /// secrets, tenant and variables (`extra` added or overriding), on its
+    /// own port with its own data folder. Nodes share events and presence
+    /// only through Redis (`CHAT_REDIS_URL`); PostgreSQL only, as SQLite is
+    /// a single node's file.
+    pub async fn spawn_peer(&self, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut env = self.env.clone();
+        env.insert("CHAT_DATA_DIR".into(), dir.path().display().to_string());
+        // Generated into the first node's data folder otherwise.
+        env.insert(
+            "CHAT_CUSTOMER_TOKEN_SECRET".into(),
+            self.settings.customer_token_secret.expose().to_owned(),
+        );
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        Self::launch(env, dir, self.tenant).await
+    }
+
+    async fn launch(
+        env: HashMap<String, String>,
+        dir: tempfile::TempDir,
+        tenant: TenantId,
+    ) -> Self {
         let settings = Settings::from_source(&env).expect("settings");
         let app = Application::build(settings.clone())
             .await
@@ -128,10 +158,11 @@ impl TestApp {
             base: format!("http://{addr}"),
             client,
             settings,
-            tenant: TenantId::new_v4(),
+            tenant,
             realtime,
             stop: Some(stop),
             served: Some(served),
+            env,
             _dir: dir,
         }
     }

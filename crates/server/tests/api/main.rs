@@ -7,5 +7,6 @@ mod helpers;
 mod attachments;
 mod auth;
 mod bad_inputs;
+mod multi_node;
 mod walkthrough;
 mod ws;

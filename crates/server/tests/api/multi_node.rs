@@ -1,0 +1,370 @@
+//! Two server nodes on different ports sharing one PostgreSQL database and
+//! one Redis (one key prefix per test): a customer on one node and staff on
+//! the other converse over WebSocket, see each other's typing, receipts and
+//! presence, and a client that moves to the other node resumes exactly what
+//! it missed.
+
+use std::time::{Duration, Instant};
+
+use adapters_redis::testing::{redis_url, TestPrefix};
+use chat_domain::{CustomerId, StaffUserId};
+use serde_json::{json, Value};
+
+use crate::helpers::{Db, TestApp};
+use crate::ws::Client;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Two nodes of one deployment.
+struct Cluster {
+    a: TestApp,
+    b: TestApp,
+    /// Deletes the test's Redis keys when dropped, also after a failure.
+    keys: TestPrefix,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let keys = TestPrefix::new();
+        let url = redis_url();
+        let a = TestApp::spawn_with(
+            Db::Postgres,
+            &[
+                ("CHAT_REDIS_URL", url.as_str()),
+                ("CHAT_REDIS_PREFIX", keys.as_str()),
+            ],
+        )
+        .await;
+        let b = a.spawn_peer(&[]).await;
+        assert_ne!(a.base, b.base, "two nodes, two ports");
+        Self { a, b, keys }
+    }
+
+    /// Stops both nodes (every connection closes and leaves presence), then
+    /// removes the test's Redis keys.
+    async fn stop(mut self) {
+        for app in [&mut self.a, &mut self.b] {
+            if let Some(stop) = app.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(served) = app.served.take() {
+                served
+                    .await
+                    .expect("node task")
+                    .expect("node stopped cleanly");
+            }
+        }
+        self.keys.delete_keys().expect("test keys deleted");
+    }
+}
+
+/// Waits until `app` has `n` open sockets (registration follows the upgrade
+/// asynchronously).
+async fn until_connected(app: &TestApp, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while app.realtime.hub.connection_count() != n {
+        assert!(Instant::now() < deadline, "expected {n} connections");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A WebSocket client that keeps every event it receives, so that nothing
+/// is skipped while it waits for an answer.
+struct Peer {
+    client: Client,
+    events: Vec<Value>,
+}
+
+impl Peer {
+    async fn connect(app: &TestApp, token: &str) -> Self {
+        Self {
+            client: Client::connect(app, token).await,
+            events: Vec::new(),
+        }
+    }
+
+    /// Sends `frame` and returns its answer (`ack` or `error`).
+    async fn request(&mut self, mut frame: Value) -> Value {
+        let id = uuid::Uuid::now_v7().to_string();
+        frame["request_id"] = json!(id);
+        self.client.send(frame).await;
+        loop {
+            let next = self.client.next().await;
+            if next["request_id"] == id.as_str() {
+                return next;
+            }
+            self.events.push(next);
+        }
+    }
+
+    /// The first event, received or to come, that `matches`.
+    async fn event(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.events.iter().find(|e| matches(e)) {
+            return found.clone();
+        }
+        loop {
+            let next = self.client.next().await;
+            self.events.push(next.clone());
+            if matches(&next) {
+                return next;
+            }
+        }
+    }
+
+    /// Receives for `window` more, keeping everything.
+    async fn settle(&mut self, window: Duration) {
+        let more = self.client.drain(window).await;
+        self.events.extend(more);
+    }
+
+    /// The `seq`s of the `new_message` events of `conversation`, in arrival
+    /// order.
+    fn seqs(&self, conversation: &str) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter(|e| {
+                e["type"] == "new_message" && e["message"]["conversation_id"] == conversation
+            })
+            .map(|e| e["message"]["seq"].as_u64().expect("seq"))
+            .collect()
+    }
+}
+
+fn send(conversation: &str, body: &str) -> Value {
+    json!({"type": "send_message", "conversation_id": conversation, "body": body, "client_msg_id": body})
+}
+
+fn customer_sender(customer: CustomerId) -> Value {
+    json!({"type": "customer", "id": customer.to_string()})
+}
+
+fn staff_sender(user: StaffUserId) -> Value {
+    json!({"type": "staff", "id": user.to_string()})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_on_one_node_and_staff_on_the_other_converse_with_typing_receipts_and_presence()
+{
+    let cluster = Cluster::start().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let pharmacist = StaffUserId::new_v4();
+    let staff_token = b.staff(pharmacist);
+    let customer = CustomerId::new_v4();
+    let id = a.open_conversation(&staff_token, customer).await;
+    let customer_token = a.customer_token(&staff_token, customer).await;
+
+    // Staff on B watches; the customer comes online on A.
+    let mut staff = Peer::connect(b, &staff_token).await;
+    until_connected(b, 1).await;
+    let mut patient = Peer::connect(a, &customer_token).await;
+    until_connected(a, 1).await;
+    let online = staff
+        .event(|e| e["type"] == "presence" && e["user"] == customer_sender(customer))
+        .await;
+    assert_eq!(online["status"], "online");
+    assert!(online["last_seen_at"].is_null());
+    // Presence is shared: each node answers for the other's users.
+    let query = format!("/api/v1/chat/presence?customer_ids={customer}&user_ids={pharmacist}");
+    for node in [a, b] {
+        let seen = node.get(&query, &staff_token).await;
+        assert_eq!(seen.body[0]["status"], "online", "{seen:?}");
+        assert_eq!(seen.body[1]["status"], "online", "{seen:?}");
+    }
+
+    // Typing crosses nodes both ways.
+    let typing = patient
+        .request(json!({"type": "typing", "conversation_id": id, "is_typing": true}))
+        .await;
+    assert_eq!(typing["type"], "ack", "{typing}");
+    let seen = staff.event(|e| e["type"] == "typing").await;
+    assert_eq!(seen["sender"], customer_sender(customer));
+    assert_eq!(seen["conversation_id"], id.as_str());
+    assert_eq!(seen["is_typing"], true);
+    staff
+        .request(json!({"type": "typing", "conversation_id": id, "is_typing": true}))
+        .await;
+    let seen = patient.event(|e| e["type"] == "typing").await;
+    assert_eq!(seen["sender"], staff_sender(pharmacist));
+
+    // The conversation: acked after commit (the other node reads it from
+    // the database at once), delivered live across nodes.
+    let first = patient
+        .request(send(&id, "Is my prescription ready?"))
+        .await;
+    assert_eq!(first["type"], "ack", "{first}");
+    assert_eq!(first["message"]["seq"], 1);
+    let stored = b
+        .get(
+            &format!("/api/v1/chat/conversations/{id}/messages?after=0"),
+            &staff_token,
+        )
+        .await;
+    assert_eq!(stored.body["messages"][0]["id"], first["message"]["id"]);
+    let reply = staff.request(send(&id, "Yes, it is ready")).await;
+    assert_eq!(reply["message"]["seq"], 2);
+    // Then both sides at once.
+    const EACH: usize = 10;
+    let patient_sends = async {
+        for i in 0..EACH {
+            let ack = patient.request(send(&id, &format!("patient {i}"))).await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+        }
+    };
+    let staff_sends = async {
+        for i in 0..EACH {
+            let ack = staff.request(send(&id, &format!("staff {i}"))).await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+        }
+    };
+    tokio::join!(patient_sends, staff_sends);
+    let last = 2 + 2 * EACH as u64;
+    for peer in [&mut patient, &mut staff] {
+        peer.event(|e| e["type"] == "new_message" && e["message"]["seq"] == last)
+            .await;
+        peer.settle(Duration::from_millis(300)).await;
+        assert_eq!(
+            peer.seqs(&id),
+            (1..=last).collect::<Vec<_>>(),
+            "every message exactly once, in seq order"
+        );
+    }
+    let from_staff = patient
+        .events
+        .iter()
+        .filter(|e| {
+            e["type"] == "new_message" && e["message"]["sender"] == staff_sender(pharmacist)
+        })
+        .count();
+    assert_eq!(from_staff, EACH + 1, "the customer got every staff message");
+
+    // Receipts cross nodes both ways. Each marker is moved past the
+    // reader's own messages, which count as read already.
+    let see_you = staff.request(send(&id, "See you at the counter")).await;
+    let s = see_you["message"]["seq"].as_u64().expect("seq");
+    assert_eq!(s, last + 1);
+    let delivered = patient
+        .request(json!({"type": "delivered", "conversation_id": id, "up_to_seq": s}))
+        .await;
+    assert_eq!(delivered["type"], "ack", "{delivered}");
+    let seen = staff
+        .event(|e| e["type"] == "delivered" && e["reader"] == customer_sender(customer))
+        .await;
+    assert_eq!(seen["up_to_seq"], s);
+    assert_eq!(seen["conversation_id"], id.as_str());
+    patient
+        .request(json!({"type": "read", "conversation_id": id, "up_to_seq": s}))
+        .await;
+    let seen = staff
+        .event(|e| e["type"] == "read" && e["reader"] == customer_sender(customer))
+        .await;
+    assert_eq!(seen["up_to_seq"], s);
+    let thanks = patient.request(send(&id, "Thanks!")).await;
+    assert_eq!(thanks["message"]["seq"], s + 1);
+    staff
+        .request(json!({"type": "read", "conversation_id": id, "up_to_seq": s + 1}))
+        .await;
+    let seen = patient
+        .event(|e| e["type"] == "read" && e["reader"] == staff_sender(pharmacist))
+        .await;
+    assert_eq!(seen["up_to_seq"], s + 1);
+    staff.settle(Duration::from_millis(300)).await;
+    let customer_receipts = |kind: &str| {
+        staff
+            .events
+            .iter()
+            .filter(|e| e["type"] == kind && e["reader"] == customer_sender(customer))
+            .count()
+    };
+    assert_eq!(
+        customer_receipts("delivered"),
+        1,
+        "each receipt exactly once"
+    );
+    assert_eq!(customer_receipts("read"), 1, "each receipt exactly once");
+    assert_eq!(staff.seqs(&id), (1..=s + 1).collect::<Vec<_>>());
+
+    // The customer leaves node A: staff on B sees them go offline.
+    drop(patient);
+    let offline = staff
+        .event(|e| {
+            e["type"] == "presence"
+                && e["user"] == customer_sender(customer)
+                && e["status"] == "offline"
+        })
+        .await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let seen = b.get(&query, &staff_token).await;
+    let of_customer = seen
+        .body
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["user"] == customer_sender(customer)))
+        .cloned()
+        .expect("the customer's presence");
+    assert_eq!(of_customer["status"], "offline");
+    assert_eq!(of_customer["last_seen_at"], offline["last_seen_at"]);
+    let online_events = staff
+        .events
+        .iter()
+        .filter(|e| e["type"] == "presence" && e["user"] == customer_sender(customer))
+        .count();
+    assert_eq!(
+        online_events, 2,
+        "one online, one offline: {:?}",
+        staff.events
+    );
+
+    drop(staff);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_to_the_other_node_resumes_exactly_what_it_missed() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let pharmacist = StaffUserId::new_v4();
+    let staff_token = a.staff(pharmacist);
+    let customer = CustomerId::new_v4();
+    let id = a.open_conversation(&staff_token, customer).await;
+    let customer_token = a.customer_token(&staff_token, customer).await;
+
+    let mut staff = Peer::connect(a, &staff_token).await;
+    let mut patient = Peer::connect(a, &customer_token).await;
+    until_connected(a, 2).await;
+    for i in 1..=3 {
+        staff.request(send(&id, &format!("before {i}"))).await;
+    }
+    patient
+        .event(|e| e["type"] == "new_message" && e["message"]["seq"] == 3)
+        .await;
+    assert_eq!(patient.seqs(&id), vec![1, 2, 3]);
+
+    // The customer drops off node A; the staff goes on writing meanwhile,
+    // over REST on node B.
+    drop(patient);
+    until_connected(a, 1).await;
+    for i in 4..=8 {
+        let sent = b.send(&staff_token, &id, &format!("while away {i}")).await;
+        assert_eq!(sent.body["seq"], i, "{sent:?}");
+    }
+
+    // Back on node B, resuming from seq 3.
+    let mut patient = Peer::connect(b, &customer_token).await;
+    until_connected(b, 1).await;
+    let resumed = patient
+        .request(json!({"type": "resume", "cursors": {id.clone(): 3}}))
+        .await;
+    assert_eq!(resumed["type"], "ack", "{resumed}");
+    assert_eq!(resumed["replayed"], 5);
+    assert_eq!(patient.seqs(&id), vec![4, 5, 6, 7, 8]);
+
+    // Live delivery goes on after the replay, still across nodes.
+    staff.request(send(&id, "after the resume")).await;
+    patient
+        .event(|e| e["type"] == "new_message" && e["message"]["seq"] == 9)
+        .await;
+    patient.settle(Duration::from_millis(300)).await;
+    assert_eq!(patient.seqs(&id), (4..=9).collect::<Vec<_>>());
+
+    drop((staff, patient));
+    cluster.stop().await;
+}
