@@ -236,6 +236,8 @@ impl Target {
             "CHAT_CUSTOMER_TOKEN_SECRET".into(),
             BENCH_CUSTOMER_SECRET.into(),
         );
+        // Capacity is measured, not the per-sender abuse limit.
+        env.insert("CHAT_SEND_RATE_PER_MINUTE".into(), "0".into());
         let (running, pid, in_process) = match &options.launch {
             Launch::Process(bin) => {
                 let log = std::fs::File::create(dir.path().join("server.log"))
