@@ -206,6 +206,20 @@ pub trait PresenceStore: Send + Sync {
     /// # Errors
     /// [`RepoError`] when the store fails.
     async fn get(&self, tenant: TenantId, users: &[Sender]) -> Result<Vec<Presence>, RepoError>;
+
+    /// Takes up to `limit` users whose last connection expired without
+    /// closing (its node crashed or lost the store), each with its tenant
+    /// and its presence now (offline, last seen at its last refresh). Each
+    /// such user is taken once, by whichever node asks first, so that
+    /// exactly one announces it. Stores without expiry have none: the
+    /// default.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the store fails.
+    async fn take_expired(&self, limit: usize) -> Result<Vec<(TenantId, Presence)>, RepoError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug)]
@@ -466,6 +480,33 @@ impl PresenceService {
         Ok(self.announce(principal.tenant(), change).await)
     }
 
+    /// How many expired users [`PresenceService::announce_expired`] takes
+    /// from the store at a time.
+    pub const EXPIRY_BATCH: usize = 100;
+
+    /// Announces the users whose connections expired in the store (see
+    /// [`PresenceStore::take_expired`]) as gone offline; returns how many.
+    /// Every node runs it periodically: each user is announced once.
+    ///
+    /// # Errors
+    /// [`ChatError::Unexpected`] when the store fails.
+    pub async fn announce_expired(&self) -> Result<usize, ChatError> {
+        let mut announced = 0;
+        loop {
+            let expired = self.store.take_expired(Self::EXPIRY_BATCH).await?;
+            let taken = expired.len();
+            for (tenant, presence) in expired {
+                self.events
+                    .publish(ChatEvent::PresenceChanged { tenant, presence })
+                    .await;
+            }
+            announced += taken;
+            if taken < Self::EXPIRY_BATCH {
+                return Ok(announced);
+            }
+        }
+    }
+
     /// The presence of `users` of the caller's tenant. Staff only.
     ///
     /// # Errors
@@ -629,6 +670,58 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back.status, PresenceStatus::Online);
+    }
+
+    #[tokio::test]
+    async fn users_whose_connections_expired_are_announced_offline_batch_by_batch() {
+        let tenant = TenantId::new_v4();
+        let gone = move |n: u32| {
+            (
+                tenant,
+                Presence {
+                    user: Sender::Staff(StaffUserId::from_uuid(Uuid::from_u128(u128::from(n)))),
+                    status: PresenceStatus::Offline,
+                    last_seen_at: Some(at()),
+                },
+            )
+        };
+        let mut store = crate::MockPresenceStore::new();
+        let mut sequence = mockall::Sequence::new();
+        let full: Vec<_> = (0..PresenceService::EXPIRY_BATCH)
+            .map(|n| gone(u32::try_from(n).unwrap()))
+            .collect();
+        store
+            .expect_take_expired()
+            .withf(|limit| *limit == PresenceService::EXPIRY_BATCH)
+            .times(1)
+            .in_sequence(&mut sequence)
+            .return_once(move |_| Ok(full));
+        store
+            .expect_take_expired()
+            .times(1)
+            .in_sequence(&mut sequence)
+            .return_once(move |_| Ok(vec![gone(999)]));
+        let mut events = MockEventPublisher::new();
+        events
+            .expect_publish()
+            .withf(move |e| {
+                matches!(e, ChatEvent::PresenceChanged { tenant: t, presence }
+                    if *t == tenant && presence.status == PresenceStatus::Offline)
+            })
+            .times(PresenceService::EXPIRY_BATCH + 1)
+            .return_const(());
+        let presence =
+            PresenceService::new(Arc::new(store), Arc::new(events), Arc::new(SystemClock));
+        assert_eq!(
+            presence.announce_expired().await.unwrap(),
+            PresenceService::EXPIRY_BATCH + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn stores_without_expiry_have_nothing_to_announce() {
+        let presence = service(MockEventPublisher::new());
+        assert_eq!(presence.announce_expired().await.unwrap(), 0);
     }
 
     #[tokio::test]
