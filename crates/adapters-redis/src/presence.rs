@@ -15,6 +15,12 @@
 //!   connect or refresh, present only while the user has connections: once
 //!   they all expired, it is when the user was last seen). Kept 30 days
 //!   after the last change.
+//! - `<prefix>:presence:expiring`, one sorted set for all tenants: every
+//!   user whose going offline has not been announced yet, scored by the
+//!   expiry of their latest connection. A user leaves it when a disconnect
+//!   reports them offline, or when [`PresenceStore::take_expired`] finds
+//!   their connections all expired and takes them (once, whichever node
+//!   asks first).
 //!
 //! Every operation is one Lua script, so nodes racing to connect and
 //! disconnect the same user see a consistent count, and the status shown
@@ -56,11 +62,18 @@ local function last_seen(state)
   if beat then return fmt(tonumber(beat) * 1000) end
   return redis.call('HGET', state, 'last_seen') or ''
 end
+-- KEYS[3] is the index of users whose going offline is still to be
+-- announced, ARGV[1] the user's member in it. A reply that reports the
+-- user going offline announces it: they leave the index.
 local function reply(conns, state, now, before)
   local n = live(conns, now)
   local seen = ''
   if n == 0 then seen = last_seen(state) end
-  return {before, shown(state, n), seen}
+  local after = shown(state, n)
+  if after == 'offline' and before ~= 'offline' then
+    redis.call('ZREM', KEYS[3], ARGV[1])
+  end
+  return {before, after, seen}
 end
 -- Drops expired connections; when none is left but a heartbeat is, the
 -- last ones expired without closing: the user left at that heartbeat, and
@@ -77,49 +90,74 @@ local function settle(conns, state, now)
 end
 ";
 
-/// `ARGV`: connection id, TTL (ms), state TTL (ms). Also serves `refresh`:
-/// both make the connection count for another TTL.
+/// `ARGV`: member, connection id, TTL (ms), state TTL (ms). Also serves
+/// `refresh`: both make the connection count for another TTL.
 const CONNECT: &str = r"
 local now = now_ms()
 local before = shown(KEYS[2], live(KEYS[1], now))
 settle(KEYS[1], KEYS[2], now)
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], fmt(now + ttl), ARGV[1])
-local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], fmt(math.ceil(tonumber(top[2]))))
+local ttl = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], fmt(now + ttl), ARGV[2])
+local top = math.ceil(tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]))
+redis.call('PEXPIREAT', KEYS[1], fmt(top))
+redis.call('ZADD', KEYS[3], fmt(top), ARGV[1])
 redis.call('HSET', KEYS[2], 'beat', fmt(now))
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return reply(KEYS[1], KEYS[2], now, before)
 ";
 
-/// `ARGV`: connection id, now (µs), state TTL (ms).
+/// `ARGV`: member, connection id, now (µs), state TTL (ms).
 const DISCONNECT: &str = r"
 local now = now_ms()
 local before = shown(KEYS[2], live(KEYS[1], now))
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+local removed = redis.call('ZREM', KEYS[1], ARGV[2])
 if removed == 1 and live(KEYS[1], now) == 0 then
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'last_seen', ARGV[2])
+  redis.call('HSET', KEYS[2], 'last_seen', ARGV[3])
   redis.call('HDEL', KEYS[2], 'status', 'beat')
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 else
   settle(KEYS[1], KEYS[2], now)
 end
 return reply(KEYS[1], KEYS[2], now, before)
 ";
 
-/// `ARGV`: status, state TTL (ms).
+/// `ARGV`: member, status, state TTL (ms).
 const SET_STATUS: &str = r"
 local now = now_ms()
 local before = shown(KEYS[2], live(KEYS[1], now))
 settle(KEYS[1], KEYS[2], now)
-if ARGV[1] == 'online' then
+if ARGV[2] == 'online' then
   redis.call('HDEL', KEYS[2], 'status')
 else
-  redis.call('HSET', KEYS[2], 'status', ARGV[1])
+  redis.call('HSET', KEYS[2], 'status', ARGV[2])
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return reply(KEYS[1], KEYS[2], now, before)
+";
+
+/// `KEYS[1]`: the index. `ARGV`: key prefix (`<prefix>:presence:`), limit.
+/// Returns (member, last seen) pairs of the users taken. The users' own
+/// keys are derived from their members, so this one script is not
+/// cluster-safe (standalone and Sentinel Redis are fine).
+const TAKE_EXPIRED: &str = r"
+local now = now_ms()
+local out = {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(now), 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local base = ARGV[1] .. '{' .. member .. '}'
+  local conns, state = base .. ':conns', base .. ':state'
+  if live(conns, now) == 0 then
+    settle(conns, state, now)
+    redis.call('ZREM', KEYS[1], member)
+    out[#out + 1] = member
+    out[#out + 1] = last_seen(state)
+  else
+    local top = redis.call('ZRANGE', conns, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', KEYS[1], fmt(math.ceil(tonumber(top[2]))), member)
+  end
+end
+return out
 ";
 
 /// `KEYS`: pairs of (connections, state). Read-only.
@@ -149,6 +187,7 @@ pub struct RedisPresence {
     disconnect: Script,
     set_status: Script,
     get: Script,
+    take_expired: Script,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -226,15 +265,44 @@ impl RedisPresence {
             disconnect: script(DISCONNECT),
             set_status: script(SET_STATUS),
             get: script(GET),
+            take_expired: script(TAKE_EXPIRED),
         })
     }
 
-    fn keys(&self, tenant: TenantId, user: Sender) -> [String; 2] {
+    /// `<tenant>:<kind>:<id>` (`-` for the system's id): the user's name in
+    /// the index and, in braces, in their keys.
+    fn member(tenant: TenantId, user: Sender) -> String {
         let id = user
             .id()
             .map_or_else(|| "-".to_owned(), |id| id.to_string());
-        let base = format!("{}:presence:{{{tenant}:{}:{id}}}", self.prefix, user.kind());
+        format!("{tenant}:{}:{id}", user.kind())
+    }
+
+    fn parse_member(member: &str) -> Option<(TenantId, Sender)> {
+        let mut parts = member.split(':');
+        let (tenant, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let tenant = TenantId::parse(tenant).ok()?;
+        let id = match id {
+            "-" => None,
+            id => Some(uuid::Uuid::parse_str(id).ok()?),
+        };
+        Some((tenant, Sender::from_parts(kind, id)?))
+    }
+
+    fn keys(&self, tenant: TenantId, user: Sender) -> [String; 2] {
+        let base = format!(
+            "{}:presence:{{{}}}",
+            self.prefix,
+            Self::member(tenant, user)
+        );
         [format!("{base}:conns"), format!("{base}:state")]
+    }
+
+    fn index(&self) -> String {
+        format!("{}:presence:expiring", self.prefix)
     }
 
     async fn change(
@@ -247,7 +315,10 @@ impl RedisPresence {
     ) -> Result<PresenceChange, RepoError> {
         let [conns, state] = self.keys(tenant, user);
         let mut invocation = script.key(conns);
-        invocation.key(state);
+        invocation
+            .key(state)
+            .key(self.index())
+            .arg(Self::member(tenant, user));
         for arg in args {
             invocation.arg(arg);
         }
@@ -398,5 +469,32 @@ impl PresenceStore for RedisPresence {
             .zip(flat.chunks_exact(2))
             .map(|(user, pair)| presence(*user, &pair[0], &pair[1]))
             .collect()
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn take_expired(&self, limit: usize) -> Result<Vec<(TenantId, Presence)>, RepoError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let flat: Vec<String> = self
+            .take_expired
+            .key(self.index())
+            .arg(format!("{}:presence:", self.prefix))
+            .arg(limit)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| unexpected(err, "taking expired connections from Redis"))?;
+        let mut taken = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks_exact(2) {
+            // An entry this store did not write left the index all the
+            // same: skip it rather than fail the others.
+            let Some((tenant, user)) = Self::parse_member(&pair[0]) else {
+                tracing::warn!(member = %pair[0], "skipping an unreadable presence index entry");
+                continue;
+            };
+            taken.push((tenant, presence(user, "offline", &pair[1])?));
+        }
+        Ok(taken)
     }
 }

@@ -545,6 +545,56 @@ async fn a_connection_not_refreshed_within_the_ttl_counts_as_gone() {
 }
 
 #[tokio::test]
+async fn users_whose_connections_expired_are_taken_once_by_whichever_node_asks_first() {
+    let (_keys, a, b) = two_nodes(Duration::from_millis(300)).await;
+    let tenant = TenantId::new_v4();
+    let (crashed, left, stays) = (staff(), Sender::Customer(CustomerId::new_v4()), staff());
+    let started = Utc::now();
+    a.connected(tenant, crashed, ConnectionId::new(), at(0))
+        .await
+        .unwrap();
+    let tab = ConnectionId::new();
+    a.connected(tenant, left, tab, at(0)).await.unwrap();
+    let gone = a.disconnected(tenant, left, tab, at(1)).await.unwrap();
+    assert!(gone.changed, "a clean disconnect announces itself");
+    let stays_tab = ConnectionId::new();
+    b.connected(tenant, stays, stays_tab, at(0)).await.unwrap();
+    assert!(
+        a.take_expired(10).await.unwrap().is_empty(),
+        "nothing expired yet"
+    );
+
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.refresh(tenant, stays, stays_tab, at(0)).await.unwrap();
+    }
+    let (from_a, from_b) = tokio::join!(a.take_expired(10), b.take_expired(10));
+    let taken: Vec<_> = from_a.unwrap().into_iter().chain(from_b.unwrap()).collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let (taken_tenant, presence) = taken[0];
+    assert_eq!(taken_tenant, tenant);
+    assert_eq!(presence.user, crashed);
+    assert_eq!(presence.status, PresenceStatus::Offline);
+    let seen = presence
+        .last_seen_at
+        .expect("last seen at its last refresh");
+    assert!(seen >= started - chrono::Duration::seconds(1) && seen <= Utc::now());
+    assert_eq!(presence_of(&b, tenant, crashed).await, presence);
+    assert!(a.take_expired(10).await.unwrap().is_empty(), "taken once");
+
+    // Back again: online, and once more taken when it expires.
+    let back = b
+        .connected(tenant, crashed, ConnectionId::new(), at(2))
+        .await
+        .unwrap();
+    assert!(back.changed);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = b.take_expired(10).await.unwrap();
+    let users: Vec<Sender> = again.iter().map(|(_, p)| p.user).collect();
+    assert!(users.contains(&crashed), "{again:?}");
+}
+
+#[tokio::test]
 async fn nodes_racing_to_connect_and_disconnect_one_user_see_exactly_one_change_each_way() {
     let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
     let (a, b) = (Arc::new(a), Arc::new(b));
@@ -606,8 +656,10 @@ async fn presence_keys_live_under_the_prefix_and_expire() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(found.len(), 2, "{found:?}");
-    for key in &found {
+    let index = format!("{}:presence:expiring", keys.as_str());
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found.contains(&index), "{found:?}");
+    for key in found.iter().filter(|key| **key != index) {
         assert!(key.contains(&tenant.to_string()), "{key}");
         let ttl: i64 = redis::cmd("PTTL")
             .arg(key)
@@ -624,7 +676,11 @@ async fn presence_keys_live_under_the_prefix_and_expire() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(left.len(), 1, "only the last-seen state stays: {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "only the last-seen state stays (the index is empty): {left:?}"
+    );
     keys.delete_keys().unwrap();
     let none: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*", keys.as_str()))

@@ -111,6 +111,15 @@ impl Application {
             tasks: TaskTracker::new(),
             send_limiter: send_limiter(&settings),
         });
+        if settings.realtime.redis_url.is_some() {
+            // Connections of crashed nodes expire in Redis: announce their
+            // users' going offline, within a quarter TTL of the expiry.
+            tokio::spawn(announce_expired_presence(
+                realtime.presence.clone(),
+                settings.realtime.redis_presence_ttl / 4,
+                realtime.shutdown.clone(),
+            ));
+        }
         let attachments = crate::attachments::service(
             &settings.attachments,
             attachment_records,
@@ -273,6 +282,28 @@ fn send_limiter(settings: &Settings) -> crate::limits::SendLimiter {
         }
     });
     limiter
+}
+
+/// Announces, every `every` until `shutdown`, the users whose connections
+/// expired in the presence store. Every node runs it; the store hands each
+/// user to one of them.
+async fn announce_expired_presence(
+    presence: PresenceService,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => match presence.announce_expired().await {
+                Ok(0) => {}
+                Ok(announced) => tracing::info!(announced, "users of lost connections announced offline"),
+                Err(err) => tracing::warn!(error = ?err, "cannot announce expired presence"),
+            },
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -7,6 +7,9 @@
 use std::time::{Duration, Instant};
 
 use adapters_redis::testing::{redis_url, TestPrefix};
+use adapters_redis::{RedisPresence, RedisSettings};
+use chat_app::{ConnectionId, PresenceStore};
+use chat_domain::Sender;
 use chat_domain::{CustomerId, StaffUserId};
 use serde_json::{json, Value};
 
@@ -25,16 +28,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Both nodes with `extra` variables too.
+    async fn start_with(extra: &[(&str, &str)]) -> Self {
         let keys = TestPrefix::new();
         let url = redis_url();
-        let a = TestApp::spawn_with(
-            Db::Postgres,
-            &[
-                ("CHAT_REDIS_URL", url.as_str()),
-                ("CHAT_REDIS_PREFIX", keys.as_str()),
-            ],
-        )
-        .await;
+        let mut env = vec![
+            ("CHAT_REDIS_URL", url.as_str()),
+            ("CHAT_REDIS_PREFIX", keys.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let a = TestApp::spawn_with(Db::Postgres, &env).await;
         let b = a.spawn_peer(&[]).await;
         assert_ne!(a.base, b.base, "two nodes, two ports");
         Self { a, b, keys }
@@ -366,5 +372,73 @@ async fn a_client_that_reconnects_to_the_other_node_resumes_exactly_what_it_miss
     assert_eq!(patient.seqs(&id), (4..=9).collect::<Vec<_>>());
 
     drop((staff, patient));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_of_a_crashed_node_are_announced_offline_once_their_connections_expire() {
+    // Connections are refreshed every 100 ms and count for 400 ms.
+    let cluster = Cluster::start_with(&[
+        ("CHAT_WS_PING_INTERVAL_MS", "100"),
+        ("CHAT_REDIS_PRESENCE_TTL_MS", "400"),
+    ])
+    .await;
+    let b = &cluster.b;
+    let pharmacist = StaffUserId::new_v4();
+    let staff_token = b.staff(pharmacist);
+    let mut staff = Peer::connect(b, &staff_token).await;
+    until_connected(b, 1).await;
+
+    // A third node registers a customer's connection, then dies: nothing
+    // refreshes it and nothing closes it.
+    let customer = CustomerId::new_v4();
+    let crashed = RedisPresence::connect(&RedisSettings {
+        presence_ttl: Duration::from_millis(400),
+        ..RedisSettings::new(redis_url(), cluster.keys.as_str())
+    })
+    .await
+    .expect("Redis is running");
+    crashed
+        .connected(
+            b.tenant,
+            Sender::Customer(customer),
+            ConnectionId::new(),
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("connection recorded");
+    drop(crashed);
+    let query = format!("/api/v1/chat/presence?customer_ids={customer}");
+    assert_eq!(
+        b.get(&query, &staff_token).await.body[0]["status"],
+        "online"
+    );
+
+    let offline = staff
+        .event(|e| e["type"] == "presence" && e["user"] == customer_sender(customer))
+        .await;
+    assert_eq!(offline["status"], "offline");
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let seen = b.get(&query, &staff_token).await;
+    assert_eq!(seen.body[0]["status"], "offline");
+    assert_eq!(seen.body[0]["last_seen_at"], offline["last_seen_at"]);
+    // Both nodes sweep; one announces.
+    staff.settle(Duration::from_millis(500)).await;
+    let announced = staff
+        .events
+        .iter()
+        .filter(|e| e["type"] == "presence" && e["user"] == customer_sender(customer))
+        .count();
+    assert_eq!(announced, 1, "{:?}", staff.events);
+    // The staff member's own connection, refreshed by its node, still counts.
+    let me = b
+        .get(
+            &format!("/api/v1/chat/presence?user_ids={pharmacist}"),
+            &staff_token,
+        )
+        .await;
+    assert_eq!(me.body[0]["status"], "online");
+
+    drop(staff);
     cluster.stop().await;
 }
