@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, the adapter contract suite against
-# SQLite and PostgreSQL, and the end-to-end HTTP tests.
+# Runs the whole test suite: unit tests, the adapter contract suites against
+# SQLite, PostgreSQL, Redis and the file stores, and the end-to-end HTTP and
+# WebSocket tests.
 #
 # PostgreSQL tests create one database per test on the server named by
 # CHAT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
@@ -42,6 +43,40 @@ test.sh: cannot reach PostgreSQL at $CHAT_TEST_DATABASE_URL.
     - install and start one locally (Debian: apt-get install postgresql,
       then pg_ctlcluster <version> main start; trust auth for 127.0.0.1), or
     - point CHAT_TEST_DATABASE_URL at one.
+MSG
+    exit 1
+fi
+
+# Redis, for the cross-node event bus and presence tests (each test uses its
+# own key prefix).
+export CHAT_TEST_REDIS_URL="${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+redis_up() {
+    local hostport="${CHAT_TEST_REDIS_URL#redis://}"
+    hostport="${hostport##*@}"
+    hostport="${hostport%%/*}"
+    if command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -h "${hostport%%:*}" -p "${hostport##*:}" ping >/dev/null 2>&1
+    else
+        (exec 3<>"/dev/tcp/${hostport%%:*}/${hostport##*:}") >/dev/null 2>&1
+    fi
+}
+if ! redis_up && command -v redis-server >/dev/null 2>&1; then
+    echo "test.sh: Redis is not running; starting it on 127.0.0.1:6379" >&2
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null 2>&1 ||
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
+    for _ in $(seq 1 20); do
+        redis_up && break
+        sleep 0.5
+    done
+fi
+if ! redis_up; then
+    cat >&2 <<MSG
+test.sh: cannot reach Redis at $CHAT_TEST_REDIS_URL.
+  The Redis adapter and two-node tests need a Redis (6 or newer). Either
+  install and start one locally (Debian: apt-get install redis-server), or
+  point CHAT_TEST_REDIS_URL at one.
 MSG
     exit 1
 fi

@@ -123,6 +123,18 @@ pub async fn run(socket: WebSocket, principal: Principal, rt: Arc<Realtime>) {
             connection.out.send(WsMessage::Close(Some(frame))),
         )
         .await;
+        // Complete the closing handshake: read (and discard) until the
+        // client's close, briefly. Dropping a socket with unread client data
+        // makes the kernel reset it, and the client would lose our close
+        // frame and the frames before it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     drop(connection.out);
     drop(stream);

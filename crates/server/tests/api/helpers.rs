@@ -101,6 +101,8 @@ impl TestApp {
         env.insert("CHAT_JWT_AUDIENCE".into(), AUDIENCE.into());
         env.insert("CHAT_JWT_ISSUER".into(), ISSUER.into());
         env.insert("CHAT_DB_MAX_CONNECTIONS".into(), "5".into());
+        // Tests send in bulk; the tests of the limit itself turn it on.
+        env.insert("CHAT_SEND_RATE_PER_MINUTE".into(), "0".into());
         if let Db::Postgres = db {
             let url = adapters_postgres::testing::fresh_database(
                 &adapters_postgres::testing::admin_url(),
