@@ -22,12 +22,14 @@
 
 mod attachments;
 mod conversations;
+mod group_commit;
 mod messages;
 mod read_states;
 mod rows;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -47,6 +49,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Concurrent sends share transactions (see `group_commit`); started
+    /// on the first send, on that caller's runtime.
+    group: Arc<OnceLock<group_commit::GroupCommit>>,
 }
 
 impl PostgresStore {
@@ -73,7 +78,10 @@ impl PostgresStore {
     /// [`PostgresStore::migrate`] once before use unless the host applies the
     /// migrations itself.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            group: Arc::default(),
+        }
     }
 
     /// Applies the embedded migrations that are not applied yet. Safe to call

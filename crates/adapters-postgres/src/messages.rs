@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
 use crate::attachments;
+use crate::group_commit::GroupCommit;
 use crate::rows::{self, MESSAGE_COLUMNS, PLAIN};
 use crate::PostgresStore;
 
@@ -73,13 +74,14 @@ impl PostgresStore {
     }
 }
 
-#[async_trait]
-impl MessageRepository for PostgresStore {
+impl PostgresStore {
+    /// The append in a transaction of its own: messages with attachments
+    /// or a `reply_to`, and the fallback of a failed batch.
     #[tracing::instrument(
         skip_all,
         fields(conversation_id = %message.conversation_id, message_id = %message.id, seq, replayed)
     )]
-    async fn append(
+    pub(crate) async fn append_one(
         &self,
         message: &NewMessage,
         reopen: bool,
@@ -227,6 +229,27 @@ impl MessageRepository for PostgresStore {
         tx.commit().await.context("committing the append")?;
         span.record("replayed", false);
         Ok(AppendOutcome::Created(stored))
+    }
+}
+
+#[async_trait]
+impl MessageRepository for PostgresStore {
+    async fn append(
+        &self,
+        message: &NewMessage,
+        reopen: bool,
+    ) -> Result<AppendOutcome, AppendError> {
+        // Plain messages (the bulk of the traffic) go through the group
+        // commit; the rest need checks the batch does not make.
+        if message.attachments.is_empty() && message.reply_to.is_none() {
+            let group = self
+                .group
+                .get_or_init(|| GroupCommit::start(self.pool.clone()));
+            if let Some(outcome) = group.append(message, reopen).await {
+                return outcome;
+            }
+        }
+        self.append_one(message, reopen).await
     }
 
     #[tracing::instrument(skip_all, fields(conversation_id = %id, limit = query.limit, items), err)]

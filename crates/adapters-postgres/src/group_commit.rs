@@ -1,0 +1,490 @@
+//! Group commit of sends: concurrent appends of plain messages (no
+//! attachments, no `reply_to`), of the same or different conversations,
+//! share one transaction and so one WAL flush.
+//!
+//! A commit waits for the disk (a few milliseconds on ordinary storage), so
+//! one transaction per message caps a node at a few hundred commits per
+//! connection and second whatever the CPU could do. Here a collector task
+//! takes whatever sends are waiting, up to [`MAX_BATCH`], and stores them
+//! with a fixed number of set-based statements, while up to
+//! [`CONCURRENT_BATCHES`] batches are in flight; under light load a batch is
+//! one message and costs what a lone transaction costs, under heavy load
+//! batches grow by themselves.
+//!
+//! The guarantees of a single append hold for each message of a batch:
+//!
+//! - `seq` stays gap-free and follows arrival order: a batch holds at most
+//!   one send per conversation (the next waits for a later batch, which
+//!   waits for the lock), locks its conversations in id order (so two
+//!   batches, or a batch and a lone append, never deadlock) and reads their
+//!   `last_seq` under the lock.
+//! - Idempotency: keys already stored replay their original; a key repeated
+//!   within the batch replays the batch's own first message.
+//! - Per-send outcomes: a missing conversation fails that send only. Any
+//!   unexpected failure before the commit rolls the batch back and stores
+//!   its messages one transaction each, so one bad send cannot fail the
+//!   others; a failed commit fails the batch's sends (as a failed commit of
+//!   a lone append fails its send).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chat_app::{AppendError, AppendOutcome};
+use chat_domain::{Message, NewMessage, Seq};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use uuid::Uuid;
+
+use crate::rows::{self, PLAIN};
+use crate::{attachments, PostgresStore};
+
+/// Most messages per transaction.
+pub(crate) const MAX_BATCH: usize = 256;
+/// Batches in flight at once (each holds one pooled connection).
+pub(crate) const CONCURRENT_BATCHES: usize = 4;
+/// Sends waiting for a batch before submitters wait too.
+const QUEUE: usize = 8192;
+
+type Outcome = Result<AppendOutcome, AppendError>;
+/// A conversation's update: tenant, newest seq, its time, reopen.
+type Bump = (Uuid, i64, DateTime<Utc>, bool);
+/// A sender's read marker: (conversation, reader type, reader id) ->
+/// (tenant, seq, time).
+type Markers<'a> = HashMap<(Uuid, &'a str, Uuid), (Uuid, i64, DateTime<Utc>)>;
+
+struct Pending {
+    message: NewMessage,
+    reopen: bool,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// The submitting side of a store's group commit.
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts the collector task on the current runtime. It ends when the
+    /// last [`GroupCommit`] is dropped.
+    pub(crate) fn start(pool: PgPool) -> Self {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(collect(pool, waiting));
+        Self { queue }
+    }
+
+    /// Appends `message` in the next batch; `None` when the collector is
+    /// gone (its runtime shut down) and nothing was submitted.
+    pub(crate) async fn append(&self, message: &NewMessage, reopen: bool) -> Option<Outcome> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send(Pending {
+                message: message.clone(),
+                reopen,
+                done,
+            })
+            .await
+            .ok()?;
+        Some(answer.await.unwrap_or_else(|_| {
+            Err(AppendError::Unexpected(anyhow::anyhow!(
+                "the group commit stopped before answering; the send may or may not be stored"
+            )))
+        }))
+    }
+}
+
+async fn collect(pool: PgPool, mut waiting: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    // Lone appends (the fallback) on a store without a group commit of its
+    // own.
+    let single = PostgresStore::from_pool(pool.clone());
+    // Sends not taken into a batch yet, in arrival order.
+    let mut carried: VecDeque<Pending> = VecDeque::new();
+    loop {
+        if carried.is_empty() {
+            match waiting.recv().await {
+                Some(first) => carried.push_back(first),
+                None => break,
+            }
+        }
+        // While every slot is busy, sends pile up: they make the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        while carried.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(pending) => carried.push_back(pending),
+                Err(_) => break,
+            }
+        }
+        // At most one send per conversation per batch: the next one waits
+        // for a later batch, which waits for this one's lock. Each send is
+        // then acknowledged (and its event published) after the previous
+        // one of its conversation, in order, as with lone appends.
+        let mut batch = Vec::with_capacity(carried.len().min(MAX_BATCH));
+        let mut taken = HashSet::new();
+        let mut later = VecDeque::new();
+        for pending in carried.drain(..) {
+            let conversation = *pending.message.conversation_id.as_uuid();
+            if batch.len() < MAX_BATCH && taken.insert(conversation) {
+                batch.push(pending);
+            } else {
+                taken.insert(conversation);
+                later.push_back(pending);
+            }
+        }
+        carried = later;
+        let pool = pool.clone();
+        let single = single.clone();
+        tokio::spawn(async move {
+            run(&pool, &single, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn run(pool: &PgPool, single: &PostgresStore, batch: Vec<Pending>) {
+    let size = batch.len();
+    let staged = async {
+        let mut tx = pool.begin().await.context("starting a batch")?;
+        let outcomes = stage(&mut tx, &batch).await?;
+        anyhow::Ok((tx, outcomes))
+    }
+    .await;
+    match staged {
+        Ok((tx, outcomes)) => match tx.commit().await {
+            Ok(()) => {
+                tracing::trace!(size, "batch committed");
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = pending.done.send(outcome);
+                }
+            }
+            Err(err) => {
+                let err = anyhow::Error::new(err).context("committing a batch of appends");
+                tracing::error!(error = ?err, size, "batch commit failed");
+                for pending in batch {
+                    let _ = pending
+                        .done
+                        .send(Err(AppendError::Unexpected(anyhow::anyhow!(
+                            "committing a batch of appends failed: {err:#}"
+                        ))));
+                }
+            }
+        },
+        Err(err) => {
+            // Rolled back (the transaction was dropped): store them one by
+            // one, each with its own outcome.
+            tracing::warn!(error = ?err, size, "batch failed before commit: appending one by one");
+            for pending in batch {
+                let outcome = single.append_one(&pending.message, pending.reopen).await;
+                let _ = pending.done.send(outcome);
+            }
+        }
+    }
+}
+
+/// Where a send of the batch stands while the batch is staged.
+enum Slot {
+    Done(Outcome),
+    /// Stored in this batch as message `id`; `created` is false when it
+    /// replays an earlier send of the same batch.
+    Batched {
+        id: Uuid,
+        created: bool,
+    },
+}
+
+/// Runs the batch's statements in `tx` and returns each send's outcome.
+async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<Outcome>> {
+    // 1. Lock every conversation of the batch, in id order.
+    let mut keys: Vec<(Uuid, Uuid)> = batch
+        .iter()
+        .map(|p| {
+            (
+                *p.message.conversation_id.as_uuid(),
+                *p.message.tenant.as_uuid(),
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let (ids, tenants): (Vec<Uuid>, Vec<Uuid>) = keys.into_iter().unzip();
+    let locked: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select c.id, c.last_seq from conversations as c \
+         join unnest($1::uuid[], $2::uuid[]) as k(id, tenant_id) \
+             on c.id = k.id and c.tenant_id = k.tenant_id \
+         order by c.id for no key update of c",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .fetch_all(&mut *tx)
+    .await
+    .context("locking the batch's conversations")?;
+    let mut last_seq: HashMap<Uuid, i64> = locked.into_iter().collect();
+
+    // 2. Keys already stored: under the locks, every earlier send of these
+    // conversations is committed or rolled back.
+    let keyed: Vec<usize> = (0..batch.len())
+        .filter(|&i| {
+            let m = &batch[i].message;
+            m.client_msg_id.is_some() && last_seq.contains_key(m.conversation_id.as_uuid())
+        })
+        .collect();
+    let mut originals: HashMap<usize, Message> = HashMap::new();
+    if !keyed.is_empty() {
+        let column = |f: &dyn Fn(&NewMessage) -> Uuid| -> Vec<Uuid> {
+            keyed.iter().map(|&i| f(&batch[i].message)).collect()
+        };
+        let conversations = column(&|m| *m.conversation_id.as_uuid());
+        let tenants = column(&|m| *m.tenant.as_uuid());
+        let client_msg_ids: Vec<&str> = keyed
+            .iter()
+            .filter_map(|&i| batch[i].message.client_msg_id.as_ref().map(|k| k.as_str()))
+            .collect();
+        let sender_types: Vec<&str> = keyed
+            .iter()
+            .map(|&i| batch[i].message.sender.kind())
+            .collect();
+        let sender_ids: Vec<Option<Uuid>> = keyed
+            .iter()
+            .map(|&i| rows::sender_id(batch[i].message.sender))
+            .collect();
+        let positions: Vec<i32> = keyed
+            .iter()
+            .map(|&i| i32::try_from(i).unwrap_or(i32::MAX))
+            .collect();
+        let found = sqlx::query(
+            "select m.*, k.position from messages as m \
+             join unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::int4[]) \
+                 as k(conversation_id, tenant_id, client_msg_id, sender_type, sender_id, position) \
+                 on m.conversation_id = k.conversation_id and m.client_msg_id = k.client_msg_id \
+                 and m.sender_type = k.sender_type \
+                 and m.sender_id is not distinct from k.sender_id and m.tenant_id = k.tenant_id",
+        )
+        .bind(&conversations)
+        .bind(&tenants)
+        .bind(&client_msg_ids)
+        .bind(&sender_types)
+        .bind(&sender_ids)
+        .bind(&positions)
+        .fetch_all(&mut *tx)
+        .await
+        .context("looking up the batch's client_msg_ids")?;
+        for row in &found {
+            let position: i32 = sqlx::Row::try_get(row, "position").context("reading position")?;
+            let mut original = rows::message(row, &PLAIN)?;
+            attachments::load_into(&mut *tx, original.tenant, &mut [&mut original]).await?;
+            originals.insert(
+                usize::try_from(position).context("negative position")?,
+                original,
+            );
+        }
+    }
+
+    // 3. Seqs in arrival order; repeats of a key within the batch replay
+    // the first.
+    let mut slots = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<(usize, Seq)> = Vec::new();
+    let mut first_of_key: HashMap<(Uuid, &str, &str, Option<Uuid>), Uuid> = HashMap::new();
+    for (i, pending) in batch.iter().enumerate() {
+        let m = &pending.message;
+        let conversation = *m.conversation_id.as_uuid();
+        let Some(last) = last_seq.get_mut(&conversation) else {
+            slots.push(Slot::Done(Err(AppendError::ConversationNotFound)));
+            continue;
+        };
+        if let Some(original) = originals.remove(&i) {
+            slots.push(Slot::Done(Ok(AppendOutcome::Replayed(original))));
+            continue;
+        }
+        if let Some(key) = &m.client_msg_id {
+            let identity = (
+                conversation,
+                key.as_str(),
+                m.sender.kind(),
+                rows::sender_id(m.sender),
+            );
+            if let Some(first) = first_of_key.get(&identity) {
+                slots.push(Slot::Batched {
+                    id: *first,
+                    created: false,
+                });
+                continue;
+            }
+            first_of_key.insert(identity, *m.id.as_uuid());
+        }
+        let seq = rows::seq(*last, "last_seq")?.next();
+        *last = seq.as_i64();
+        fresh.push((i, seq));
+        slots.push(Slot::Batched {
+            id: *m.id.as_uuid(),
+            created: true,
+        });
+    }
+
+    // 4. One insert for every new message.
+    let mut stored: HashMap<Uuid, Message> = HashMap::new();
+    if !fresh.is_empty() {
+        let new = |i: usize| &batch[i].message;
+        let inserted = sqlx::query(&format!(
+            "insert into messages (id, tenant_id, conversation_id, seq, sender_type, sender_id, \
+                 body, client_msg_id, created_at) \
+             select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], \
+                 $6::uuid[], $7::text[], $8::text[], $9::timestamptz[]) \
+             returning {}",
+            rows::MESSAGE_COLUMNS
+        ))
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| *new(i).id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| *new(i).tenant.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| *new(i).conversation_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(_, seq)| seq.as_i64())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| new(i).sender.kind())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| rows::sender_id(new(i).sender))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| new(i).body.as_ref().map(|b| b.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| new(i).client_msg_id.as_ref().map(|k| k.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            fresh
+                .iter()
+                .map(|&(i, _)| new(i).created_at)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("inserting the batch's messages")?;
+        for row in &inserted {
+            let message = rows::message(row, &PLAIN)?;
+            stored.insert(*message.id.as_uuid(), message);
+        }
+
+        // 5. Each conversation once: its newest seq and activity, reopened
+        // when any of its sends asked.
+        let mut bumps: HashMap<Uuid, Bump> = HashMap::new();
+        // 6. Each sender's read marker once, at their newest message.
+        let mut markers: Markers<'_> = HashMap::new();
+        for &(i, seq) in &fresh {
+            let m = new(i);
+            let created_at = stored
+                .get(m.id.as_uuid())
+                .map(|s| s.created_at)
+                .context("an inserted message was not returned")?;
+            let bump = bumps.entry(*m.conversation_id.as_uuid()).or_insert((
+                *m.tenant.as_uuid(),
+                seq.as_i64(),
+                created_at,
+                false,
+            ));
+            bump.1 = bump.1.max(seq.as_i64());
+            if seq.as_i64() == bump.1 {
+                bump.2 = created_at;
+            }
+            bump.3 |= batch[i].reopen;
+            markers.insert(
+                (
+                    *m.conversation_id.as_uuid(),
+                    m.sender.kind(),
+                    rows::reader_id(m.sender),
+                ),
+                (*m.tenant.as_uuid(), seq.as_i64(), created_at),
+            );
+        }
+        let bumps: Vec<_> = bumps.into_iter().collect();
+        sqlx::query(
+            "update conversations as c set last_seq = v.last_seq, updated_at = v.at, \
+                 last_activity_at = v.at, \
+                 status = case when v.reopen then 'open' else c.status end \
+             from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[], $5::bool[]) \
+                 as v(id, tenant_id, last_seq, at, reopen) \
+             where c.id = v.id and c.tenant_id = v.tenant_id",
+        )
+        .bind(bumps.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(bumps.iter().map(|(_, b)| b.0).collect::<Vec<_>>())
+        .bind(bumps.iter().map(|(_, b)| b.1).collect::<Vec<_>>())
+        .bind(bumps.iter().map(|(_, b)| b.2).collect::<Vec<_>>())
+        .bind(bumps.iter().map(|(_, b)| b.3).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .context("bumping the batch's conversations")?;
+        let markers: Vec<_> = markers.into_iter().collect();
+        sqlx::query(
+            "insert into read_states (tenant_id, conversation_id, reader_type, reader_id, \
+                 last_read_seq, last_delivered_seq, updated_at) \
+             select v.tenant_id, v.conversation_id, v.reader_type, v.reader_id, v.seq, v.seq, v.at \
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[], \
+                 $6::timestamptz[]) as v(tenant_id, conversation_id, reader_type, reader_id, seq, at) \
+             on conflict (conversation_id, reader_type, reader_id) do update set \
+                 last_read_seq = greatest(read_states.last_read_seq, excluded.last_read_seq), \
+                 last_delivered_seq = \
+                     greatest(read_states.last_delivered_seq, excluded.last_delivered_seq), \
+                 updated_at = excluded.updated_at",
+        )
+        .bind(markers.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
+        .bind(markers.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
+        .bind(markers.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
+        .bind(markers.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+        .bind(markers.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
+        .bind(markers.iter().map(|(_, v)| v.2).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .context("moving the batch's senders' read markers")?;
+    }
+
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Done(outcome) => Ok(outcome),
+            Slot::Batched { id, created } => {
+                let message = stored
+                    .get(&id)
+                    .cloned()
+                    .context("a batched message was not stored")?;
+                Ok(Ok(if created {
+                    AppendOutcome::Created(message)
+                } else {
+                    AppendOutcome::Replayed(message)
+                }))
+            }
+        })
+        .collect()
+}
