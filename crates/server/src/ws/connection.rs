@@ -201,6 +201,13 @@ impl Connection {
                     };
                     self.last_heard = Instant::now();
                     let result = match message {
+                        // Checked here rather than by tungstenite, which refuses
+                        // an oversized frame after its header and leaves the
+                        // rest unread: closing then resets the connection and
+                        // the client never sees the 1009.
+                        WsMessage::Text(text) if text.len() > self.rt.settings.max_frame_bytes => {
+                            return Some(close(1009, "frame too large"));
+                        }
                         WsMessage::Text(text) => self.on_text(text.as_str()).await,
                         WsMessage::Binary(_) => {
                             self.refuse(None, "binary frames are not supported: send JSON text frames").await

@@ -26,6 +26,11 @@ use crate::config::RealtimeSettings;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Bytes read from a socket at a time.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames this many times the configured limit are cut off unread.
+const HARD_LIMIT_FACTOR: usize = 4;
+
 /// Everything the WebSocket transport needs.
 pub struct Realtime {
     /// This node's connections and event router.
@@ -93,9 +98,15 @@ async fn upgrade(
     if rt.shutdown.is_cancelled() {
         return Err(ApiError::unavailable(anyhow::anyhow!("shutting down")));
     }
-    let limit = rt.settings.max_frame_bytes;
+    // tungstenite only cuts off what is far too large; the connection closes
+    // anything above the configured limit with 1009 once it is read whole.
+    let limit = rt.settings.max_frame_bytes.saturating_mul(HARD_LIMIT_FACTOR);
     let tasks = rt.tasks.clone();
     Ok(ws
+        // tungstenite zero-fills its whole read buffer before every read:
+        // at the default 128 KiB that is 128 KiB of resident memory per
+        // idle socket. Larger frames still grow the buffer as they need.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|err| tracing::debug!(error = %err, "websocket upgrade failed"))
