@@ -3,6 +3,8 @@
 //! schedule; a message counts as delivered when the last staff socket has
 //! it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,7 +31,8 @@ pub struct FanoutResult {
     pub delivered: u64,
     /// Errors: missing or duplicate deliveries, closed sockets, error frames.
     pub errors: u64,
-    /// Seconds to connect every staff socket (and let presence settle).
+    /// Seconds to connect every staff socket and for the presence
+    /// announcements of their arrival to pass.
     pub connect_s: f64,
     /// Scheduled send to the first staff socket having the message.
     pub first_delivery: Summary,
@@ -43,7 +46,40 @@ struct Seen {
     errors: u64,
 }
 
-async fn read_staff(socket: Socket, messages: usize, stop: CancellationToken) -> Seen {
+/// When any staff socket last received a frame, in microseconds since a
+/// shared start: the set-up waits for the presence announcements of the
+/// connection storm to be over before it measures.
+#[derive(Clone)]
+struct Quiet {
+    start: Instant,
+    last_frame_us: Arc<AtomicU64>,
+}
+
+impl Quiet {
+    fn heard(&self) {
+        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_frame_us.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Waits until no frame arrived for `silence` (at most `limit`).
+    async fn wait(&self, silence: Duration, limit: Duration) {
+        let give_up = Instant::now() + limit;
+        loop {
+            tokio::time::sleep(silence / 4).await;
+            let last = Duration::from_micros(self.last_frame_us.load(Ordering::Relaxed));
+            if self.start.elapsed().saturating_sub(last) >= silence || Instant::now() > give_up {
+                return;
+            }
+        }
+    }
+}
+
+async fn read_staff(
+    socket: Socket,
+    messages: usize,
+    stop: CancellationToken,
+    quiet: Quiet,
+) -> Seen {
     let mut seen = Seen {
         arrivals: vec![None; messages],
         errors: 0,
@@ -55,6 +91,7 @@ async fn read_staff(socket: Socket, messages: usize, stop: CancellationToken) ->
             () = stop.cancelled() => break,
             frame = stream.next() => {
                 let now = Instant::now();
+                quiet.heard();
                 let Some(Ok(message)) = frame else {
                     seen.errors += 1;
                     break;
@@ -107,6 +144,10 @@ pub async fn run(
 
     let connect_started = Instant::now();
     let stop = CancellationToken::new();
+    let quiet = Quiet {
+        start: connect_started,
+        last_frame_us: Arc::default(),
+    };
     let urls = (0..staff)
         .map(|i| {
             target
@@ -120,9 +161,10 @@ pub async fn run(
     let readers: Vec<_> = futures::stream::iter(urls)
         .map(|url| {
             let stop = stop.clone();
+            let quiet = quiet.clone();
             async move {
                 let socket = client::connect(&url).await?;
-                anyhow::Ok(tokio::spawn(read_staff(socket, messages, stop)))
+                anyhow::Ok(tokio::spawn(read_staff(socket, messages, stop, quiet)))
             }
         })
         .buffered(32)
@@ -132,8 +174,11 @@ pub async fn run(
         .collect::<anyhow::Result<_>>()
         .context("connecting the staff sockets")?;
     let customer_socket = client::connect(&target.ws_url(0, &customer_token)).await?;
-    // Let the presence announcements drain before measuring.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every staff member's arrival is announced to all the others: let
+    // that storm (N x N presence frames) pass before measuring.
+    quiet
+        .wait(Duration::from_millis(500), Duration::from_secs(120))
+        .await;
     let connect_s = connect_started.elapsed().as_secs_f64();
 
     // Acks and echoes on the customer socket are not what is measured;
