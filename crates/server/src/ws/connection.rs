@@ -447,32 +447,36 @@ impl Connection {
     }
 
     /// Relays typing, throttled: a start at most once per throttle period,
-    /// a stop only after a relayed start.
+    /// a stop only after a relayed start. Access is checked either way, so
+    /// a foreign conversation is refused even when nothing is relayed.
     async fn typing(
         &mut self,
         conversation: ConversationId,
         is_typing: bool,
     ) -> Result<(), ChatError> {
         let now = Instant::now();
-        if is_typing {
-            let relay = self
-                .typing
+        let relay = if is_typing {
+            self.typing
                 .get(&conversation)
                 .and_then(|t| t.relayed_at)
-                .is_none_or(|at| now.duration_since(at) >= self.rt.settings.typing_throttle);
-            if relay {
-                self.rt
-                    .service
-                    .typing(&self.principal, conversation, true)
-                    .await?;
-            } else {
-                // Still check access, so a foreign conversation is refused
-                // even while throttled.
-                self.rt
-                    .service
-                    .get_conversation(&self.principal, conversation)
-                    .await?;
-            }
+                .is_none_or(|at| now.duration_since(at) >= self.rt.settings.typing_throttle)
+        } else {
+            self.typing
+                .remove(&conversation)
+                .is_some_and(|t| t.relayed_at.is_some())
+        };
+        if relay {
+            self.rt
+                .service
+                .typing(&self.principal, conversation, is_typing)
+                .await?;
+        } else {
+            self.rt
+                .service
+                .get_conversation(&self.principal, conversation)
+                .await?;
+        }
+        if is_typing {
             let entry = self.typing.entry(conversation).or_insert(Typing {
                 relayed_at: None,
                 refreshed_at: now,
@@ -481,20 +485,6 @@ impl Connection {
             if relay {
                 entry.relayed_at = Some(now);
             }
-        } else if self
-            .typing
-            .remove(&conversation)
-            .is_some_and(|t| t.relayed_at.is_some())
-        {
-            self.rt
-                .service
-                .typing(&self.principal, conversation, false)
-                .await?;
-        } else {
-            self.rt
-                .service
-                .get_conversation(&self.principal, conversation)
-                .await?;
         }
         Ok(())
     }
