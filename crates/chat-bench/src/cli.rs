@@ -22,8 +22,8 @@ server:
   --jwt-secret S              its CHAT_JWT_SECRET (HS256), to mint staff tokens
   --database-url URL          its database (history seeding)
   --server-pid PID            its process (idle memory)
-  --postgres-url URL          PostgreSQL for fresh databases (default postgres://postgres@127.0.0.1:5432/postgres,
-                              or CHAT_BENCH_POSTGRES_URL)
+  --postgres-url URL          PostgreSQL for fresh databases (default: CHAT_BENCH_POSTGRES_URL, else
+                              CHAT_TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres)
   --pool N                    CHAT_DB_MAX_CONNECTIONS of the server and the baseline pool (default 10)
 
 load:

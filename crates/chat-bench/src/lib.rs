@@ -131,7 +131,9 @@ impl Options {
                 launch,
                 database,
                 database_url: None,
+                // The tests' server when the test script named one.
                 postgres_admin_url: std::env::var("CHAT_BENCH_POSTGRES_URL")
+                    .or_else(|_| std::env::var("CHAT_TEST_DATABASE_URL"))
                     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
                 pool_size: 10,
                 jwt_secret: target::BENCH_JWT_SECRET.to_owned(),
