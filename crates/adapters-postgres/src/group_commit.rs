@@ -6,7 +6,8 @@
 //! one transaction per message caps a node at a few hundred commits per
 //! connection and second whatever the CPU could do. Here a collector task
 //! takes whatever sends are waiting, up to [`MAX_BATCH`], and stores them
-//! with a fixed number of set-based statements, while up to
+//! with a fixed number of set-based statements (lock, idempotency lookup,
+//! one statement that writes everything), while up to
 //! [`CONCURRENT_BATCHES`] batches are in flight; under light load a batch is
 //! one message and costs what a lone transaction costs, under heavy load
 //! batches grow by themselves.
@@ -335,17 +336,68 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
         });
     }
 
-    // 4. One insert for every new message.
+    // 4. One statement writes everything: the new messages, each
+    // conversation once (its newest seq and activity, reopened when any of
+    // its sends asked), each sender's read marker once (at their newest
+    // message).
     let mut stored: HashMap<Uuid, Message> = HashMap::new();
     if !fresh.is_empty() {
         let new = |i: usize| &batch[i].message;
+        let mut bumps: HashMap<Uuid, Bump> = HashMap::new();
+        let mut markers: Markers<'_> = HashMap::new();
+        for &(i, seq) in &fresh {
+            let m = new(i);
+            let bump = bumps.entry(*m.conversation_id.as_uuid()).or_insert((
+                *m.tenant.as_uuid(),
+                seq.as_i64(),
+                m.created_at,
+                false,
+            ));
+            if seq.as_i64() >= bump.1 {
+                bump.1 = seq.as_i64();
+                bump.2 = m.created_at;
+            }
+            bump.3 |= batch[i].reopen;
+            markers.insert(
+                (
+                    *m.conversation_id.as_uuid(),
+                    m.sender.kind(),
+                    rows::reader_id(m.sender),
+                ),
+                (*m.tenant.as_uuid(), seq.as_i64(), m.created_at),
+            );
+        }
+        let bumps: Vec<_> = bumps.into_iter().collect();
+        let markers: Vec<_> = markers.into_iter().collect();
         let inserted = sqlx::query(&format!(
-            "insert into messages (id, tenant_id, conversation_id, seq, sender_type, sender_id, \
-                 body, client_msg_id, created_at) \
-             select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], \
-                 $6::uuid[], $7::text[], $8::text[], $9::timestamptz[]) \
-             returning {}",
-            rows::MESSAGE_COLUMNS
+            "with inserted as ( \
+                 insert into messages (id, tenant_id, conversation_id, seq, sender_type, \
+                     sender_id, body, client_msg_id, created_at) \
+                 select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], \
+                     $5::text[], $6::uuid[], $7::text[], $8::text[], $9::timestamptz[]) \
+                 returning {columns}), \
+             bumped as ( \
+                 update conversations as c set last_seq = v.last_seq, updated_at = v.at, \
+                     last_activity_at = v.at, \
+                     status = case when v.reopen then 'open' else c.status end \
+                 from unnest($10::uuid[], $11::uuid[], $12::int8[], $13::timestamptz[], \
+                     $14::bool[]) as v(id, tenant_id, last_seq, at, reopen) \
+                 where c.id = any($10::uuid[]) and c.id = v.id and c.tenant_id = v.tenant_id), \
+             marked as ( \
+                 insert into read_states (tenant_id, conversation_id, reader_type, reader_id, \
+                     last_read_seq, last_delivered_seq, updated_at) \
+                 select v.tenant_id, v.conversation_id, v.reader_type, v.reader_id, v.seq, \
+                     v.seq, v.at \
+                 from unnest($15::uuid[], $16::uuid[], $17::text[], $18::uuid[], $19::int8[], \
+                     $20::timestamptz[]) \
+                     as v(tenant_id, conversation_id, reader_type, reader_id, seq, at) \
+                 on conflict (conversation_id, reader_type, reader_id) do update set \
+                     last_read_seq = greatest(read_states.last_read_seq, excluded.last_read_seq), \
+                     last_delivered_seq = \
+                         greatest(read_states.last_delivered_seq, excluded.last_delivered_seq), \
+                     updated_at = excluded.updated_at) \
+             select * from inserted",
+            columns = rows::MESSAGE_COLUMNS
         ))
         .bind(
             fresh
@@ -401,84 +453,24 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
                 .map(|&(i, _)| new(i).created_at)
                 .collect::<Vec<_>>(),
         )
-        .fetch_all(&mut *tx)
-        .await
-        .context("inserting the batch's messages")?;
-        for row in &inserted {
-            let message = rows::message(row, &PLAIN)?;
-            stored.insert(*message.id.as_uuid(), message);
-        }
-
-        // 5. Each conversation once: its newest seq and activity, reopened
-        // when any of its sends asked.
-        let mut bumps: HashMap<Uuid, Bump> = HashMap::new();
-        // 6. Each sender's read marker once, at their newest message.
-        let mut markers: Markers<'_> = HashMap::new();
-        for &(i, seq) in &fresh {
-            let m = new(i);
-            let created_at = stored
-                .get(m.id.as_uuid())
-                .map(|s| s.created_at)
-                .context("an inserted message was not returned")?;
-            let bump = bumps.entry(*m.conversation_id.as_uuid()).or_insert((
-                *m.tenant.as_uuid(),
-                seq.as_i64(),
-                created_at,
-                false,
-            ));
-            bump.1 = bump.1.max(seq.as_i64());
-            if seq.as_i64() == bump.1 {
-                bump.2 = created_at;
-            }
-            bump.3 |= batch[i].reopen;
-            markers.insert(
-                (
-                    *m.conversation_id.as_uuid(),
-                    m.sender.kind(),
-                    rows::reader_id(m.sender),
-                ),
-                (*m.tenant.as_uuid(), seq.as_i64(), created_at),
-            );
-        }
-        let bumps: Vec<_> = bumps.into_iter().collect();
-        sqlx::query(
-            "update conversations as c set last_seq = v.last_seq, updated_at = v.at, \
-                 last_activity_at = v.at, \
-                 status = case when v.reopen then 'open' else c.status end \
-             from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[], $5::bool[]) \
-                 as v(id, tenant_id, last_seq, at, reopen) \
-             where c.id = any($1::uuid[]) and c.id = v.id and c.tenant_id = v.tenant_id",
-        )
         .bind(bumps.iter().map(|(id, _)| *id).collect::<Vec<_>>())
         .bind(bumps.iter().map(|(_, b)| b.0).collect::<Vec<_>>())
         .bind(bumps.iter().map(|(_, b)| b.1).collect::<Vec<_>>())
         .bind(bumps.iter().map(|(_, b)| b.2).collect::<Vec<_>>())
         .bind(bumps.iter().map(|(_, b)| b.3).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await
-        .context("bumping the batch's conversations")?;
-        let markers: Vec<_> = markers.into_iter().collect();
-        sqlx::query(
-            "insert into read_states (tenant_id, conversation_id, reader_type, reader_id, \
-                 last_read_seq, last_delivered_seq, updated_at) \
-             select v.tenant_id, v.conversation_id, v.reader_type, v.reader_id, v.seq, v.seq, v.at \
-             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[], \
-                 $6::timestamptz[]) as v(tenant_id, conversation_id, reader_type, reader_id, seq, at) \
-             on conflict (conversation_id, reader_type, reader_id) do update set \
-                 last_read_seq = greatest(read_states.last_read_seq, excluded.last_read_seq), \
-                 last_delivered_seq = \
-                     greatest(read_states.last_delivered_seq, excluded.last_delivered_seq), \
-                 updated_at = excluded.updated_at",
-        )
         .bind(markers.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
         .bind(markers.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
         .bind(markers.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
         .bind(markers.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
         .bind(markers.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
         .bind(markers.iter().map(|(_, v)| v.2).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
-        .context("moving the batch's senders' read markers")?;
+        .context("writing the batch")?;
+        for row in &inserted {
+            let message = rows::message(row, &PLAIN)?;
+            stored.insert(*message.id.as_uuid(), message);
+        }
     }
 
     slots
