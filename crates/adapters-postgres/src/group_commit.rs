@@ -225,20 +225,20 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
     .fetch_all(&mut *tx)
     .await
     .context("locking the batch's conversations")?;
-    // A conversation of another tenant is as missing as one that is not.
-    let locked: Vec<(Uuid, i64)> = locked
+    // Keyed by (conversation, tenant): a send naming another tenant's
+    // conversation finds nothing.
+    let key = |m: &NewMessage| (*m.conversation_id.as_uuid(), *m.tenant.as_uuid());
+    let mut last_seq: HashMap<(Uuid, Uuid), i64> = locked
         .into_iter()
-        .filter(|(id, tenant, _)| keys.binary_search(&(*id, *tenant)).is_ok())
-        .map(|(id, _, last_seq)| (id, last_seq))
+        .map(|(id, tenant, last_seq)| ((id, tenant), last_seq))
         .collect();
-    let mut last_seq: HashMap<Uuid, i64> = locked.into_iter().collect();
 
     // 2. Keys already stored: under the locks, every earlier send of these
     // conversations is committed or rolled back.
     let keyed: Vec<usize> = (0..batch.len())
         .filter(|&i| {
             let m = &batch[i].message;
-            m.client_msg_id.is_some() && last_seq.contains_key(m.conversation_id.as_uuid())
+            m.client_msg_id.is_some() && last_seq.contains_key(&key(m))
         })
         .collect();
     let mut originals: HashMap<usize, Message> = HashMap::new();
@@ -303,7 +303,7 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
     for (i, pending) in batch.iter().enumerate() {
         let m = &pending.message;
         let conversation = *m.conversation_id.as_uuid();
-        let Some(last) = last_seq.get_mut(&conversation) else {
+        let Some(last) = last_seq.get_mut(&key(m)) else {
             slots.push(Slot::Done(Err(AppendError::ConversationNotFound)));
             continue;
         };
@@ -490,4 +490,96 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
             }
         })
         .collect()
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use chat_app::ConversationRepository;
+    use chat_domain::{
+        ClientMsgId, ConversationId, CustomerId, MessageBody, MessageId, NewCustomerConversation,
+        Sender, TenantId,
+    };
+
+    use super::*;
+
+    fn pending(conversation: ConversationId, tenant: TenantId, key: &str) -> Pending {
+        let (done, _) = oneshot::channel();
+        Pending {
+            message: NewMessage {
+                id: MessageId::from_uuid(Uuid::now_v7()),
+                tenant,
+                conversation_id: conversation,
+                sender: Sender::Customer(CustomerId::from_uuid(Uuid::from_u128(7))),
+                body: Some(MessageBody::parse("batched").unwrap()),
+                attachments: Vec::new(),
+                reply_to: None,
+                client_msg_id: Some(ClientMsgId::parse(key).unwrap()),
+                created_at: chrono::Utc::now(),
+            },
+            reopen: false,
+            done,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_gives_each_send_its_own_outcome() {
+        let url = crate::testing::fresh_database(&crate::testing::admin_url())
+            .await
+            .unwrap();
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let tenant = TenantId::from_uuid(Uuid::now_v7());
+        let mut conversations = Vec::new();
+        for _ in 0..2 {
+            let (conversation, _) = store
+                .get_or_create_customer(&NewCustomerConversation {
+                    id: ConversationId::from_uuid(Uuid::now_v7()),
+                    tenant,
+                    customer_id: CustomerId::from_uuid(Uuid::now_v7()),
+                    clinician: None,
+                    now: chrono::Utc::now(),
+                })
+                .await
+                .unwrap();
+            conversations.push(conversation.id);
+        }
+        let other_tenant = TenantId::from_uuid(Uuid::now_v7());
+        let batch = vec![
+            pending(conversations[0], tenant, "a"),
+            pending(conversations[1], tenant, "b"),
+            pending(conversations[0], other_tenant, "c"),
+        ];
+        let mut tx = store.pool.begin().await.unwrap();
+        let outcomes = stage(&mut tx, &batch).await.unwrap();
+        tx.commit().await.unwrap();
+        let seqs: Vec<_> = outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(AppendOutcome::Created(m)) => Some(m.seq.get()),
+                Ok(AppendOutcome::Replayed(_)) => panic!("nothing to replay"),
+                Err(AppendError::ConversationNotFound) => None,
+                Err(err) => panic!("{err}"),
+            })
+            .collect();
+        assert_eq!(seqs, [Some(1), Some(1), None]);
+
+        // The same key again replays the stored message; a new one follows.
+        let again = vec![
+            pending(conversations[0], tenant, "a"),
+            pending(conversations[1], tenant, "d"),
+        ];
+        let mut tx = store.pool.begin().await.unwrap();
+        let outcomes = stage(&mut tx, &again).await.unwrap();
+        tx.commit().await.unwrap();
+        match &outcomes[0] {
+            Ok(AppendOutcome::Replayed(m)) => {
+                assert_eq!(m.id, batch[0].message.id);
+                assert_eq!(m.seq.get(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &outcomes[1] {
+            Ok(AppendOutcome::Created(m)) => assert_eq!(m.seq.get(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
 }
