@@ -28,12 +28,14 @@
 mod attachments;
 mod codec;
 mod conversations;
+mod group_commit;
 mod messages;
 #[cfg(test)]
 mod plans;
 mod read_states;
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -62,6 +64,9 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// Several connections that only ever read.
     read: SqlitePool,
+    /// Concurrent sends share write transactions (see `group_commit`);
+    /// started on the first send, on that caller's runtime.
+    group: Arc<OnceLock<group_commit::GroupCommit>>,
 }
 
 impl SqliteStore {
@@ -111,7 +116,11 @@ impl SqliteStore {
             .connect_with(options.pragma("query_only", "on"))
             .await
             .with_context(|| format!("opening read connections to {}", path.display()))?;
-        Ok(Self { write, read })
+        Ok(Self {
+            write,
+            read,
+            group: Arc::default(),
+        })
     }
 
     /// Checks that both pools can reach the database, for readiness probes.

@@ -1,6 +1,8 @@
 //! [`MessageRepository`] for [`SqliteStore`]: the atomic, idempotent append
 //! and pages of messages by `seq`.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use async_trait::async_trait;
 use chat_app::{
@@ -14,6 +16,7 @@ use uuid::Uuid;
 
 use crate::attachments;
 use crate::codec::{self, MESSAGE_COLUMNS};
+use crate::group_commit::GroupCommit;
 use crate::SqliteStore;
 
 /// A sender's message by `client_msg_id`. The sender and key terms match
@@ -188,15 +191,16 @@ impl From<anyhow::Error> for AppendFailure {
     }
 }
 
-#[async_trait]
-impl MessageRepository for SqliteStore {
+impl SqliteStore {
+    /// The append in a transaction of its own: messages with attachments
+    /// or a `reply_to`, and the fallback of a failed batch.
     // No `err` here: a missing conversation or reply target is an outcome
     // for the use case to report, not a storage failure to log.
     #[tracing::instrument(
         skip_all,
         fields(tenant_id = %message.tenant, conversation_id = %message.conversation_id)
     )]
-    async fn append(
+    pub(crate) async fn append_one(
         &self,
         message: &NewMessage,
         reopen: bool,
@@ -222,6 +226,31 @@ impl MessageRepository for SqliteStore {
                 Err(anyhow::Error::new(err).context("inserting message").into())
             }
         }
+    }
+}
+
+#[async_trait]
+impl MessageRepository for SqliteStore {
+    async fn append(
+        &self,
+        message: &NewMessage,
+        reopen: bool,
+    ) -> Result<AppendOutcome, AppendError> {
+        // Plain messages (the bulk of the traffic) go through the group
+        // commit; the rest need checks the batch does not make.
+        if message.attachments.is_empty() && message.reply_to.is_none() {
+            let group = self.group.get_or_init(|| {
+                GroupCommit::start(Self {
+                    write: self.write.clone(),
+                    read: self.read.clone(),
+                    group: Arc::default(),
+                })
+            });
+            if let Some(outcome) = group.append(message, reopen).await {
+                return outcome;
+            }
+        }
+        self.append_one(message, reopen).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
