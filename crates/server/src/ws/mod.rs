@@ -100,7 +100,10 @@ async fn upgrade(
     }
     // tungstenite only cuts off what is far too large; the connection closes
     // anything above the configured limit with 1009 once it is read whole.
-    let limit = rt.settings.max_frame_bytes.saturating_mul(HARD_LIMIT_FACTOR);
+    let limit = rt
+        .settings
+        .max_frame_bytes
+        .saturating_mul(HARD_LIMIT_FACTOR);
     let tasks = rt.tasks.clone();
     Ok(ws
         // tungstenite zero-fills its whole read buffer before every read:
