@@ -187,8 +187,9 @@ impl Connection {
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut typing = tokio::time::interval(tick);
         loop {
+            // Unbiased: a client streaming frames must not starve its own
+            // deliveries, nor a burst of events its frames.
             tokio::select! {
-                biased;
                 () = self.control.closed() => return Some(close_for(self.control.reason())),
                 incoming = stream.next() => {
                     let message = match incoming {
