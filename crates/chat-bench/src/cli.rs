@@ -35,7 +35,7 @@ load:
   --rates R,R,...             max: offered rates in order
   --max-p99-ms MS             max: p99 send->delivered limit of a step (default 50)
   --staff N,N,...             fanout: staff sockets (default 500,1000,2000)
-  --fanout-messages N         fanout: messages (default 100)
+  --fanout-messages N         fanout: messages (default 300)
   --fanout-interval-ms MS     fanout: time between messages (default 100)
   --connections N,N,...       idle: connections (default 10000)
   --hold S                    idle: seconds to hold before reading memory (default 3)

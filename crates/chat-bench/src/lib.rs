@@ -150,7 +150,7 @@ impl Options {
             ],
             max_p99_ms: 50.0,
             fanout_staff: vec![500, 1000, 2000],
-            fanout_messages: 100,
+            fanout_messages: 300,
             fanout_interval: Duration::from_millis(100),
             idle_connections: vec![10_000],
             idle_hold: Duration::from_secs(3),
