@@ -277,7 +277,7 @@ impl Target {
                     true,
                 )
             }
-            Launch::Running(_) => unreachable!("handled above"),
+            Launch::Running(_) => bail!("a running server is reached, not started"),
         };
         let mut target = Self {
             bases: vec![format!("http://127.0.0.1:{port}")],
