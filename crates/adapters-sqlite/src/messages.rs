@@ -1,8 +1,6 @@
 //! [`MessageRepository`] for [`SqliteStore`]: the atomic, idempotent append
 //! and pages of messages by `seq`.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use async_trait::async_trait;
 use chat_app::{
@@ -239,13 +237,9 @@ impl MessageRepository for SqliteStore {
         // Plain messages (the bulk of the traffic) go through the group
         // commit; the rest need checks the batch does not make.
         if message.attachments.is_empty() && message.reply_to.is_none() {
-            let group = self.group.get_or_init(|| {
-                GroupCommit::start(Self {
-                    write: self.write.clone(),
-                    read: self.read.clone(),
-                    group: Arc::default(),
-                })
-            });
+            let group = self
+                .group
+                .get_or_init(|| GroupCommit::start(self.without_group_commit()));
             if let Some(outcome) = group.append(message, reopen).await {
                 return outcome;
             }
