@@ -443,7 +443,7 @@ async fn run_max(options: &Options, baseline: Option<f64>) -> anyhow::Result<Out
         println!("chart: {}", path.display());
     }
     Ok(Outcome::Max(report::MaxOutcome {
-        checks: report::max_checks(database, best.map(|b| b.1), ratio),
+        checks: report::max_checks(database, best.map(|b| b.0), ratio),
         p99_limit_ms: options.max_p99_ms,
         best_offered_rate: best.map(|b| b.0),
         best_achieved_rate: best.map(|b| b.1),

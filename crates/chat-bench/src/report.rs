@@ -220,7 +220,10 @@ pub fn pairs_checks(database: Database, result: &StepResult) -> Vec<Check> {
     checks
 }
 
-/// The checks of a `max` ramp.
+/// The checks of a `max` ramp: `best` is the highest offered rate held
+/// with nothing lost (what was delivered per second is a hair lower, as
+/// the last deliveries land after the schedule ends), `ratio` what was
+/// delivered against the baseline.
 pub fn max_checks(database: Database, best: Option<f64>, ratio: Option<f64>) -> Vec<Check> {
     match database {
         Database::Postgres => vec![Check::new(
