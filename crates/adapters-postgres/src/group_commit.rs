@@ -27,15 +27,16 @@
 //!   others; a failed commit fails the batch's sends (as a failed commit of
 //!   a lone append fails its send).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use chat_app::append_batch::{self, Outcome, Pending};
 use chat_app::{AppendError, AppendOutcome};
 use chat_domain::{Message, NewMessage, Seq};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::rows::{self, PLAIN};
@@ -51,95 +52,49 @@ pub(crate) const CONCURRENT_BATCHES: usize = 2;
 /// Sends waiting for a batch before submitters wait too.
 const QUEUE: usize = 8192;
 
-type Outcome = Result<AppendOutcome, AppendError>;
 /// A conversation's update: tenant, newest seq, its time, reopen.
 type Bump = (Uuid, i64, DateTime<Utc>, bool);
 /// A sender's read marker: (conversation, reader type, reader id) ->
 /// (tenant, seq, time).
 type Markers<'a> = HashMap<(Uuid, &'a str, Uuid), (Uuid, i64, DateTime<Utc>)>;
 
-struct Pending {
-    message: NewMessage,
-    reopen: bool,
-    done: oneshot::Sender<Outcome>,
-}
-
 /// The submitting side of a store's group commit.
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+    submitter: append_batch::Submitter,
 }
 
 impl GroupCommit {
     /// Starts the collector task on the current runtime. It ends when the
     /// last [`GroupCommit`] is dropped.
     pub(crate) fn start(pool: PgPool) -> Self {
-        let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(collect(pool, waiting));
-        Self { queue }
+        let (submitter, collector) = append_batch::channel(QUEUE, MAX_BATCH);
+        tokio::spawn(collect(pool, collector));
+        Self { submitter }
     }
 
     /// Appends `message` in the next batch; `None` when the collector is
     /// gone (its runtime shut down) and nothing was submitted.
     pub(crate) async fn append(&self, message: &NewMessage, reopen: bool) -> Option<Outcome> {
-        let (done, answer) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                message: message.clone(),
-                reopen,
-                done,
-            })
-            .await
-            .ok()?;
-        Some(answer.await.unwrap_or_else(|_| {
-            Err(AppendError::Unexpected(anyhow::anyhow!(
-                "the group commit stopped before answering; the send may or may not be stored"
-            )))
-        }))
+        self.submitter.append(message, reopen).await
     }
 }
 
-async fn collect(pool: PgPool, mut waiting: mpsc::Receiver<Pending>) {
+async fn collect(pool: PgPool, mut collector: append_batch::Collector) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
     // Lone appends (the fallback) on a store without a group commit of its
     // own.
     let single = PostgresStore::from_pool(pool.clone());
-    // Sends not taken into a batch yet, in arrival order.
-    let mut carried: VecDeque<Pending> = VecDeque::new();
-    loop {
-        if carried.is_empty() {
-            match waiting.recv().await {
-                Some(first) => carried.push_back(first),
-                None => break,
-            }
-        }
+    while collector.ready().await {
         // While every slot is busy, sends pile up: they make the next batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        while carried.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(pending) => carried.push_back(pending),
-                Err(_) => break,
-            }
-        }
         // At most one send per conversation per batch: the next one waits
         // for a later batch, which waits for this one's lock. Each send is
         // then acknowledged (and its event published) after the previous
         // one of its conversation, in order, as with lone appends.
-        let mut batch = Vec::with_capacity(carried.len().min(MAX_BATCH));
-        let mut taken = HashSet::new();
-        let mut later = VecDeque::new();
-        for pending in carried.drain(..) {
-            let conversation = *pending.message.conversation_id.as_uuid();
-            if batch.len() < MAX_BATCH && taken.insert(conversation) {
-                batch.push(pending);
-            } else {
-                taken.insert(conversation);
-                later.push_back(pending);
-            }
-        }
-        carried = later;
+        let batch = collector.take_batch();
         let pool = pool.clone();
         let single = single.clone();
         tokio::spawn(async move {
@@ -503,7 +458,7 @@ mod tests {
     use super::*;
 
     fn pending(conversation: ConversationId, tenant: TenantId, key: &str) -> Pending {
-        let (done, _) = oneshot::channel();
+        let (done, _) = tokio::sync::oneshot::channel();
         Pending {
             message: NewMessage {
                 id: MessageId::from_uuid(Uuid::now_v7()),

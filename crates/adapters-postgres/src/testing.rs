@@ -39,11 +39,22 @@ pub fn admin_url() -> String {
 /// # Errors
 /// When the server cannot be reached or refuses to create the database.
 pub async fn fresh_database(admin_url: &str) -> anyhow::Result<String> {
-    let name = format!("chat_test_{}", Uuid::now_v7().simple());
+    let name = create_database(admin_url, "chat_test").await?;
+    Ok(with_database(admin_url, &name))
+}
+
+/// Creates an empty database `<prefix>_<uuid v7>` on the server of
+/// `admin_url` and returns its name.
+///
+/// # Errors
+/// When the server cannot be reached or refuses to create the database.
+pub async fn create_database(admin_url: &str, prefix: &str) -> anyhow::Result<String> {
+    let name = format!("{prefix}_{}", Uuid::now_v7().simple());
     let mut admin = PgConnection::connect(admin_url)
         .await
         .context("connecting to the admin database")?;
-    // The name is ours (hex digits only), never input: quoting it is enough.
+    // The name is ours (a fixed prefix and hex digits), never input: quoting
+    // it is enough.
     admin
         .execute(format!(r#"create database "{name}""#).as_str())
         .await
@@ -52,12 +63,23 @@ pub async fn fresh_database(admin_url: &str) -> anyhow::Result<String> {
         .close()
         .await
         .context("closing the admin connection")?;
-    Ok(with_database(admin_url, &name))
+    Ok(name)
+}
+
+/// Drops database `name` on the server of `admin_url` (best effort, for
+/// clean-up).
+pub async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
+        let _ = admin
+            .execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str())
+            .await;
+        let _ = admin.close().await;
+    }
 }
 
 /// `url` with its database (path) replaced by `database`, keeping the
 /// scheme, credentials, host and query options.
-fn with_database(url: &str, database: &str) -> String {
+pub fn with_database(url: &str, database: &str) -> String {
     let (base, options) = match url.split_once('?') {
         Some((base, options)) => (base, Some(options)),
         None => (url, None),

@@ -22,14 +22,15 @@
 //!   its messages one transaction each; a failed commit fails the batch's
 //!   sends.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
+use chat_app::append_batch::{self, Outcome, Pending};
 use chat_app::{AppendError, AppendOutcome};
 use chat_domain::{Message, NewMessage};
 use serde_json::{json, Value};
 use sqlx::SqliteConnection;
-use tokio::sync::{mpsc, oneshot};
+
 use uuid::Uuid;
 
 use crate::codec::{self, MESSAGE_COLUMNS};
@@ -40,18 +41,10 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// Sends waiting for a batch before submitters wait too.
 const QUEUE: usize = 8192;
 
-type Outcome = Result<AppendOutcome, AppendError>;
-
-struct Pending {
-    message: NewMessage,
-    reopen: bool,
-    done: oneshot::Sender<Outcome>,
-}
-
 /// The submitting side of a store's group commit.
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+    submitter: append_batch::Submitter,
 }
 
 impl GroupCommit {
@@ -59,63 +52,23 @@ impl GroupCommit {
     /// `store` (whose own group commit it never uses). It ends when the last
     /// [`GroupCommit`] is dropped.
     pub(crate) fn start(store: SqliteStore) -> Self {
-        let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(collect(store, waiting));
-        Self { queue }
+        let (submitter, collector) = append_batch::channel(QUEUE, MAX_BATCH);
+        tokio::spawn(collect(store, collector));
+        Self { submitter }
     }
 
     /// Appends `message` in the next batch; `None` when the collector is
     /// gone (its runtime shut down) and nothing was submitted.
     pub(crate) async fn append(&self, message: &NewMessage, reopen: bool) -> Option<Outcome> {
-        let (done, answer) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                message: message.clone(),
-                reopen,
-                done,
-            })
-            .await
-            .ok()?;
-        Some(answer.await.unwrap_or_else(|_| {
-            Err(AppendError::Unexpected(anyhow::anyhow!(
-                "the group commit stopped before answering; the send may or may not be stored"
-            )))
-        }))
+        self.submitter.append(message, reopen).await
     }
 }
 
-async fn collect(store: SqliteStore, mut waiting: mpsc::Receiver<Pending>) {
-    // Sends not taken into a batch yet, in arrival order.
-    let mut carried: VecDeque<Pending> = VecDeque::new();
-    loop {
-        if carried.is_empty() {
-            match waiting.recv().await {
-                Some(first) => carried.push_back(first),
-                None => break,
-            }
-        }
-        while carried.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(pending) => carried.push_back(pending),
-                Err(_) => break,
-            }
-        }
-        let mut batch = Vec::with_capacity(carried.len().min(MAX_BATCH));
-        let mut taken = HashSet::new();
-        let mut later = VecDeque::new();
-        for pending in carried.drain(..) {
-            let conversation = *pending.message.conversation_id.as_uuid();
-            if batch.len() < MAX_BATCH && taken.insert(conversation) {
-                batch.push(pending);
-            } else {
-                taken.insert(conversation);
-                later.push_back(pending);
-            }
-        }
-        carried = later;
+async fn collect(store: SqliteStore, mut collector: append_batch::Collector) {
+    while collector.ready().await {
         // One writer: the batch runs here, and the next one gathers
         // meanwhile in the channel.
-        run(&store, batch).await;
+        run(&store, collector.take_batch()).await;
     }
 }
 
@@ -333,7 +286,7 @@ mod tests {
     use super::*;
 
     fn pending(conversation: ConversationId, tenant: TenantId, key: &str) -> Pending {
-        let (done, _) = oneshot::channel();
+        let (done, _) = tokio::sync::oneshot::channel();
         Pending {
             message: NewMessage {
                 id: MessageId::from_uuid(Uuid::now_v7()),

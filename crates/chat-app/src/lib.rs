@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod append_batch;
 mod attachments;
 #[cfg(feature = "contract-tests")]
 pub mod contract;

@@ -557,6 +557,22 @@ impl ChatService {
         Ok(())
     }
 
+    /// Checks that `principal` may write in conversation `id` (what
+    /// [`ChatService::typing`] checks), without doing anything: for
+    /// transports that answer a throttled or redundant frame.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`]; [`ChatError::Unexpected`].
+    pub async fn check_participant(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+    ) -> Result<(), ChatError> {
+        self.authorized(principal, id, Action::Send)
+            .await
+            .map(|_| ())
+    }
+
     /// Every participant's read and delivered markers in conversation `id`:
     /// from them a sender derives the sent / delivered / read status of
     /// each message (delivered once another participant's delivered marker

@@ -455,6 +455,32 @@ impl ChatService {
             .await?)
     }
 
+    /// Loads message `message_id` of conversation `id` and checks that
+    /// `principal` may make `change` to it: an edit needs the right to send
+    /// in the conversation, a deletion the right to read it, and both the
+    /// message rules of [`authorize_message_change`].
+    async fn changeable_message(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        message_id: MessageId,
+        change: MessageChange,
+    ) -> Result<(Conversation, Message), ChatError> {
+        let action = match change {
+            MessageChange::Edit => Action::Send,
+            MessageChange::Delete => Action::Read,
+        };
+        let conversation = self.authorized(principal, id, action).await?;
+        let message = self
+            .ports
+            .messages
+            .find_message(principal.tenant(), id, message_id)
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        authorize_message_change(principal, &conversation, &message, change)?;
+        Ok((conversation, message))
+    }
+
     /// Replaces the text of one of the principal's own messages.
     ///
     /// # Errors
@@ -469,14 +495,9 @@ impl ChatService {
         message_id: MessageId,
         body: MessageBody,
     ) -> Result<Message, ChatError> {
-        let conversation = self.authorized(principal, id, Action::Send).await?;
-        let message = self
-            .ports
-            .messages
-            .find_message(principal.tenant(), id, message_id)
-            .await?
-            .ok_or(ChatError::NotFound)?;
-        authorize_message_change(principal, &conversation, &message, MessageChange::Edit)?;
+        let (conversation, message) = self
+            .changeable_message(principal, id, message_id, MessageChange::Edit)
+            .await?;
         if message.deleted_at.is_some() {
             return Err(ChatError::Conflict("the message was deleted".into()));
         }
@@ -519,14 +540,9 @@ impl ChatService {
         id: ConversationId,
         message_id: MessageId,
     ) -> Result<Message, ChatError> {
-        let conversation = self.authorized(principal, id, Action::Read).await?;
-        let message = self
-            .ports
-            .messages
-            .find_message(principal.tenant(), id, message_id)
-            .await?
-            .ok_or(ChatError::NotFound)?;
-        authorize_message_change(principal, &conversation, &message, MessageChange::Delete)?;
+        let (conversation, message) = self
+            .changeable_message(principal, id, message_id, MessageChange::Delete)
+            .await?;
         if message.deleted_at.is_some() {
             return Ok(message);
         }

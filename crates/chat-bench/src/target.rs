@@ -12,7 +12,6 @@ use anyhow::{bail, Context};
 use chat_domain::{CustomerId, StaffUserId, TenantId};
 use chat_server::config::{JwtAlgorithm, Settings, StaffJwtSettings};
 use serde_json::{json, Value};
-use sqlx::{Connection as _, Executor as _, PgConnection};
 
 /// The store the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -113,52 +112,16 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// `url` with its path (database name) replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, options) = match url.split_once('?') {
-        Some((base, options)) => (base, Some(options)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{database}", &base[..path]);
-    if let Some(options) = options {
-        out.push('?');
-        out.push_str(options);
-    }
-    out
-}
+pub use adapters_postgres::testing::{drop_database, with_database};
 
 /// Creates an empty database `chat_bench_<uuid>` and returns its name.
 ///
 /// # Errors
 /// When PostgreSQL cannot be reached or refuses.
 pub async fn create_database(admin_url: &str) -> anyhow::Result<String> {
-    let name = format!("chat_bench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(admin_url)
+    adapters_postgres::testing::create_database(admin_url, "chat_bench")
         .await
-        .with_context(|| "connecting to PostgreSQL (--postgres-url) to create a database")?;
-    admin
-        .execute(format!(r#"create database "{name}""#).as_str())
-        .await
-        .with_context(|| format!("creating database {name}"))?;
-    admin
-        .close()
-        .await
-        .context("closing the admin connection")?;
-    Ok(name)
-}
-
-/// Drops a database made by [`create_database`] (best effort).
-pub async fn drop_database(admin_url: &str, name: &str) {
-    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
-        let _ = admin
-            .execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str())
-            .await;
-        let _ = admin.close().await;
-    }
+        .context("creating a database on --postgres-url")
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -99,12 +99,14 @@ impl Application {
             staff: StaffVerifier::new(&settings.staff_jwt)?,
             customers: CustomerTokens::new(&settings.customer_token_secret),
         };
+        // One service for every transport (it is a set of shared ports).
+        let service = ChatService::new(ports.clone());
         let shutdown = CancellationToken::new();
         let hub = Hub::new(ports.messages.clone());
         tokio::spawn(hub.clone().run(bus.subscribe(), shutdown.clone()));
         let realtime = Arc::new(Realtime {
             hub,
-            service: ChatService::new(ports.clone()),
+            service: service.clone(),
             presence: PresenceService::new(presence_store, events, Arc::new(SystemClock)),
             settings: settings.realtime.clone(),
             shutdown,
@@ -120,19 +122,16 @@ impl Application {
                 realtime.shutdown.clone(),
             ));
         }
-        let attachments = crate::attachments::service(
-            &settings.attachments,
-            attachment_records,
-            ChatService::new(ports.clone()),
-        )
-        .await?;
+        let attachments =
+            crate::attachments::service(&settings.attachments, attachment_records, service.clone())
+                .await?;
         crate::attachments::spawn_orphan_sweeper(
             attachments.clone(),
             &settings.attachments,
             realtime.shutdown.clone(),
         );
         let state = AppState {
-            service: ChatService::new(ports),
+            service,
             auth: Arc::new(auth),
             readiness,
             customer_token_max_ttl: settings.customer_token_max_ttl,

@@ -474,7 +474,7 @@ impl Connection {
         } else {
             self.rt
                 .service
-                .get_conversation(&self.principal, conversation)
+                .check_participant(&self.principal, conversation)
                 .await?;
         }
         if is_typing {

@@ -221,6 +221,20 @@ impl Hub {
         }
     }
 
+    /// Queues `frame` for every connection that may read `conversation`.
+    fn to_readers(&self, conversation: &Conversation, frame: Frame) {
+        let out = Outbound {
+            conversation: None,
+            seq: None,
+            frame,
+        };
+        self.fan_out(
+            conversation.tenant,
+            |principal| authorize(principal, conversation, Action::Read).is_ok(),
+            &out,
+        );
+    }
+
     fn deliver_message(&self, conversation: &Conversation, message: Message) {
         let seq = message.seq.get();
         let out = Outbound {
@@ -336,31 +350,15 @@ impl Hub {
                 } else {
                     "message_updated"
                 };
-                let out = Outbound {
-                    conversation: None,
-                    seq: None,
-                    frame: protocol::event(kind, json!({"message": MessageDto::from(message)})),
-                };
-                self.fan_out(
-                    conversation.tenant,
-                    |principal| authorize(principal, &conversation, Action::Read).is_ok(),
-                    &out,
-                );
+                let frame = protocol::event(kind, json!({"message": MessageDto::from(message)}));
+                self.to_readers(&conversation, frame);
             }
             ChatEvent::ConversationUpdated { conversation } => {
-                let out = Outbound {
-                    conversation: None,
-                    seq: None,
-                    frame: protocol::event(
-                        "conversation_updated",
-                        json!({"conversation": ConversationDto::from(conversation.clone())}),
-                    ),
-                };
-                self.fan_out(
-                    conversation.tenant,
-                    |principal| authorize(principal, &conversation, Action::Read).is_ok(),
-                    &out,
+                let frame = protocol::event(
+                    "conversation_updated",
+                    json!({"conversation": ConversationDto::from(conversation.clone())}),
                 );
+                self.to_readers(&conversation, frame);
             }
             ChatEvent::ReceiptMoved {
                 conversation,
@@ -371,24 +369,16 @@ impl Hub {
                     Receipt::Read => ("read", state.last_read_seq),
                     Receipt::Delivered => ("delivered", state.last_delivered_seq),
                 };
-                let out = Outbound {
-                    conversation: None,
-                    seq: None,
-                    frame: protocol::event(
-                        kind,
-                        json!({
-                            "conversation_id": conversation.id.to_string(),
-                            "reader": protocol::sender(state.reader),
-                            "up_to_seq": up_to.get(),
-                            "at": time(state.updated_at),
-                        }),
-                    ),
-                };
-                self.fan_out(
-                    conversation.tenant,
-                    |principal| authorize(principal, &conversation, Action::Read).is_ok(),
-                    &out,
+                let frame = protocol::event(
+                    kind,
+                    json!({
+                        "conversation_id": conversation.id.to_string(),
+                        "reader": protocol::sender(state.reader),
+                        "up_to_seq": up_to.get(),
+                        "at": time(state.updated_at),
+                    }),
                 );
+                self.to_readers(&conversation, frame);
             }
             ChatEvent::Typing {
                 conversation,
@@ -407,6 +397,7 @@ impl Hub {
                         }),
                     ),
                 };
+                // The other participants only.
                 self.fan_out(
                     conversation.tenant,
                     |principal| {
