@@ -1,13 +1,22 @@
 //! One WebSocket connection: a reader loop that handles client frames, hub
-//! events, heartbeats and typing expiry under one `select!`, and a writer
-//! task that owns the socket's sending half.
+//! events, the connection's sends, heartbeats and typing expiry under one
+//! `select!`, and a writer task that owns the socket's sending half.
+//!
+//! Sends are stored one at a time, in the order they came, while the loop
+//! goes on forwarding events: a client's own sends never hold up what it
+//! receives. Only the echo of a pending send (and what follows it in that
+//! conversation) waits, so that the sender gets its `ack` first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use chat_app::{ChatError, ConnectionId, MessageCursor, PageLimit, Receipt, SendMessage};
+use chat_app::{
+    ChatError, ConnectionId, MessageCursor, PageLimit, Receipt, SendMessage, SendOutcome,
+};
 use chat_domain::{
     AttachmentId, ClientMsgId, ConversationId, MessageBody, MessageId, PresenceStatus, Principal,
     Seq,
@@ -15,9 +24,10 @@ use chat_domain::{
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use sync_wrapper::SyncWrapper;
 use tokio::sync::mpsc;
 
-use super::hub::{CloseReason, ConnControl, Outbound};
+use super::hub::{CloseReason, ConnControl, EchoKey, Outbound};
 use super::protocol::{self, ClientFrame, Frame};
 use super::Realtime;
 use crate::dto::MessageDto;
@@ -30,6 +40,11 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames waiting for the writer.
 const WRITER_QUEUE: usize = 64;
+/// Sends received and not yet stored, per connection; beyond it the client's
+/// next frames wait in the socket (events keep flowing).
+const SEND_QUEUE: usize = 32;
+/// How long a closing connection waits for the sends it already received.
+const SEND_DRAIN: Duration = Duration::from_secs(5);
 
 /// What this connection has sent of one conversation: every `seq` from
 /// `lo` to `hi` (contiguous, as the hub delivers in order).
@@ -47,6 +62,88 @@ struct Typing {
 /// The writer half went away: the connection is over.
 struct Gone;
 
+/// A send received from the client, validated, waiting for its turn.
+struct SendJob {
+    request_id: Option<Value>,
+    conversation: ConversationId,
+    echo: Option<EchoKey>,
+    request: SendMessage,
+}
+
+type SendFuture = Pin<Box<dyn Future<Output = Result<SendOutcome, ChatError>> + Send>>;
+
+/// The send being stored.
+struct Running {
+    job: SendJob,
+    future: SyncWrapper<SendFuture>,
+}
+
+/// The connection's sends: one running, the rest queued in arrival order.
+#[derive(Default)]
+struct Sends {
+    running: Option<Running>,
+    queued: VecDeque<SendJob>,
+}
+
+/// Events held back, per conversation, behind the echo of a send of this
+/// connection that is not acked yet: the echo and whatever follows it in
+/// its conversation, in order.
+#[derive(Default)]
+struct Held(HashMap<ConversationId, Vec<Outbound>>);
+
+impl Held {
+    /// Returns `out` when it may be delivered now, or keeps it.
+    fn offer(&mut self, out: Outbound, sends: &Sends) -> Option<Outbound> {
+        let Some(conversation) = out.conversation else {
+            return Some(out);
+        };
+        if let Some(held) = self.0.get_mut(&conversation) {
+            held.push(out);
+            return None;
+        }
+        if out
+            .echo
+            .is_some_and(|echo| sends.pending(conversation, echo))
+        {
+            self.0.insert(conversation, vec![out]);
+            return None;
+        }
+        Some(out)
+    }
+
+    /// What was held for `conversation`, to be offered again (after an ack).
+    fn release(&mut self, conversation: ConversationId) -> Vec<Outbound> {
+        self.0.remove(&conversation).unwrap_or_default()
+    }
+}
+
+impl Sends {
+    fn jobs(&self) -> impl Iterator<Item = &SendJob> {
+        self.running.iter().map(|r| &r.job).chain(&self.queued)
+    }
+
+    fn has_room(&self) -> bool {
+        self.queued.len() < SEND_QUEUE
+    }
+
+    /// Whether `echo` is the key of a send of this connection not yet acked.
+    fn pending(&self, conversation: ConversationId, echo: EchoKey) -> bool {
+        self.jobs()
+            .any(|job| job.conversation == conversation && job.echo == Some(echo))
+    }
+
+    /// Completes when the running send does (never when none runs); cancel
+    /// safe: the send stays where it is until it has completed.
+    async fn finished(running: &mut Option<Running>) -> (SendJob, Result<SendOutcome, ChatError>) {
+        let Some(current) = running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = current.future.get_mut().as_mut().await;
+        let done = running.take().map(|r| r.job);
+        (done.expect("the running send is still there"), result)
+    }
+}
+
 struct Connection {
     id: ConnectionId,
     principal: Principal,
@@ -55,6 +152,8 @@ struct Connection {
     control: ConnControl,
     tracks: HashMap<ConversationId, Track>,
     typing: HashMap<ConversationId, Typing>,
+    sends: Sends,
+    held: Held,
     errors: u32,
     errors_since: Instant,
     last_heard: Instant,
@@ -109,6 +208,8 @@ pub async fn run(socket: WebSocket, principal: Principal, rt: Arc<Realtime>) {
         control,
         tracks: HashMap::new(),
         typing: HashMap::new(),
+        sends: Sends::default(),
+        held: Held::default(),
         errors: 0,
         errors_since: now,
         last_heard: now,
@@ -116,6 +217,9 @@ pub async fn run(socket: WebSocket, principal: Principal, rt: Arc<Realtime>) {
     tracing::debug!(connection = %id, "websocket open");
     let close_frame = connection.serve(&mut stream, &mut events).await;
     rt.hub.unregister(principal.tenant(), id);
+    // What the client sent is stored (and, on a clean close, acked) before
+    // the socket goes.
+    connection.drain_sends().await;
     connection.stop_typing().await;
     if let Some(frame) = close_frame {
         let _ = tokio::time::timeout(
@@ -166,6 +270,38 @@ async fn write_loop(
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
+/// Validates a `send_message` frame into a send of `principal`.
+fn send_job(
+    request_id: Option<Value>,
+    principal: &Principal,
+    frame: protocol::SendMessageFrame,
+) -> Result<SendJob, ChatError> {
+    let body = frame
+        .body
+        .as_deref()
+        .map(MessageBody::parse)
+        .transpose()
+        .map_err(|e| ChatError::Invalid(format!("body: {e}")))?;
+    let client_msg_id =
+        ClientMsgId::parse(&frame.client_msg_id).map_err(|e| ChatError::Invalid(e.to_string()))?;
+    Ok(SendJob {
+        request_id,
+        conversation: ConversationId::from_uuid(frame.conversation_id),
+        echo: Some(EchoKey::new(principal.as_sender(), &client_msg_id)),
+        request: SendMessage {
+            body,
+            attachment_ids: frame
+                .attachment_ids
+                .unwrap_or_default()
+                .into_iter()
+                .map(AttachmentId::from_uuid)
+                .collect(),
+            reply_to: frame.reply_to.map(MessageId::from_uuid),
+            client_msg_id: Some(client_msg_id),
+        },
+    })
+}
+
 fn is_too_large(err: &axum::Error) -> bool {
     let text = err.to_string();
     text.contains("Space limit exceeded")
@@ -191,7 +327,14 @@ impl Connection {
             // deliveries, nor a burst of events its frames.
             tokio::select! {
                 () = self.control.closed() => return Some(close_for(self.control.reason())),
-                incoming = stream.next() => {
+                (job, result) = Sends::finished(&mut self.sends.running) => {
+                    match self.sent(job, result).await {
+                        Ok(None) => {}
+                        Ok(Some(frame)) => return Some(frame),
+                        Err(Gone) => return None,
+                    }
+                }
+                incoming = stream.next(), if self.sends.has_room() => {
                     let message = match incoming {
                         None => return None,
                         Some(Err(err)) if is_too_large(&err) => {
@@ -259,8 +402,18 @@ impl Connection {
             .await
     }
 
-    /// Queues a hub event, dropping messages a `resume` already replayed.
+    /// Queues a hub event, unless it is the echo of a send of this
+    /// connection not acked yet, or follows such an echo in its
+    /// conversation: those wait for the ack ([`Connection::sent`]).
     async fn forward(&mut self, out: Outbound) -> Result<(), Gone> {
+        match self.held.offer(out, &self.sends) {
+            Some(out) => self.deliver(out).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Queues an event, dropping messages a `resume` already replayed.
+    async fn deliver(&mut self, out: Outbound) -> Result<(), Gone> {
         if let (Some(conversation), Some(seq)) = (out.conversation, out.seq) {
             match self.tracks.get_mut(&conversation) {
                 None => {
@@ -325,7 +478,15 @@ impl Connection {
                         format!("too many messages: retry in {} ms", wait.as_millis().max(1));
                     return self.fail(rid, "rate_limited", &message).await;
                 }
-                self.send_message(rid, frame).await
+                match send_job(request_id.clone(), &self.principal, frame) {
+                    Ok(job) => {
+                        // Answered when stored, by `sent`.
+                        self.sends.queued.push_back(job);
+                        self.start_next_send();
+                        return Ok(None);
+                    }
+                    Err(err) => Err(err),
+                }
             }
             ClientFrame::Typing(frame) => self
                 .typing(
@@ -368,52 +529,84 @@ impl Connection {
         }
     }
 
-    async fn send_message(
-        &mut self,
-        rid: Option<&Value>,
-        frame: protocol::SendMessageFrame,
-    ) -> Result<Frame, ChatError> {
-        let invalid = |e: &dyn std::fmt::Display| ChatError::Invalid(e.to_string());
-        let body = frame
-            .body
-            .as_deref()
-            .map(MessageBody::parse)
-            .transpose()
-            .map_err(|e| ChatError::Invalid(format!("body: {e}")))?;
-        let client_msg_id = ClientMsgId::parse(&frame.client_msg_id).map_err(|e| invalid(&e))?;
-        let request = SendMessage {
-            body,
-            attachment_ids: frame
-                .attachment_ids
-                .unwrap_or_default()
-                .into_iter()
-                .map(AttachmentId::from_uuid)
-                .collect(),
-            reply_to: frame.reply_to.map(MessageId::from_uuid),
-            client_msg_id: Some(client_msg_id),
-        };
-        let conversation = ConversationId::from_uuid(frame.conversation_id);
-        let sent = self
-            .rt
-            .service
-            .send_message(&self.principal, conversation, request)
-            .await?;
-        // Sending stops the sender's typing indicator.
-        if self
-            .typing
-            .remove(&conversation)
-            .is_some_and(|t| t.relayed_at.is_some())
-        {
-            let _ = self
-                .rt
-                .service
-                .typing(&self.principal, conversation, false)
-                .await;
+    /// Starts the oldest queued send when none is running.
+    fn start_next_send(&mut self) {
+        if self.sends.running.is_some() {
+            return;
         }
-        Ok(protocol::ack(
-            rid,
-            Some(("message", json!(MessageDto::from(sent.message)))),
-        ))
+        let Some(job) = self.sends.queued.pop_front() else {
+            return;
+        };
+        let rt = self.rt.clone();
+        let principal = self.principal;
+        let conversation = job.conversation;
+        let request = job.request.clone();
+        let future: SendFuture = Box::pin(async move {
+            rt.service
+                .send_message(&principal, conversation, request)
+                .await
+        });
+        self.sends.running = Some(Running {
+            job,
+            future: SyncWrapper::new(future),
+        });
+    }
+
+    /// Answers a finished send, starts the next one and releases the events
+    /// held behind its echo.
+    async fn sent(
+        &mut self,
+        job: SendJob,
+        result: Result<SendOutcome, ChatError>,
+    ) -> Result<Option<CloseFrame>, Gone> {
+        self.start_next_send();
+        let rid = job.request_id.as_ref();
+        let conversation = job.conversation;
+        let answer = match result {
+            Ok(sent) => {
+                // Sending stops the sender's typing indicator.
+                if self
+                    .typing
+                    .remove(&conversation)
+                    .is_some_and(|t| t.relayed_at.is_some())
+                {
+                    let _ = self
+                        .rt
+                        .service
+                        .typing(&self.principal, conversation, false)
+                        .await;
+                }
+                let ack = protocol::ack(
+                    rid,
+                    Some(("message", json!(MessageDto::from(sent.message)))),
+                );
+                self.emit(ack).await.map(|()| None)?
+            }
+            Err(err) => {
+                let (code, message) = chat_error(&err);
+                self.fail(rid, code, &message).await?
+            }
+        };
+        for out in self.held.release(conversation) {
+            self.forward(out).await?;
+        }
+        Ok(answer)
+    }
+
+    /// Stores the sends already received, and acks them while the socket
+    /// can still take frames.
+    async fn drain_sends(&mut self) {
+        let drained = tokio::time::timeout(SEND_DRAIN, async {
+            while self.sends.running.is_some() {
+                let (job, result) = Sends::finished(&mut self.sends.running).await;
+                // Whether the ack still gets out does not matter any more.
+                let _ = self.sent(job, result).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(connection = %self.id, "sends still pending at close: dropped unanswered");
+        }
     }
 
     async fn receipt(
@@ -606,5 +799,126 @@ impl Connection {
             }
             Ok(Arc::from(frame.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::{CustomerId, Sender};
+
+    use super::*;
+
+    fn conversation() -> ConversationId {
+        ConversationId::from_uuid(uuid::Uuid::now_v7())
+    }
+
+    fn key(n: u32) -> EchoKey {
+        let sender = Sender::Customer(CustomerId::from_uuid(uuid::Uuid::from_u128(1)));
+        EchoKey::new(sender, &ClientMsgId::parse(&format!("k-{n}")).expect("key"))
+    }
+
+    fn job(conversation: ConversationId, n: u32) -> SendJob {
+        SendJob {
+            request_id: None,
+            conversation,
+            echo: Some(key(n)),
+            request: SendMessage {
+                body: Some(MessageBody::parse("hi").expect("body")),
+                attachment_ids: Vec::new(),
+                reply_to: None,
+                client_msg_id: None,
+            },
+        }
+    }
+
+    fn message(conversation: ConversationId, seq: u64, echo: Option<EchoKey>) -> Outbound {
+        Outbound {
+            conversation: Some(conversation),
+            seq: Some(seq),
+            echo,
+            frame: Arc::from(format!("{seq}")),
+        }
+    }
+
+    fn seqs(events: &[Outbound]) -> Vec<u64> {
+        events.iter().filter_map(|o| o.seq).collect()
+    }
+
+    #[test]
+    fn the_echo_of_a_pending_send_and_what_follows_it_wait_for_the_ack() {
+        let (c, other) = (conversation(), conversation());
+        let mut sends = Sends::default();
+        sends.queued.push_back(job(c, 1));
+        let mut held = Held::default();
+
+        // Before the echo, and in other conversations, events pass.
+        assert!(held.offer(message(c, 1, Some(key(9))), &sends).is_some());
+        assert!(held.offer(message(c, 2, None), &sends).is_some());
+        // The echo is held, and everything after it in its conversation.
+        assert!(held.offer(message(c, 3, Some(key(1))), &sends).is_none());
+        assert!(held.offer(message(c, 4, Some(key(9))), &sends).is_none());
+        let receipt = Outbound {
+            conversation: Some(c),
+            seq: None,
+            echo: None,
+            frame: Arc::from("read"),
+        };
+        assert!(held.offer(receipt, &sends).is_none());
+        assert!(held.offer(message(other, 1, None), &sends).is_some());
+        let presence = Outbound {
+            conversation: None,
+            seq: None,
+            echo: None,
+            frame: Arc::from("presence"),
+        };
+        assert!(held.offer(presence, &sends).is_some());
+
+        // Acked: released in order, and nothing is held any more.
+        sends.queued.clear();
+        let released = held.release(c);
+        assert_eq!(seqs(&released), [3, 4]);
+        assert_eq!(released.len(), 3);
+        for out in released {
+            assert!(held.offer(out, &sends).is_some());
+        }
+        assert!(held.release(c).is_empty());
+    }
+
+    #[test]
+    fn released_events_stop_again_at_the_echo_of_the_next_pending_send() {
+        let c = conversation();
+        let mut sends = Sends::default();
+        sends.queued.push_back(job(c, 1));
+        sends.queued.push_back(job(c, 2));
+        let mut held = Held::default();
+        for (seq, echo) in [(1, Some(key(1))), (2, None), (3, Some(key(2))), (4, None)] {
+            assert!(held.offer(message(c, seq, echo), &sends).is_none());
+        }
+
+        // The first send is acked: its echo and the next message go, the
+        // echo of the second waits again, with what follows it.
+        sends.queued.pop_front();
+        let mut delivered = Vec::new();
+        for out in held.release(c) {
+            delivered.extend(held.offer(out, &sends));
+        }
+        assert_eq!(seqs(&delivered), [1, 2]);
+        sends.queued.pop_front();
+        let rest: Vec<Outbound> = held
+            .release(c)
+            .into_iter()
+            .filter_map(|out| held.offer(out, &sends))
+            .collect();
+        assert_eq!(seqs(&rest), [3, 4]);
+    }
+
+    #[test]
+    fn echo_keys_tell_senders_and_client_ids_apart() {
+        let key_of = |sender, id: &str| EchoKey::new(sender, &ClientMsgId::parse(id).expect("id"));
+        let customer = Sender::Customer(CustomerId::from_uuid(uuid::Uuid::from_u128(1)));
+        let other = Sender::Customer(CustomerId::from_uuid(uuid::Uuid::from_u128(2)));
+        assert_eq!(key_of(customer, "a"), key_of(customer, "a"));
+        assert_ne!(key_of(customer, "a"), key_of(customer, "b"));
+        assert_ne!(key_of(customer, "a"), key_of(other, "a"));
     }
 }

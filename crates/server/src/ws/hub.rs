@@ -18,7 +18,8 @@ use chat_app::{
     BusEvent, ChatEvent, EventStream, MessageCursor, MessageQuery, MessageRepository, Receipt,
 };
 use chat_domain::{
-    authorize, Action, Conversation, ConversationId, Message, Principal, Seq, TenantId,
+    authorize, Action, ClientMsgId, Conversation, ConversationId, Message, Principal, Sender, Seq,
+    TenantId,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -31,15 +32,38 @@ use chat_app::ConnectionId;
 
 /// One frame queued for a connection. Message frames carry their
 /// conversation and `seq` so the connection can drop what a `resume` already
-/// replayed.
+/// replayed, and the [`EchoKey`] of their send so the sending connection can
+/// put its ack first.
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    /// The message's conversation, for `new_message` frames.
+    /// The conversation of a conversation's event (messages, receipts,
+    /// updates); `None` for typing and presence.
     pub conversation: Option<ConversationId>,
     /// The message's `seq`, for `new_message` frames.
     pub seq: Option<u64>,
+    /// Who sent a `new_message`, under which `client_msg_id`.
+    pub echo: Option<EchoKey>,
     /// The serialised frame.
     pub frame: Frame,
+}
+
+/// A send's identity, its sender and `client_msg_id`, folded into a number
+/// that costs nothing to copy to every recipient. Two different sends may
+/// share one (rarely): the only effect is that a connection holds an event
+/// back until its own pending send of that conversation is acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EchoKey(u64);
+
+impl EchoKey {
+    /// The key of `sender`'s send under `client_msg_id`.
+    pub fn new(sender: Sender, client_msg_id: &ClientMsgId) -> Self {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: equal on every node and every run.
+        let mut hasher = std::hash::DefaultHasher::new();
+        sender.hash(&mut hasher);
+        client_msg_id.hash(&mut hasher);
+        Self(hasher.finish())
+    }
 }
 
 /// Why the server closes a connection.
@@ -224,8 +248,9 @@ impl Hub {
     /// Queues `frame` for every connection that may read `conversation`.
     fn to_readers(&self, conversation: &Conversation, frame: Frame) {
         let out = Outbound {
-            conversation: None,
+            conversation: Some(conversation.id),
             seq: None,
+            echo: None,
             frame,
         };
         self.fan_out(
@@ -237,9 +262,14 @@ impl Hub {
 
     fn deliver_message(&self, conversation: &Conversation, message: Message) {
         let seq = message.seq.get();
+        let echo = message
+            .client_msg_id
+            .as_ref()
+            .map(|key| EchoKey::new(message.sender, key));
         let out = Outbound {
             conversation: Some(conversation.id),
             seq: Some(seq),
+            echo,
             frame: protocol::event("new_message", json!({"message": MessageDto::from(message)})),
         };
         self.fan_out(
@@ -388,6 +418,7 @@ impl Hub {
                 let out = Outbound {
                     conversation: None,
                     seq: None,
+                    echo: None,
                     frame: protocol::event(
                         "typing",
                         json!({
@@ -411,6 +442,7 @@ impl Hub {
                 let out = Outbound {
                     conversation: None,
                     seq: None,
+                    echo: None,
                     frame: protocol::event(
                         "presence",
                         json!({

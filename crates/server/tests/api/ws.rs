@@ -35,6 +35,8 @@ both_databases!(
     shutdown_closes_every_socket_with_1001,
     edits_and_deletions_follow_the_rules_and_reach_every_reader,
     websocket_sends_share_the_rate_limit,
+    a_pending_send_does_not_hold_up_what_its_sender_receives,
+    pipelined_sends_are_acked_in_order_each_before_its_own_echo,
 );
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -942,4 +944,171 @@ async fn websocket_sends_share_the_rate_limit(db: Db) {
         "pong",
         "still open"
     );
+}
+
+/// Holds the write lock of conversation `id` from outside the server (a row
+/// lock on PostgreSQL, the database's write lock on SQLite) until released:
+/// sends to it wait meanwhile.
+enum WriteLock {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl WriteLock {
+    async fn take(app: &TestApp, id: &str) -> Self {
+        use sqlx::Connection as _;
+        let id = uuid::Uuid::parse_str(id).expect("uuid");
+        match &app.settings.database {
+            chat_server::config::DatabaseSettings::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url.expose())
+                    .await
+                    .expect("connects");
+                sqlx::raw_sql("begin")
+                    .execute(&mut conn)
+                    .await
+                    .expect("begin");
+                sqlx::query("select 1 from conversations where id = $1 for update")
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .expect("row locked");
+                Self::Postgres(conn)
+            }
+            chat_server::config::DatabaseSettings::Sqlite { path } => {
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connects");
+                sqlx::raw_sql("begin immediate")
+                    .execute(&mut conn)
+                    .await
+                    .expect("write lock");
+                Self::Sqlite(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Postgres(mut conn) => {
+                sqlx::raw_sql("rollback")
+                    .execute(&mut conn)
+                    .await
+                    .expect("rollback");
+            }
+            Self::Sqlite(mut conn) => {
+                sqlx::raw_sql("rollback")
+                    .execute(&mut conn)
+                    .await
+                    .expect("rollback");
+            }
+        }
+    }
+}
+
+async fn a_pending_send_does_not_hold_up_what_its_sender_receives(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let pharmacist = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&pharmacist, customer).await;
+    let customer_token = app.customer_token(&pharmacist, customer).await;
+    let mut patient = Client::connect(&app, &customer_token).await;
+    let mut staff = Client::connect(&app, &pharmacist).await;
+    wait_connections(&app, 2).await;
+
+    let lock = WriteLock::take(&app, &id).await;
+    let mut frame = send_frame(&id, "Can I take it with food?", "q-1");
+    frame["request_id"] = json!("r-1");
+    patient.send(frame).await;
+    // While the patient's send waits for the database, what others do still
+    // reaches the patient.
+    staff
+        .send(json!({"type": "typing", "conversation_id": id, "is_typing": true}))
+        .await;
+    let typing = tokio::time::timeout(Duration::from_secs(2), patient.next())
+        .await
+        .expect("a frame while the send is pending");
+    assert_eq!(typing["type"], "typing", "{typing}");
+    assert_eq!(typing["sender"]["type"], "staff");
+    lock.release().await;
+
+    // Then the ack, and only after it the echo of the message.
+    let ack = patient.next().await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["request_id"], "r-1");
+    let echo = patient.next_of("new_message").await;
+    assert_eq!(echo["message"]["id"], ack["message"]["id"]);
+    let delivered = staff.next_of("new_message").await;
+    assert_eq!(delivered["message"]["id"], ack["message"]["id"]);
+}
+
+async fn pipelined_sends_are_acked_in_order_each_before_its_own_echo(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let pharmacist = app.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = app.open_conversation(&pharmacist, customer).await;
+    let customer_token = app.customer_token(&pharmacist, customer).await;
+    let mut patient = Client::connect(&app, &customer_token).await;
+    let mut staff = Client::connect(&app, &pharmacist).await;
+    wait_connections(&app, 2).await;
+
+    // Both sides send at once, the patient without waiting for any ack.
+    const EACH: usize = 40;
+    for i in 0..EACH {
+        let mut frame = send_frame(&id, &format!("patient {i}"), &format!("p-{i}"));
+        frame["request_id"] = json!(format!("r-{i}"));
+        patient.send(frame).await;
+    }
+    let staff_sends = async {
+        for i in 0..EACH {
+            let ack = staff
+                .request(send_frame(&id, &format!("staff {i}"), &format!("s-{i}")))
+                .await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+        }
+    };
+    let patient_frames = async {
+        let mut frames = Vec::new();
+        let mut acks = 0;
+        let mut messages = 0;
+        while acks < EACH || messages < 2 * EACH {
+            let frame = patient.next().await;
+            match frame["type"].as_str() {
+                Some("ack") => acks += 1,
+                Some("new_message") => messages += 1,
+                _ => continue,
+            }
+            frames.push(frame);
+        }
+        frames
+    };
+    let ((), frames) = tokio::join!(staff_sends, patient_frames);
+
+    // Acks in request order, each before the echo of its message; every
+    // message once, in seq order.
+    let acked: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["type"] == "ack")
+        .map(|f| f["request_id"].as_str().unwrap_or_default())
+        .collect();
+    let expected: Vec<String> = (0..EACH).map(|i| format!("r-{i}")).collect();
+    assert_eq!(acked, expected);
+    let seqs: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "new_message")
+        .map(|f| f["message"]["seq"].as_u64().unwrap_or_default())
+        .collect();
+    assert_eq!(seqs, (1..=2 * EACH as u64).collect::<Vec<_>>());
+    for (at, frame) in frames.iter().enumerate() {
+        if frame["type"] != "ack" {
+            continue;
+        }
+        let echo_at = frames
+            .iter()
+            .position(|f| {
+                f["type"] == "new_message" && f["message"]["id"] == frame["message"]["id"]
+            })
+            .expect("every acked message is delivered");
+        assert!(at < echo_at, "ack after its echo: {frame}");
+    }
 }
