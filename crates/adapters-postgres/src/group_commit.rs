@@ -44,11 +44,15 @@ use crate::{attachments, PostgresStore};
 
 /// Most messages per transaction.
 pub(crate) const MAX_BATCH: usize = 256;
-/// Batches in flight at once (each holds one pooled connection). Two let
-/// one batch run its statements while the other waits for its flush; more
-/// only make batches smaller (measured: p99 send->delivered at 1,000
-/// msgs/s was 23 ms with one, 18 ms with two, 27 ms with four).
-pub(crate) const CONCURRENT_BATCHES: usize = 2;
+/// Batches in flight at once (each holds one pooled connection). One: the
+/// sends that arrive while a batch runs make the next one, so batches grow
+/// with the load and PostgreSQL runs a fixed number of statements for many
+/// messages. Measured with the `max` benchmark on 2 cores where a WAL flush
+/// takes 0.13 ms: one batch in flight sustained 3,000 msgs/s, two only
+/// 2,000 (smaller batches, more statements per message, PostgreSQL short of
+/// CPU); on a disk with 3 ms flushes two had been slightly better at 1,000
+/// msgs/s (p99 18 ms against 23 ms).
+pub(crate) const CONCURRENT_BATCHES: usize = 1;
 /// Sends waiting for a batch before submitters wait too.
 const QUEUE: usize = 8192;
 
