@@ -16,7 +16,6 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row as _};
 use uuid::Uuid;
 
-use crate::rows;
 use crate::PostgresStore;
 
 /// The attachment columns, in the order [`attachment`] reads them.
@@ -80,7 +79,7 @@ pub(crate) async fn link(
         .bind(*message.tenant.as_uuid())
         .bind(*message.conversation_id.as_uuid())
         .bind(message.sender.kind())
-        .bind(rows::sender_id(message.sender))
+        .bind(message.sender.id())
         .fetch_optional(&mut *tx)
         .await
         .context("linking an attachment")?;
@@ -96,7 +95,7 @@ pub(crate) async fn link(
             .bind(*message.tenant.as_uuid())
             .bind(*message.conversation_id.as_uuid())
             .bind(message.sender.kind())
-            .bind(rows::sender_id(message.sender))
+            .bind(message.sender.id())
             .fetch_one(&mut *tx)
             .await
             .context("checking an attachment that could not be linked")?;
@@ -171,7 +170,7 @@ impl AttachmentRepository for PostgresStore {
         .bind(*new.tenant.as_uuid())
         .bind(*new.conversation_id.as_uuid())
         .bind(new.uploader.kind())
-        .bind(rows::sender_id(new.uploader))
+        .bind(new.uploader.id())
         .bind(new.name.as_str())
         .bind(new.media_type.mime())
         .bind(i64::try_from(new.size).context("attachment size overflows")?)

@@ -19,8 +19,8 @@
 //!   waits for the lock), locks its conversations in id order (so two
 //!   batches, or a batch and a lone append, never deadlock) and reads their
 //!   `last_seq` under the lock.
-//! - Idempotency: keys already stored replay their original; a key repeated
-//!   within the batch replays the batch's own first message.
+//! - Idempotency: keys already stored replay their original (a key cannot
+//!   repeat within a batch: it holds one send per conversation).
 //! - Per-send outcomes: a missing conversation fails that send only. Any
 //!   unexpected failure before the commit rolls the batch back and stores
 //!   its messages one transaction each, so one bad send cannot fail the
@@ -34,7 +34,6 @@ use anyhow::Context as _;
 use chat_app::append_batch::{self, Outcome, Pending};
 use chat_app::{AppendError, AppendOutcome};
 use chat_domain::{Message, NewMessage, Seq};
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -56,32 +55,12 @@ pub(crate) const CONCURRENT_BATCHES: usize = 1;
 /// Sends waiting for a batch before submitters wait too.
 const QUEUE: usize = 8192;
 
-/// A conversation's update: tenant, newest seq, its time, reopen.
-type Bump = (Uuid, i64, DateTime<Utc>, bool);
-/// A sender's read marker: (conversation, reader type, reader id) ->
-/// (tenant, seq, time).
-type Markers<'a> = HashMap<(Uuid, &'a str, Uuid), (Uuid, i64, DateTime<Utc>)>;
-
-/// The submitting side of a store's group commit.
-#[derive(Debug)]
-pub(crate) struct GroupCommit {
-    submitter: append_batch::Submitter,
-}
-
-impl GroupCommit {
-    /// Starts the collector task on the current runtime. It ends when the
-    /// last [`GroupCommit`] is dropped.
-    pub(crate) fn start(pool: PgPool) -> Self {
-        let (submitter, collector) = append_batch::channel(QUEUE, MAX_BATCH);
-        tokio::spawn(collect(pool, collector));
-        Self { submitter }
-    }
-
-    /// Appends `message` in the next batch; `None` when the collector is
-    /// gone (its runtime shut down) and nothing was submitted.
-    pub(crate) async fn append(&self, message: &NewMessage, reopen: bool) -> Option<Outcome> {
-        self.submitter.append(message, reopen).await
-    }
+/// Starts a group commit's collector task on the current runtime; it ends
+/// when the last [`append_batch::Submitter`] returned is dropped.
+pub(crate) fn start(pool: PgPool) -> append_batch::Submitter {
+    let (submitter, collector) = append_batch::channel(QUEUE, MAX_BATCH);
+    tokio::spawn(collect(pool, collector));
+    submitter
 }
 
 async fn collect(pool: PgPool, mut collector: append_batch::Collector) {
@@ -109,71 +88,25 @@ async fn collect(pool: PgPool, mut collector: append_batch::Collector) {
 }
 
 async fn run(pool: &PgPool, single: &PostgresStore, batch: Vec<Pending>) {
-    let size = batch.len();
     let staged = async {
         let mut tx = pool.begin().await.context("starting a batch")?;
         let outcomes = stage(&mut tx, &batch).await?;
         anyhow::Ok((tx, outcomes))
     }
     .await;
-    match staged {
-        Ok((tx, outcomes)) => match tx.commit().await {
-            Ok(()) => {
-                tracing::trace!(size, "batch committed");
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = pending.done.send(outcome);
-                }
-            }
-            Err(err) => {
-                let err = anyhow::Error::new(err).context("committing a batch of appends");
-                tracing::error!(error = ?err, size, "batch commit failed");
-                for pending in batch {
-                    let _ = pending
-                        .done
-                        .send(Err(AppendError::Unexpected(anyhow::anyhow!(
-                            "committing a batch of appends failed: {err:#}"
-                        ))));
-                }
-            }
-        },
-        Err(err) => {
-            // Rolled back (the transaction was dropped): store them one by
-            // one, each with its own outcome.
-            tracing::warn!(error = ?err, size, "batch failed before commit: appending one by one");
-            for pending in batch {
-                let outcome = single.append_one(&pending.message, pending.reopen).await;
-                let _ = pending.done.send(outcome);
-            }
-        }
+    for pending in append_batch::settle(batch, staged, |tx| tx.commit()).await {
+        let outcome = single.append_one(&pending.message, pending.reopen).await;
+        let _ = pending.done.send(outcome);
     }
-}
-
-/// Where a send of the batch stands while the batch is staged.
-enum Slot {
-    Done(Outcome),
-    /// Stored in this batch as message `id`; `created` is false when it
-    /// replays an earlier send of the same batch.
-    Batched {
-        id: Uuid,
-        created: bool,
-    },
 }
 
 /// Runs the batch's statements in `tx` and returns each send's outcome.
 async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<Outcome>> {
-    // 1. Lock every conversation of the batch, in id order.
-    let mut keys: Vec<(Uuid, Uuid)> = batch
+    // 1. Lock every conversation of the batch (one send each), in id order.
+    let ids: Vec<Uuid> = batch
         .iter()
-        .map(|p| {
-            (
-                *p.message.conversation_id.as_uuid(),
-                *p.message.tenant.as_uuid(),
-            )
-        })
+        .map(|p| *p.message.conversation_id.as_uuid())
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let ids: Vec<Uuid> = keys.iter().map(|(id, _)| *id).collect();
     // `id = any(..)`: primary key lookups whatever the planner estimates
     // (a join with the arrays may be planned as a scan of the table).
     let locked: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
@@ -187,7 +120,7 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
     // Keyed by (conversation, tenant): a send naming another tenant's
     // conversation finds nothing.
     let key = |m: &NewMessage| (*m.conversation_id.as_uuid(), *m.tenant.as_uuid());
-    let mut last_seq: HashMap<(Uuid, Uuid), i64> = locked
+    let last_seq: HashMap<(Uuid, Uuid), i64> = locked
         .into_iter()
         .map(|(id, tenant, last_seq)| ((id, tenant), last_seq))
         .collect();
@@ -217,7 +150,7 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
             .collect();
         let sender_ids: Vec<Option<Uuid>> = keyed
             .iter()
-            .map(|&i| rows::sender_id(batch[i].message.sender))
+            .map(|&i| batch[i].message.sender.id())
             .collect();
         let positions: Vec<i32> = keyed
             .iter()
@@ -254,80 +187,32 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
         }
     }
 
-    // 3. Seqs in arrival order; repeats of a key within the batch replay
-    // the first.
-    let mut slots = Vec::with_capacity(batch.len());
-    let mut fresh: Vec<(usize, Seq)> = Vec::new();
-    let mut first_of_key: HashMap<(Uuid, &str, &str, Option<Uuid>), Uuid> = HashMap::new();
+    // 3. Seqs in arrival order: each send is either answered already or
+    // stored now as the next message of its conversation.
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<(&Pending, Seq)> = Vec::new();
     for (i, pending) in batch.iter().enumerate() {
         let m = &pending.message;
-        let conversation = *m.conversation_id.as_uuid();
-        let Some(last) = last_seq.get_mut(&key(m)) else {
-            slots.push(Slot::Done(Err(AppendError::ConversationNotFound)));
+        let Some(last) = last_seq.get(&key(m)) else {
+            outcomes.push(Some(Err(AppendError::ConversationNotFound)));
             continue;
         };
         if let Some(original) = originals.remove(&i) {
-            slots.push(Slot::Done(Ok(AppendOutcome::Replayed(original))));
+            outcomes.push(Some(Ok(AppendOutcome::Replayed(original))));
             continue;
         }
-        if let Some(key) = &m.client_msg_id {
-            let identity = (
-                conversation,
-                key.as_str(),
-                m.sender.kind(),
-                rows::sender_id(m.sender),
-            );
-            if let Some(first) = first_of_key.get(&identity) {
-                slots.push(Slot::Batched {
-                    id: *first,
-                    created: false,
-                });
-                continue;
-            }
-            first_of_key.insert(identity, *m.id.as_uuid());
-        }
-        let seq = rows::seq(*last, "last_seq")?.next();
-        *last = seq.as_i64();
-        fresh.push((i, seq));
-        slots.push(Slot::Batched {
-            id: *m.id.as_uuid(),
-            created: true,
-        });
+        fresh.push((pending, rows::seq(*last, "last_seq")?.next()));
+        outcomes.push(None);
     }
 
-    // 4. One statement writes everything: the new messages, each
-    // conversation once (its newest seq and activity, reopened when any of
-    // its sends asked), each sender's read marker once (at their newest
-    // message).
+    // 4. One statement writes everything: the new messages, their
+    // conversations (newest seq and activity, reopened when asked) and
+    // their senders' read markers, one row each (one send per conversation).
     let mut stored: HashMap<Uuid, Message> = HashMap::new();
     if !fresh.is_empty() {
-        let new = |i: usize| &batch[i].message;
-        let mut bumps: HashMap<Uuid, Bump> = HashMap::new();
-        let mut markers: Markers<'_> = HashMap::new();
-        for &(i, seq) in &fresh {
-            let m = new(i);
-            let bump = bumps.entry(*m.conversation_id.as_uuid()).or_insert((
-                *m.tenant.as_uuid(),
-                seq.as_i64(),
-                m.created_at,
-                false,
-            ));
-            if seq.as_i64() >= bump.1 {
-                bump.1 = seq.as_i64();
-                bump.2 = m.created_at;
-            }
-            bump.3 |= batch[i].reopen;
-            markers.insert(
-                (
-                    *m.conversation_id.as_uuid(),
-                    m.sender.kind(),
-                    rows::reader_id(m.sender),
-                ),
-                (*m.tenant.as_uuid(), seq.as_i64(), m.created_at),
-            );
-        }
-        let bumps: Vec<_> = bumps.into_iter().collect();
-        let markers: Vec<_> = markers.into_iter().collect();
+        let column = |f: &dyn Fn(&NewMessage) -> Uuid| -> Vec<Uuid> {
+            fresh.iter().map(|(p, _)| f(&p.message)).collect()
+        };
         let inserted = sqlx::query(&format!(
             "with inserted as ( \
                  insert into messages (id, tenant_id, conversation_id, seq, sender_type, \
@@ -339,16 +224,16 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
                  update conversations as c set last_seq = v.last_seq, updated_at = v.at, \
                      last_activity_at = v.at, \
                      status = case when v.reopen then 'open' else c.status end \
-                 from unnest($10::uuid[], $11::uuid[], $12::int8[], $13::timestamptz[], \
-                     $14::bool[]) as v(id, tenant_id, last_seq, at, reopen) \
-                 where c.id = any($10::uuid[]) and c.id = v.id and c.tenant_id = v.tenant_id), \
+                 from unnest($3::uuid[], $2::uuid[], $4::int8[], $9::timestamptz[], \
+                     $10::bool[]) as v(id, tenant_id, last_seq, at, reopen) \
+                 where c.id = any($3::uuid[]) and c.id = v.id and c.tenant_id = v.tenant_id), \
              marked as ( \
                  insert into read_states (tenant_id, conversation_id, reader_type, reader_id, \
                      last_read_seq, last_delivered_seq, updated_at) \
                  select v.tenant_id, v.conversation_id, v.reader_type, v.reader_id, v.seq, \
                      v.seq, v.at \
-                 from unnest($15::uuid[], $16::uuid[], $17::text[], $18::uuid[], $19::int8[], \
-                     $20::timestamptz[]) \
+                 from unnest($2::uuid[], $3::uuid[], $5::text[], $11::uuid[], $4::int8[], \
+                     $9::timestamptz[]) \
                      as v(tenant_id, conversation_id, reader_type, reader_id, seq, at) \
                  on conflict (conversation_id, reader_type, reader_id) do update set \
                      last_read_seq = greatest(read_states.last_read_seq, excluded.last_read_seq), \
@@ -358,71 +243,47 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
              select * from inserted",
             columns = rows::MESSAGE_COLUMNS
         ))
+        .bind(column(&|m| *m.id.as_uuid()))
+        .bind(column(&|m| *m.tenant.as_uuid()))
+        .bind(column(&|m| *m.conversation_id.as_uuid()))
         .bind(
             fresh
                 .iter()
-                .map(|&(i, _)| *new(i).id.as_uuid())
+                .map(|(_, seq)| seq.as_i64())
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|&(i, _)| *new(i).tenant.as_uuid())
+                .map(|(p, _)| p.message.sender.kind())
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|&(i, _)| *new(i).conversation_id.as_uuid())
+                .map(|(p, _)| p.message.sender.id())
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|&(_, seq)| seq.as_i64())
+                .map(|(p, _)| p.message.body.as_ref().map(|b| b.as_str()))
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|&(i, _)| new(i).sender.kind())
+                .map(|(p, _)| p.message.client_msg_id.as_ref().map(|k| k.as_str()))
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|&(i, _)| rows::sender_id(new(i).sender))
+                .map(|(p, _)| p.message.created_at)
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            fresh
-                .iter()
-                .map(|&(i, _)| new(i).body.as_ref().map(|b| b.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            fresh
-                .iter()
-                .map(|&(i, _)| new(i).client_msg_id.as_ref().map(|k| k.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            fresh
-                .iter()
-                .map(|&(i, _)| new(i).created_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(bumps.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-        .bind(bumps.iter().map(|(_, b)| b.0).collect::<Vec<_>>())
-        .bind(bumps.iter().map(|(_, b)| b.1).collect::<Vec<_>>())
-        .bind(bumps.iter().map(|(_, b)| b.2).collect::<Vec<_>>())
-        .bind(bumps.iter().map(|(_, b)| b.3).collect::<Vec<_>>())
-        .bind(markers.iter().map(|(_, v)| v.0).collect::<Vec<_>>())
-        .bind(markers.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
-        .bind(markers.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
-        .bind(markers.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
-        .bind(markers.iter().map(|(_, v)| v.1).collect::<Vec<_>>())
-        .bind(markers.iter().map(|(_, v)| v.2).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|(p, _)| p.reopen).collect::<Vec<_>>())
+        .bind(column(&|m| rows::reader_id(m.sender)))
         .fetch_all(&mut *tx)
         .await
         .context("writing the batch")?;
@@ -432,20 +293,17 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
         }
     }
 
-    slots
+    let mut fresh = fresh.into_iter();
+    outcomes
         .into_iter()
-        .map(|slot| match slot {
-            Slot::Done(outcome) => Ok(outcome),
-            Slot::Batched { id, created } => {
+        .map(|outcome| match outcome {
+            Some(outcome) => Ok(outcome),
+            None => {
+                let (pending, _) = fresh.next().context("a batched send went missing")?;
                 let message = stored
-                    .get(&id)
-                    .cloned()
+                    .remove(pending.message.id.as_uuid())
                     .context("a batched message was not stored")?;
-                Ok(Ok(if created {
-                    AppendOutcome::Created(message)
-                } else {
-                    AppendOutcome::Replayed(message)
-                }))
+                Ok(Ok(AppendOutcome::Created(message)))
             }
         })
         .collect()

@@ -51,7 +51,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Concurrent sends share transactions (see `group_commit`); started
     /// on the first send, on that caller's runtime.
-    group: Arc<OnceLock<group_commit::GroupCommit>>,
+    group: Arc<OnceLock<chat_app::append_batch::Submitter>>,
 }
 
 impl PostgresStore {

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
 use crate::attachments;
-use crate::group_commit::GroupCommit;
+use crate::group_commit;
 use crate::rows::{self, MESSAGE_COLUMNS, PLAIN};
 use crate::PostgresStore;
 
@@ -37,7 +37,7 @@ async fn find_by_client_msg_id(
     .bind(*conversation.as_uuid())
     .bind(key.as_str())
     .bind(sender.kind())
-    .bind(rows::sender_id(sender))
+    .bind(sender.id())
     .bind(*tenant.as_uuid())
     .fetch_optional(&mut *conn)
     .await
@@ -161,7 +161,7 @@ impl PostgresStore {
         .bind(conversation)
         .bind(seq.as_i64())
         .bind(message.sender.kind())
-        .bind(rows::sender_id(message.sender))
+        .bind(message.sender.id())
         .bind(message.body.as_ref().map(|b| b.as_str()))
         .bind(message.reply_to.map(|r| *r.as_uuid()))
         .bind(message.client_msg_id.as_ref().map(ClientMsgId::as_str))
@@ -240,16 +240,14 @@ impl MessageRepository for PostgresStore {
         reopen: bool,
     ) -> Result<AppendOutcome, AppendError> {
         // Plain messages (the bulk of the traffic) go through the group
-        // commit; the rest need checks the batch does not make.
-        if message.attachments.is_empty() && message.reply_to.is_none() {
-            let group = self
-                .group
-                .get_or_init(|| GroupCommit::start(self.pool.clone()));
-            if let Some(outcome) = group.append(message, reopen).await {
-                return outcome;
-            }
+        // commit, the rest alone.
+        let group = self
+            .group
+            .get_or_init(|| group_commit::start(self.pool.clone()));
+        match group.append(message, reopen).await {
+            Some(outcome) => outcome,
+            None => self.append_one(message, reopen).await,
         }
-        self.append_one(message, reopen).await
     }
 
     #[tracing::instrument(skip_all, fields(conversation_id = %id, limit = query.limit, items), err)]

@@ -76,11 +76,6 @@ pub(crate) const LAST_MESSAGE_SELECT: &str = "m.id as m_id, m.tenant_id as m_ten
      m.client_msg_id as m_client_msg_id, m.created_at as m_created_at, \
      m.edited_at as m_edited_at, m.deleted_at as m_deleted_at";
 
-/// The id stored for a sender: `None` for the system.
-pub(crate) fn sender_id(sender: Sender) -> Option<Uuid> {
-    sender.id()
-}
-
 /// The id a read state is keyed by: the nil uuid stands for the system, which
 /// has no id (the primary key needs a value).
 pub(crate) fn reader_id(reader: Sender) -> Uuid {

@@ -22,7 +22,7 @@
 //!   its messages one transaction each; a failed commit fails the batch's
 //!   sends.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use anyhow::Context as _;
 use chat_app::append_batch::{self, Outcome, Pending};
@@ -41,27 +41,13 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// Sends waiting for a batch before submitters wait too.
 const QUEUE: usize = 8192;
 
-/// The submitting side of a store's group commit.
-#[derive(Debug)]
-pub(crate) struct GroupCommit {
-    submitter: append_batch::Submitter,
-}
-
-impl GroupCommit {
-    /// Starts the collector task on the current runtime; it appends through
-    /// `store` (whose own group commit it never uses). It ends when the last
-    /// [`GroupCommit`] is dropped.
-    pub(crate) fn start(store: SqliteStore) -> Self {
-        let (submitter, collector) = append_batch::channel(QUEUE, MAX_BATCH);
-        tokio::spawn(collect(store, collector));
-        Self { submitter }
-    }
-
-    /// Appends `message` in the next batch; `None` when the collector is
-    /// gone (its runtime shut down) and nothing was submitted.
-    pub(crate) async fn append(&self, message: &NewMessage, reopen: bool) -> Option<Outcome> {
-        self.submitter.append(message, reopen).await
-    }
+/// Starts a group commit's collector task on the current runtime; it
+/// appends through `store` (whose own group commit it never uses) and ends
+/// when the last [`append_batch::Submitter`] returned is dropped.
+pub(crate) fn start(store: SqliteStore) -> append_batch::Submitter {
+    let (submitter, collector) = append_batch::channel(QUEUE, MAX_BATCH);
+    tokio::spawn(collect(store, collector));
+    submitter
 }
 
 async fn collect(store: SqliteStore, mut collector: append_batch::Collector) {
@@ -73,40 +59,15 @@ async fn collect(store: SqliteStore, mut collector: append_batch::Collector) {
 }
 
 async fn run(store: &SqliteStore, batch: Vec<Pending>) {
-    let size = batch.len();
     let staged = async {
         let mut tx = store.begin_write().await?;
         let outcomes = stage(&mut tx, &batch).await?;
         anyhow::Ok((tx, outcomes))
     }
     .await;
-    match staged {
-        Ok((tx, outcomes)) => match tx.commit().await {
-            Ok(()) => {
-                tracing::trace!(size, "batch committed");
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = pending.done.send(outcome);
-                }
-            }
-            Err(err) => {
-                let err = anyhow::Error::new(err).context("committing a batch of appends");
-                tracing::error!(error = ?err, size, "batch commit failed");
-                for pending in batch {
-                    let _ = pending
-                        .done
-                        .send(Err(AppendError::Unexpected(anyhow::anyhow!(
-                            "committing a batch of appends failed: {err:#}"
-                        ))));
-                }
-            }
-        },
-        Err(err) => {
-            tracing::warn!(error = ?err, size, "batch failed before commit: appending one by one");
-            for pending in batch {
-                let outcome = store.append_one(&pending.message, pending.reopen).await;
-                let _ = pending.done.send(outcome);
-            }
-        }
+    for pending in append_batch::settle(batch, staged, |tx| tx.commit()).await {
+        let outcome = store.append_one(&pending.message, pending.reopen).await;
+        let _ = pending.done.send(outcome);
     }
 }
 
@@ -118,11 +79,10 @@ fn hex(id: Uuid) -> String {
 async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<Vec<Outcome>> {
     // 1. The conversations and their last seq (the writer transaction holds
     // the database's only write lock).
+    // One send per conversation per batch: the ids are distinct.
     let ids: Vec<String> = batch
         .iter()
         .map(|p| hex(*p.message.conversation_id.as_uuid()))
-        .collect::<HashSet<_>>()
-        .into_iter()
         .collect();
     let found: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
         "select id, tenant_id, last_seq from conversations \

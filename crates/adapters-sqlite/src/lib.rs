@@ -79,7 +79,7 @@ pub struct SqliteStore {
     checkpoints: Arc<watch::Sender<()>>,
     /// Concurrent sends share write transactions (see `group_commit`);
     /// started on the first send, on that caller's runtime.
-    group: Arc<OnceLock<group_commit::GroupCommit>>,
+    group: Arc<OnceLock<chat_app::append_batch::Submitter>>,
 }
 
 impl SqliteStore {

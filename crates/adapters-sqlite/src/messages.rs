@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::attachments;
 use crate::codec::{self, MESSAGE_COLUMNS};
-use crate::group_commit::GroupCommit;
+use crate::group_commit;
 use crate::SqliteStore;
 
 /// A sender's message by `client_msg_id`. The sender and key terms match
@@ -235,16 +235,14 @@ impl MessageRepository for SqliteStore {
         reopen: bool,
     ) -> Result<AppendOutcome, AppendError> {
         // Plain messages (the bulk of the traffic) go through the group
-        // commit; the rest need checks the batch does not make.
-        if message.attachments.is_empty() && message.reply_to.is_none() {
-            let group = self
-                .group
-                .get_or_init(|| GroupCommit::start(self.without_group_commit()));
-            if let Some(outcome) = group.append(message, reopen).await {
-                return outcome;
-            }
+        // commit, the rest alone.
+        let group = self
+            .group
+            .get_or_init(|| group_commit::start(self.without_group_commit()));
+        match group.append(message, reopen).await {
+            Some(outcome) => outcome,
+            None => self.append_one(message, reopen).await,
         }
-        self.append_one(message, reopen).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]

@@ -2,9 +2,11 @@
 //! submit appends and wait for their own outcome; a collector gathers
 //! whatever is waiting into batches of at most one send per conversation
 //! (a conversation's later sends wait for a later batch, so they keep their
-//! order). How a batch is stored is the adapter's business.
+//! order), and [`settle`] answers each send once the adapter has staged
+//! and committed a batch. How a batch is stored is the adapter's business.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 
 use chat_domain::{ConversationId, NewMessage};
 use tokio::sync::{mpsc, oneshot};
@@ -45,10 +47,20 @@ pub fn channel(capacity: usize, max_batch: usize) -> (Submitter, Collector) {
     )
 }
 
+/// Whether `message` may go into a batch: plain messages only. Attachments
+/// and a `reply_to` need checks that a batch does not make.
+pub fn batchable(message: &NewMessage) -> bool {
+    message.attachments.is_empty() && message.reply_to.is_none()
+}
+
 impl Submitter {
-    /// Submits `message` and waits for its outcome; `None` when the
-    /// collector is gone and nothing was submitted.
+    /// Submits `message` and waits for its outcome; `None` when it is not
+    /// [`batchable`] or the collector is gone: nothing was submitted, and
+    /// the message is the caller's to append alone.
     pub async fn append(&self, message: &NewMessage, reopen: bool) -> Option<Outcome> {
+        if !batchable(message) {
+            return None;
+        }
         let (done, answer) = oneshot::channel();
         self.queue
             .send(Pending {
@@ -64,6 +76,52 @@ impl Submitter {
             )))
         }))
     }
+}
+
+/// Answers the sends of `batch` from how its transaction went: once
+/// `staged` (each send's outcome, in batch order), the transaction is
+/// committed with `commit` and every send gets its outcome, or, when the
+/// commit fails, that failure (the batch may or may not be stored, as for a
+/// lone append whose commit fails). When staging failed, the transaction
+/// was rolled back: the sends are returned, to be appended one by one so
+/// that one bad send cannot fail the others.
+pub async fn settle<Tx, Commit, E>(
+    batch: Vec<Pending>,
+    staged: anyhow::Result<(Tx, Vec<Outcome>)>,
+    commit: impl FnOnce(Tx) -> Commit,
+) -> Vec<Pending>
+where
+    Commit: Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    let size = batch.len();
+    let (tx, outcomes) = match staged {
+        Ok(staged) => staged,
+        Err(err) => {
+            tracing::warn!(error = ?err, size, "batch failed before commit: appending one by one");
+            return batch;
+        }
+    };
+    match commit(tx).await {
+        Ok(()) => {
+            tracing::trace!(size, "batch committed");
+            for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = pending.done.send(outcome);
+            }
+        }
+        Err(err) => {
+            let err = err.into().context("committing a batch of appends");
+            tracing::error!(error = ?err, size, "batch commit failed");
+            for pending in batch {
+                let _ = pending
+                    .done
+                    .send(Err(AppendError::Unexpected(anyhow::anyhow!(
+                        "committing a batch of appends failed: {err:#}"
+                    ))));
+            }
+        }
+    }
+    Vec::new()
 }
 
 /// The collecting side, owned by the adapter's collector task.
