@@ -82,16 +82,21 @@ pub fn decode(payload: &[u8]) -> Result<ChatEvent, CodecError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(CodecError::TooLarge(payload.len()));
     }
-    let header: Header = serde_json::from_slice(payload).map_err(CodecError::Malformed)?;
-    if header.v != u64::from(VERSION) {
-        return Err(CodecError::UnsupportedVersion(header.v));
+    match serde_json::from_slice::<Envelope>(payload) {
+        Ok(envelope) if envelope.v == VERSION => envelope.event.into_domain(),
+        Ok(envelope) => Err(CodecError::UnsupportedVersion(u64::from(envelope.v))),
+        // Read again for the version alone (only when the payload is not of
+        // this version's shape): another version is reported as such.
+        Err(err) => match serde_json::from_slice::<Header>(payload) {
+            Ok(header) if header.v != u64::from(VERSION) => {
+                Err(CodecError::UnsupportedVersion(header.v))
+            }
+            _ => Err(CodecError::Malformed(err)),
+        },
     }
-    let envelope: Envelope = serde_json::from_slice(payload).map_err(CodecError::Malformed)?;
-    envelope.event.into_domain()
 }
 
-/// Just the version, read first so that a payload of another version is
-/// reported as such rather than as malformed.
+/// Just the version, for a payload that is not of this version's shape.
 #[derive(Deserialize)]
 struct Header {
     v: u64,

@@ -1,7 +1,9 @@
 //! Wire types of the REST API (API.md), kept apart from the domain types.
 
-use chat_app::{ConversationSummary, MessagePage};
-use chat_domain::{Attachment, Conversation, Message, Sender};
+use chat_app::{ChatError, ConversationSummary, MessagePage, SendMessage};
+use chat_domain::{
+    Attachment, AttachmentId, ClientMsgId, Conversation, Message, MessageBody, MessageId, Sender,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -253,4 +255,35 @@ pub struct ListMessagesQuery {
     pub before: Option<u64>,
     #[serde(default)]
     pub after: Option<u64>,
+}
+
+/// Validates the fields of a send, over REST or WebSocket, into a
+/// [`SendMessage`]: the body first, then the `client_msg_id`.
+///
+/// # Errors
+/// [`ChatError::Invalid`] naming the field.
+pub fn send_message(
+    body: Option<&str>,
+    attachment_ids: Option<Vec<Uuid>>,
+    reply_to: Option<Uuid>,
+    client_msg_id: Option<&str>,
+) -> Result<SendMessage, ChatError> {
+    let body = body
+        .map(MessageBody::parse)
+        .transpose()
+        .map_err(|e| ChatError::Invalid(format!("body: {e}")))?;
+    let client_msg_id = client_msg_id
+        .map(ClientMsgId::parse)
+        .transpose()
+        .map_err(|e| ChatError::Invalid(e.to_string()))?;
+    Ok(SendMessage {
+        body,
+        attachment_ids: attachment_ids
+            .unwrap_or_default()
+            .into_iter()
+            .map(AttachmentId::from_uuid)
+            .collect(),
+        reply_to: reply_to.map(MessageId::from_uuid),
+        client_msg_id,
+    })
 }

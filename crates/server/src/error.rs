@@ -130,6 +130,15 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The code and message, for a WebSocket `error` frame; an internal
+    /// cause is logged here, as a response logs it.
+    pub fn into_parts(self) -> (&'static str, String) {
+        if let Some(cause) = &self.cause {
+            tracing::error!(code = self.code, error = ?cause, "request failed");
+        }
+        (self.code, self.message)
+    }
 }
 
 impl From<ChatError> for ApiError {

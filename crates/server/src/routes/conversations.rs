@@ -4,15 +4,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chat_app::{ConversationCursor, MessageCursor, PageLimit, Receipt, SendMessage};
+use chat_app::{ConversationCursor, MessageCursor, PageLimit, Receipt};
 use chat_domain::{
-    AttachmentId, ClientMsgId, ConversationId, ConversationPatch, ConversationStatus, CustomerId,
-    MessageBody, MessageId, Seq, StaffUserId, Tags,
+    ConversationId, ConversationPatch, ConversationStatus, CustomerId, Seq, StaffUserId, Tags,
 };
 use serde_json::{json, Value};
 
 use crate::dto::{
-    ConversationDto, ConversationListDto, CreateConversationRequest, ListConversationsQuery,
+    self, ConversationDto, ConversationListDto, CreateConversationRequest, ListConversationsQuery,
     ListMessagesQuery, MessageDto, MessagePageDto, ReadRequest, SendMessageRequest,
     UpdateConversationRequest,
 };
@@ -150,36 +149,13 @@ async fn send(
         .send_limiter()
         .check(&principal)
         .map_err(ApiError::rate_limited)?;
-    let body = request
-        .body
-        .as_deref()
-        .map(MessageBody::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid(format!("body: {e}")))?;
-    let client_msg_id = request
-        .client_msg_id
-        .as_deref()
-        .map(ClientMsgId::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let outcome = state
-        .service
-        .send_message(
-            &principal,
-            id,
-            SendMessage {
-                body,
-                attachment_ids: request
-                    .attachment_ids
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(AttachmentId::from_uuid)
-                    .collect(),
-                reply_to: request.reply_to.map(MessageId::from_uuid),
-                client_msg_id,
-            },
-        )
-        .await?;
+    let send = dto::send_message(
+        request.body.as_deref(),
+        request.attachment_ids,
+        request.reply_to,
+        request.client_msg_id.as_deref(),
+    )?;
+    let outcome = state.service.send_message(&principal, id, send).await?;
     let status = if outcome.created {
         state.metrics.message_sent();
         StatusCode::CREATED

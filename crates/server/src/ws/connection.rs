@@ -17,20 +17,17 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use chat_app::{
     ChatError, ConnectionId, MessageCursor, PageLimit, Receipt, SendMessage, SendOutcome,
 };
-use chat_domain::{
-    AttachmentId, ClientMsgId, ConversationId, MessageBody, MessageId, PresenceStatus, Principal,
-    Seq,
-};
+use chat_domain::{ConversationId, PresenceStatus, Principal, Seq};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sync_wrapper::SyncWrapper;
 use tokio::sync::mpsc;
 
 use super::hub::{CloseReason, ConnControl, EchoKey, Outbound};
 use super::protocol::{self, ClientFrame, Frame};
 use super::Realtime;
-use crate::dto::MessageDto;
+use crate::dto::{self, MessageDto};
+use crate::error::ApiError;
 
 /// Errors tolerated per window before the connection is closed (1008).
 const ABUSE_LIMIT: u32 = 30;
@@ -62,27 +59,26 @@ struct Typing {
 /// The writer half went away: the connection is over.
 struct Gone;
 
-/// A send received from the client, validated, waiting for its turn.
-struct SendJob {
+/// A send received from the client: what answering it takes.
+struct Ticket {
     request_id: Option<Value>,
     conversation: ConversationId,
     echo: Option<EchoKey>,
-    request: SendMessage,
 }
 
 type SendFuture = Pin<Box<dyn Future<Output = Result<SendOutcome, ChatError>> + Send>>;
 
 /// The send being stored.
 struct Running {
-    job: SendJob,
-    future: SyncWrapper<SendFuture>,
+    ticket: Ticket,
+    future: SendFuture,
 }
 
 /// The connection's sends: one running, the rest queued in arrival order.
 #[derive(Default)]
 struct Sends {
     running: Option<Running>,
-    queued: VecDeque<SendJob>,
+    queued: VecDeque<(Ticket, SendMessage)>,
 }
 
 /// Events held back, per conversation, behind the echo of a send of this
@@ -118,8 +114,11 @@ impl Held {
 }
 
 impl Sends {
-    fn jobs(&self) -> impl Iterator<Item = &SendJob> {
-        self.running.iter().map(|r| &r.job).chain(&self.queued)
+    fn tickets(&self) -> impl Iterator<Item = &Ticket> {
+        self.running
+            .iter()
+            .map(|r| &r.ticket)
+            .chain(self.queued.iter().map(|(ticket, _)| ticket))
     }
 
     fn has_room(&self) -> bool {
@@ -128,18 +127,18 @@ impl Sends {
 
     /// Whether `echo` is the key of a send of this connection not yet acked.
     fn pending(&self, conversation: ConversationId, echo: EchoKey) -> bool {
-        self.jobs()
-            .any(|job| job.conversation == conversation && job.echo == Some(echo))
+        self.tickets()
+            .any(|t| t.conversation == conversation && t.echo == Some(echo))
     }
 
     /// Completes when the running send does (never when none runs); cancel
     /// safe: the send stays where it is until it has completed.
-    async fn finished(running: &mut Option<Running>) -> (SendJob, Result<SendOutcome, ChatError>) {
+    async fn finished(running: &mut Option<Running>) -> (Ticket, Result<SendOutcome, ChatError>) {
         let Some(current) = running.as_mut() else {
             return std::future::pending().await;
         };
-        let result = current.future.get_mut().as_mut().await;
-        let done = running.take().map(|r| r.job);
+        let result = current.future.as_mut().await;
+        let done = running.take().map(|r| r.ticket);
         (done.expect("the running send is still there"), result)
     }
 }
@@ -174,17 +173,9 @@ fn close_for(reason: CloseReason) -> CloseFrame {
     }
 }
 
-fn chat_error(err: &ChatError) -> (&'static str, String) {
-    match err {
-        ChatError::NotFound => ("not_found", "conversation not found".into()),
-        ChatError::Forbidden => ("forbidden", "not allowed to do this".into()),
-        ChatError::Invalid(message) => ("invalid_request", message.clone()),
-        ChatError::Conflict(message) => ("conflict", message.clone()),
-        ChatError::Unexpected(cause) => {
-            tracing::error!(error = ?cause, "websocket request failed");
-            ("internal", "internal error".into())
-        }
-    }
+/// The code and message of an `error` frame: those of the REST error.
+fn chat_error(err: ChatError) -> (&'static str, String) {
+    ApiError::from(err).into_parts()
 }
 
 /// Serves one upgraded socket until it closes.
@@ -271,35 +262,26 @@ async fn write_loop(
 }
 
 /// Validates a `send_message` frame into a send of `principal`.
-fn send_job(
+fn send_request(
     request_id: Option<Value>,
     principal: &Principal,
     frame: protocol::SendMessageFrame,
-) -> Result<SendJob, ChatError> {
-    let body = frame
-        .body
-        .as_deref()
-        .map(MessageBody::parse)
-        .transpose()
-        .map_err(|e| ChatError::Invalid(format!("body: {e}")))?;
-    let client_msg_id =
-        ClientMsgId::parse(&frame.client_msg_id).map_err(|e| ChatError::Invalid(e.to_string()))?;
-    Ok(SendJob {
+) -> Result<(Ticket, SendMessage), ChatError> {
+    let request = dto::send_message(
+        frame.body.as_deref(),
+        frame.attachment_ids,
+        frame.reply_to,
+        Some(&frame.client_msg_id),
+    )?;
+    let ticket = Ticket {
         request_id,
         conversation: ConversationId::from_uuid(frame.conversation_id),
-        echo: Some(EchoKey::new(principal.as_sender(), &client_msg_id)),
-        request: SendMessage {
-            body,
-            attachment_ids: frame
-                .attachment_ids
-                .unwrap_or_default()
-                .into_iter()
-                .map(AttachmentId::from_uuid)
-                .collect(),
-            reply_to: frame.reply_to.map(MessageId::from_uuid),
-            client_msg_id: Some(client_msg_id),
-        },
-    })
+        echo: request
+            .client_msg_id
+            .as_ref()
+            .map(|key| EchoKey::new(principal.as_sender(), key)),
+    };
+    Ok((ticket, request))
 }
 
 fn is_too_large(err: &axum::Error) -> bool {
@@ -322,13 +304,14 @@ impl Connection {
         let tick = (self.rt.settings.typing_expiry / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut typing = tokio::time::interval(tick);
+        typing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             // Unbiased: a client streaming frames must not starve its own
             // deliveries, nor a burst of events its frames.
             tokio::select! {
                 () = self.control.closed() => return Some(close_for(self.control.reason())),
-                (job, result) = Sends::finished(&mut self.sends.running) => {
-                    match self.sent(job, result).await {
+                (ticket, result) = Sends::finished(&mut self.sends.running) => {
+                    match self.sent(ticket, result).await {
                         Ok(None) => {}
                         Ok(Some(frame)) => return Some(frame),
                         Err(Gone) => return None,
@@ -385,21 +368,21 @@ impl Connection {
                         tracing::warn!(error = ?err, "presence refresh failed");
                     }
                 }
-                _ = typing.tick() => self.expire_typing().await,
+                // Only while an indicator is up: idle sockets are not woken.
+                _ = typing.tick(), if !self.typing.is_empty() => self.expire_typing().await,
             }
         }
     }
 
-    async fn send(&self, message: WsMessage) -> Result<(), Gone> {
+    async fn send(&mut self, message: WsMessage) -> Result<(), Gone> {
         tokio::select! {
             sent = self.out.send(message) => sent.map_err(|_| Gone),
             () = self.control.closed() => Err(Gone),
         }
     }
 
-    async fn emit(&self, frame: Frame) -> Result<(), Gone> {
-        self.send(WsMessage::Text(Utf8Bytes::from(frame.as_ref())))
-            .await
+    async fn emit(&mut self, frame: Frame) -> Result<(), Gone> {
+        self.send(WsMessage::Text(frame)).await
     }
 
     /// Queues a hub event, unless it is the echo of a send of this
@@ -478,10 +461,10 @@ impl Connection {
                         format!("too many messages: retry in {} ms", wait.as_millis().max(1));
                     return self.fail(rid, "rate_limited", &message).await;
                 }
-                match send_job(request_id.clone(), &self.principal, frame) {
-                    Ok(job) => {
+                match send_request(request_id.clone(), &self.principal, frame) {
+                    Ok(send) => {
                         // Answered when stored, by `sent`.
-                        self.sends.queued.push_back(job);
+                        self.sends.queued.push_back(send);
                         self.start_next_send();
                         return Ok(None);
                     }
@@ -523,7 +506,7 @@ impl Connection {
             Ok(_) if rid.is_none() && !always_answer => Ok(None),
             Ok(frame) => self.emit(frame).await.map(|()| None),
             Err(err) => {
-                let (code, message) = chat_error(&err);
+                let (code, message) = chat_error(err);
                 self.fail(rid, code, &message).await
             }
         }
@@ -534,48 +517,33 @@ impl Connection {
         if self.sends.running.is_some() {
             return;
         }
-        let Some(job) = self.sends.queued.pop_front() else {
+        let Some((ticket, request)) = self.sends.queued.pop_front() else {
             return;
         };
         let rt = self.rt.clone();
         let principal = self.principal;
-        let conversation = job.conversation;
-        let request = job.request.clone();
+        let conversation = ticket.conversation;
         let future: SendFuture = Box::pin(async move {
             rt.service
                 .send_message(&principal, conversation, request)
                 .await
         });
-        self.sends.running = Some(Running {
-            job,
-            future: SyncWrapper::new(future),
-        });
+        self.sends.running = Some(Running { ticket, future });
     }
 
     /// Answers a finished send, starts the next one and releases the events
     /// held behind its echo.
     async fn sent(
         &mut self,
-        job: SendJob,
+        ticket: Ticket,
         result: Result<SendOutcome, ChatError>,
     ) -> Result<Option<CloseFrame>, Gone> {
         self.start_next_send();
-        let rid = job.request_id.as_ref();
-        let conversation = job.conversation;
+        let rid = ticket.request_id.as_ref();
+        let conversation = ticket.conversation;
+        let ok = result.is_ok();
         let answer = match result {
             Ok(sent) => {
-                // Sending stops the sender's typing indicator.
-                if self
-                    .typing
-                    .remove(&conversation)
-                    .is_some_and(|t| t.relayed_at.is_some())
-                {
-                    let _ = self
-                        .rt
-                        .service
-                        .typing(&self.principal, conversation, false)
-                        .await;
-                }
                 let ack = protocol::ack(
                     rid,
                     Some(("message", json!(MessageDto::from(sent.message)))),
@@ -583,12 +551,17 @@ impl Connection {
                 self.emit(ack).await.map(|()| None)?
             }
             Err(err) => {
-                let (code, message) = chat_error(&err);
+                let (code, message) = chat_error(err);
                 self.fail(rid, code, &message).await?
             }
         };
         for out in self.held.release(conversation) {
             self.forward(out).await?;
+        }
+        if ok {
+            // Sending stops the sender's typing indicator (the others have
+            // the message already).
+            self.stop_relayed(conversation).await;
         }
         Ok(answer)
     }
@@ -598,9 +571,9 @@ impl Connection {
     async fn drain_sends(&mut self) {
         let drained = tokio::time::timeout(SEND_DRAIN, async {
             while self.sends.running.is_some() {
-                let (job, result) = Sends::finished(&mut self.sends.running).await;
+                let (ticket, result) = Sends::finished(&mut self.sends.running).await;
                 // Whether the ack still gets out does not matter any more.
-                let _ = self.sent(job, result).await;
+                let _ = self.sent(ticket, result).await;
             }
         })
         .await;
@@ -694,29 +667,30 @@ impl Connection {
             .map(|(id, _)| *id)
             .collect();
         for conversation in expired {
-            if self
-                .typing
-                .remove(&conversation)
-                .is_some_and(|t| t.relayed_at.is_some())
-            {
-                let _ = self
-                    .rt
-                    .service
-                    .typing(&self.principal, conversation, false)
-                    .await;
-            }
+            self.stop_relayed(conversation).await;
         }
     }
 
     async fn stop_typing(&mut self) {
-        for (conversation, typing) in std::mem::take(&mut self.typing) {
-            if typing.relayed_at.is_some() {
-                let _ = self
-                    .rt
-                    .service
-                    .typing(&self.principal, conversation, false)
-                    .await;
-            }
+        let conversations: Vec<ConversationId> = self.typing.keys().copied().collect();
+        for conversation in conversations {
+            self.stop_relayed(conversation).await;
+        }
+    }
+
+    /// Forgets the indicator of `conversation`, relaying its stop when its
+    /// start was relayed.
+    async fn stop_relayed(&mut self, conversation: ConversationId) {
+        if self
+            .typing
+            .remove(&conversation)
+            .is_some_and(|t| t.relayed_at.is_some())
+        {
+            let _ = self
+                .rt
+                .service
+                .typing(&self.principal, conversation, false)
+                .await;
         }
     }
 
@@ -782,7 +756,7 @@ impl Connection {
             }
             replayed_total += replayed;
             if let Err(err) = outcome {
-                let (code, message) = chat_error(&err);
+                let (code, message) = chat_error(err);
                 failures.push(json!({"conversation_id": conversation.to_string(), "code": code, "message": message}));
             }
         }
@@ -797,14 +771,14 @@ impl Connection {
             if let Some(id) = rid {
                 frame["request_id"] = id.clone();
             }
-            Ok(Arc::from(frame.to_string()))
+            Ok(Utf8Bytes::from(frame.to_string()))
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use chat_domain::{CustomerId, Sender};
+    use chat_domain::{ClientMsgId, CustomerId, MessageBody, Sender};
 
     use super::*;
 
@@ -817,18 +791,19 @@ mod tests {
         EchoKey::new(sender, &ClientMsgId::parse(&format!("k-{n}")).expect("key"))
     }
 
-    fn job(conversation: ConversationId, n: u32) -> SendJob {
-        SendJob {
+    fn send(conversation: ConversationId, n: u32) -> (Ticket, SendMessage) {
+        let ticket = Ticket {
             request_id: None,
             conversation,
             echo: Some(key(n)),
-            request: SendMessage {
-                body: Some(MessageBody::parse("hi").expect("body")),
-                attachment_ids: Vec::new(),
-                reply_to: None,
-                client_msg_id: None,
-            },
-        }
+        };
+        let request = SendMessage {
+            body: Some(MessageBody::parse("hi").expect("body")),
+            attachment_ids: Vec::new(),
+            reply_to: None,
+            client_msg_id: None,
+        };
+        (ticket, request)
     }
 
     fn message(conversation: ConversationId, seq: u64, echo: Option<EchoKey>) -> Outbound {
@@ -836,7 +811,7 @@ mod tests {
             conversation: Some(conversation),
             seq: Some(seq),
             echo,
-            frame: Arc::from(format!("{seq}")),
+            frame: Utf8Bytes::from(format!("{seq}")),
         }
     }
 
@@ -848,7 +823,7 @@ mod tests {
     fn the_echo_of_a_pending_send_and_what_follows_it_wait_for_the_ack() {
         let (c, other) = (conversation(), conversation());
         let mut sends = Sends::default();
-        sends.queued.push_back(job(c, 1));
+        sends.queued.push_back(send(c, 1));
         let mut held = Held::default();
 
         // Before the echo, and in other conversations, events pass.
@@ -861,7 +836,7 @@ mod tests {
             conversation: Some(c),
             seq: None,
             echo: None,
-            frame: Arc::from("read"),
+            frame: Utf8Bytes::from_static("read"),
         };
         assert!(held.offer(receipt, &sends).is_none());
         assert!(held.offer(message(other, 1, None), &sends).is_some());
@@ -869,7 +844,7 @@ mod tests {
             conversation: None,
             seq: None,
             echo: None,
-            frame: Arc::from("presence"),
+            frame: Utf8Bytes::from_static("presence"),
         };
         assert!(held.offer(presence, &sends).is_some());
 
@@ -888,8 +863,8 @@ mod tests {
     fn released_events_stop_again_at_the_echo_of_the_next_pending_send() {
         let c = conversation();
         let mut sends = Sends::default();
-        sends.queued.push_back(job(c, 1));
-        sends.queued.push_back(job(c, 2));
+        sends.queued.push_back(send(c, 1));
+        sends.queued.push_back(send(c, 2));
         let mut held = Held::default();
         for (seq, echo) in [(1, Some(key(1))), (2, None), (3, Some(key(2))), (4, None)] {
             assert!(held.offer(message(c, seq, echo), &sends).is_none());

@@ -247,35 +247,41 @@ impl Hub {
 
     /// Queues `frame` for every connection that may read `conversation`.
     fn to_readers(&self, conversation: &Conversation, frame: Frame) {
-        let out = Outbound {
-            conversation: Some(conversation.id),
-            seq: None,
-            echo: None,
-            frame,
-        };
-        self.fan_out(
-            conversation.tenant,
-            |principal| authorize(principal, conversation, Action::Read).is_ok(),
-            &out,
+        self.fan_out_to_readers(
+            conversation,
+            &Outbound {
+                conversation: Some(conversation.id),
+                seq: None,
+                echo: None,
+                frame,
+            },
         );
     }
 
     fn deliver_message(&self, conversation: &Conversation, message: Message) {
-        let seq = message.seq.get();
         let echo = message
             .client_msg_id
             .as_ref()
             .map(|key| EchoKey::new(message.sender, key));
-        let out = Outbound {
-            conversation: Some(conversation.id),
-            seq: Some(seq),
-            echo,
-            frame: protocol::event("new_message", json!({"message": MessageDto::from(message)})),
-        };
+        self.fan_out_to_readers(
+            conversation,
+            &Outbound {
+                conversation: Some(conversation.id),
+                seq: Some(message.seq.get()),
+                echo,
+                frame: protocol::event(
+                    "new_message",
+                    json!({"message": MessageDto::from(message)}),
+                ),
+            },
+        );
+    }
+
+    fn fan_out_to_readers(&self, conversation: &Conversation, out: &Outbound) {
         self.fan_out(
             conversation.tenant,
             |principal| authorize(principal, conversation, Action::Read).is_ok(),
-            &out,
+            out,
         );
     }
 
@@ -348,13 +354,10 @@ impl Hub {
             state.upto = seq;
             self.deliver_message(&conversation, message);
         } else if seq > state.upto + 1 {
-            let upto = state.upto;
-            for missed in self.missing(&conversation, upto, seq).await {
+            for missed in self.missing(&conversation, state.upto, seq).await {
                 self.deliver_message(&conversation, missed);
             }
-            if let Some(state) = order.get_mut(&conversation.id) {
-                state.upto = seq;
-            }
+            state.upto = seq;
             self.deliver_message(&conversation, message);
         } else if seq < state.floor && state.late.insert(seq) {
             // Published before, delivered after, the first message this

@@ -3,8 +3,8 @@
 //! `request_id`; server frames are built once and shared between
 //! connections.
 
+use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -194,11 +194,12 @@ pub fn parse(text: &str) -> Parsed {
     Parsed { request_id, frame }
 }
 
-/// A server frame serialised once, shared by every recipient.
-pub type Frame = Arc<str>;
+/// A server frame serialised once, shared by every recipient down to the
+/// socket (cloning it only counts a reference).
+pub type Frame = Utf8Bytes;
 
 fn frame(value: &Value) -> Frame {
-    Arc::from(value.to_string())
+    Utf8Bytes::from(value.to_string())
 }
 
 /// `pong`.
