@@ -465,7 +465,7 @@ impl PresenceService {
     ) -> Result<Presence, ChatError> {
         if status == PresenceStatus::Offline {
             return Err(ChatError::Invalid(
-                "status must be one of online, away, busy".into(),
+                chat_domain::PresenceStatusError.to_string(),
             ));
         }
         let change = self

@@ -376,14 +376,16 @@ impl ChatService {
                 if reopen {
                     conversation.status = ConversationStatus::Open;
                 }
+                // A copy only when a second event needs one.
+                let reopened = reopen.then(|| conversation.clone());
                 self.ports
                     .events
                     .publish(ChatEvent::MessageCreated {
-                        conversation: conversation.clone(),
+                        conversation,
                         message: message.clone(),
                     })
                     .await;
-                if reopen {
+                if let Some(conversation) = reopened {
                     self.ports
                         .events
                         .publish(ChatEvent::ConversationUpdated { conversation })

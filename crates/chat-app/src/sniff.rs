@@ -134,7 +134,7 @@ pub fn sniff(head: &[u8]) -> Result<Sniffed, ContentRejection> {
             required: &[OLE_WORD_DOCUMENT],
             forbidden: &[OLE_VBA_PROJECT],
         }
-    } else if infer::archive::is_zip(head) && head.starts_with(b"PK\x03\x04") {
+    } else if head.starts_with(b"PK\x03\x04") {
         Sniffed {
             media_type: MediaType::Docx,
             required: &[DOCX_CONTENT_TYPES, DOCX_MAIN_PART],

@@ -180,16 +180,11 @@ pub fn authorize_create(principal: &Principal, conversation: &Conversation) -> R
     if principal.tenant() != conversation.tenant {
         return Err(Denied::NotFound);
     }
-    match (principal, conversation.kind) {
-        (Principal::Customer { .. }, _) => Err(Denied::Forbidden),
-        (Principal::Staff { .. }, _) if principal.is_admin() => Ok(()),
-        (Principal::Staff { user_id, .. }, ConversationKind::Customer { clinician, .. }) => {
-            if clinician.is_none_or(|c| c == *user_id) {
-                Ok(())
-            } else {
-                Err(Denied::Forbidden)
-            }
-        }
+    // Staff open what they could read once it exists.
+    if principal.is_staff() && can_read(principal, conversation) {
+        Ok(())
+    } else {
+        Err(Denied::Forbidden)
     }
 }
 
