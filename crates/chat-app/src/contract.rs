@@ -26,7 +26,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use crate::files::AttachmentRepository;
 use crate::ports::{
     AppendError, AppendOutcome, ConversationListQuery, ConversationRepository, MessageCursor,
-    MessageQuery, MessageRepository, ReadStateRepository, Receipt,
+    MessagePage, MessageQuery, MessageRepository, ReadStateRepository, Receipt, ReceiptUpdate,
 };
 
 /// A store the suite can run against: all the repositories in one.
@@ -152,18 +152,56 @@ async fn send<S: Store>(
     sender: Sender,
     text: &str,
 ) -> chat_domain::Message {
-    match store
-        .append(&message(conversation, sender, text, t0()), false)
-        .await
-        .expect("append")
-    {
+    let new = message(conversation, sender, text, t0());
+    created(store.append(&new, false).await.expect("append"))
+}
+
+/// The message of an append that must have stored a new one.
+fn created(outcome: AppendOutcome) -> chat_domain::Message {
+    match outcome {
         AppendOutcome::Created(m) => m,
-        AppendOutcome::Replayed(m) => panic!("unexpected replay of {:?}", m.id),
+        AppendOutcome::Replayed(m) => panic!("expected a new message, got a replay of {:?}", m.id),
     }
+}
+
+/// The customer of a customer conversation, as a sender.
+fn customer_of(conversation: &chat_domain::Conversation) -> Sender {
+    let customer = conversation.kind.customer_id();
+    Sender::Customer(customer.expect("a customer conversation"))
 }
 
 fn seq(n: u64) -> Seq {
     Seq::from_u64(n).expect("small seq")
+}
+
+/// One page of `conversation`'s messages, asked for by its tenant and id.
+async fn page<S: Store>(
+    store: &S,
+    conversation: &chat_domain::Conversation,
+    cursor: MessageCursor,
+    limit: u32,
+) -> MessagePage {
+    let query = MessageQuery { cursor, limit };
+    store
+        .list_messages(conversation.tenant, conversation.id, query)
+        .await
+        .expect("list messages")
+}
+
+/// Moves `reader`'s `receipt` marker in `conversation` (by its tenant and id)
+/// up to seq `up_to`, at `t0()`; `None` when no such conversation exists.
+async fn advance<S: Store>(
+    store: &S,
+    conversation: &chat_domain::Conversation,
+    reader: Sender,
+    receipt: Receipt,
+    up_to: u64,
+) -> Option<ReceiptUpdate> {
+    let (tenant, id) = (conversation.tenant, conversation.id);
+    store
+        .advance(tenant, id, reader, receipt, seq(up_to), t0())
+        .await
+        .expect("advance")
 }
 
 /// One conversation per (tenant, customer, clinician): asking again returns
@@ -245,16 +283,13 @@ pub async fn concurrent_get_or_create_creates_exactly_once<S: Store>(store: Arc<
 pub async fn appends_number_messages_from_one_and_bump_the_conversation<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     let staff = Sender::Staff(StaffUserId::new_v4());
     let mut last_at = t0();
     for (i, sender) in [customer, staff, customer].into_iter().enumerate() {
         last_at = t0() + Duration::minutes(i as i64 + 1);
         let new = message(&conversation, sender, &format!("message {i}"), last_at);
-        let stored = match store.append(&new, false).await.unwrap() {
-            AppendOutcome::Created(m) => m,
-            other => panic!("expected a new message, got {other:?}"),
-        };
+        let stored = created(store.append(&new, false).await.unwrap());
         assert_eq!(
             stored,
             new.clone().into_message(seq(i as u64 + 1), Vec::new())
@@ -301,24 +336,11 @@ pub async fn fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate<S: 
         .collect();
     let mut seqs = Vec::new();
     for task in futures::future::join_all(tasks).await {
-        match task.expect("task").expect("append") {
-            AppendOutcome::Created(m) => seqs.push(m.seq.get()),
-            AppendOutcome::Replayed(m) => panic!("unexpected replay {:?}", m.id),
-        }
+        seqs.push(created(task.expect("task").expect("append")).seq.get());
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
-    let page = store
-        .list_messages(
-            tenant,
-            conversation.id,
-            MessageQuery {
-                cursor: MessageCursor::After(Seq::ZERO),
-                limit: 200,
-            },
-        )
-        .await
-        .unwrap();
+    let page = page(&*store, &conversation, MessageCursor::After(Seq::ZERO), 200).await;
     let stored: Vec<u64> = page.messages.iter().map(|m| m.seq.get()).collect();
     assert_eq!(stored, (1..=50).collect::<Vec<u64>>());
     let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
@@ -332,7 +354,7 @@ pub async fn ten_concurrent_sends_with_one_client_msg_id_store_one_message<S: St
 ) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
-    let sender = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let sender = customer_of(&conversation);
     let key = ClientMsgId::parse("c-81").unwrap();
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -355,17 +377,7 @@ pub async fn ten_concurrent_sends_with_one_client_msg_id_store_one_message<S: St
     let ids: HashSet<_> = outcomes.iter().map(|o| o.message().id).collect();
     assert_eq!(ids.len(), 1, "every call returns the same message");
     assert!(outcomes.iter().all(|o| o.message().seq == seq(1)));
-    let page = store
-        .list_messages(
-            tenant,
-            conversation.id,
-            MessageQuery {
-                cursor: MessageCursor::Latest,
-                limit: 50,
-            },
-        )
-        .await
-        .unwrap();
+    let page = page(&*store, &conversation, MessageCursor::Latest, 50).await;
     assert_eq!(page.messages.len(), 1);
     let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
     assert_eq!(after.last_seq, seq(1), "a replay consumes no seq");
@@ -378,9 +390,7 @@ pub async fn a_replayed_client_msg_id_returns_the_original_later_on<S: Store>(st
     let sender = Sender::Staff(StaffUserId::new_v4());
     let mut first = message(&conversation, sender, "original", t0());
     first.client_msg_id = Some(ClientMsgId::parse("k1").unwrap());
-    let AppendOutcome::Created(original) = store.append(&first, false).await.unwrap() else {
-        panic!("first send must create");
-    };
+    let original = created(store.append(&first, false).await.unwrap());
     send(&*store, &conversation, sender, "in between").await;
     let mut replay = message(
         &conversation,
@@ -404,7 +414,7 @@ pub async fn client_msg_ids_are_scoped_to_the_sender<S: Store>(store: Arc<S>) {
     let key = ClientMsgId::parse("same-key").unwrap();
     for sender in [
         Sender::Staff(StaffUserId::new_v4()),
-        Sender::Customer(conversation.kind.customer_id().unwrap()),
+        customer_of(&conversation),
     ] {
         let mut new = message(&conversation, sender, "hi", t0());
         new.client_msg_id = Some(key.clone());
@@ -435,9 +445,7 @@ pub async fn reply_to_must_name_a_message_of_the_same_conversation<S: Store>(sto
 
     let mut reply = message(&conversation, sender, "answer", t0());
     reply.reply_to = Some(first.id);
-    let AppendOutcome::Created(stored) = store.append(&reply, false).await.unwrap() else {
-        panic!("reply must be stored");
-    };
+    let stored = created(store.append(&reply, false).await.unwrap());
     assert_eq!(stored.reply_to, Some(first.id));
 
     for target in [elsewhere.id, MessageId::new_v7()] {
@@ -485,7 +493,7 @@ pub async fn a_customer_message_can_reopen_a_resolved_conversation<S: Store>(sto
         .await
         .unwrap()
         .unwrap();
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     store
         .append(&message(&conversation, customer, "still", t0()), false)
         .await
@@ -512,56 +520,40 @@ pub async fn message_pages_follow_the_seq_cursor_both_ways<S: Store>(store: Arc<
     for i in 1..=7 {
         send(&*store, &conversation, sender, &format!("m{i}")).await;
     }
-    let page = |cursor, limit| {
-        let store = store.clone();
-        async move {
-            let page = store
-                .list_messages(tenant, conversation.id, MessageQuery { cursor, limit })
-                .await
-                .unwrap();
-            let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq.get()).collect();
-            (seqs, page.has_more)
-        }
+    let seqs = async |cursor, limit| {
+        let page = page(&*store, &conversation, cursor, limit).await;
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq.get()).collect();
+        (seqs, page.has_more)
     };
-    assert_eq!(page(MessageCursor::Latest, 3).await, (vec![7, 6, 5], true));
+    assert_eq!(seqs(MessageCursor::Latest, 3).await, (vec![7, 6, 5], true));
     assert_eq!(
-        page(MessageCursor::Latest, 7).await,
+        seqs(MessageCursor::Latest, 7).await,
         (vec![7, 6, 5, 4, 3, 2, 1], false)
     );
     assert_eq!(
-        page(MessageCursor::Before(seq(5)), 3).await,
+        seqs(MessageCursor::Before(seq(5)), 3).await,
         (vec![4, 3, 2], true)
     );
     assert_eq!(
-        page(MessageCursor::Before(seq(3)), 3).await,
+        seqs(MessageCursor::Before(seq(3)), 3).await,
         (vec![2, 1], false)
     );
     assert_eq!(
-        page(MessageCursor::Before(seq(1)), 3).await,
+        seqs(MessageCursor::Before(seq(1)), 3).await,
         (vec![], false)
     );
     assert_eq!(
-        page(MessageCursor::After(seq(2)), 3).await,
+        seqs(MessageCursor::After(seq(2)), 3).await,
         (vec![3, 4, 5], true)
     );
     assert_eq!(
-        page(MessageCursor::After(seq(4)), 3).await,
+        seqs(MessageCursor::After(seq(4)), 3).await,
         (vec![5, 6, 7], false)
     );
-    assert_eq!(page(MessageCursor::After(seq(7)), 3).await, (vec![], false));
-    assert_eq!(page(MessageCursor::After(Seq::ZERO), 200).await.0.len(), 7);
+    assert_eq!(seqs(MessageCursor::After(seq(7)), 3).await, (vec![], false));
+    assert_eq!(seqs(MessageCursor::After(Seq::ZERO), 200).await.0.len(), 7);
 
-    let stored = store
-        .list_messages(
-            tenant,
-            conversation.id,
-            MessageQuery {
-                cursor: MessageCursor::Latest,
-                limit: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let stored = page(&*store, &conversation, MessageCursor::Latest, 1).await;
     let newest = &stored.messages[0];
     assert_eq!(newest.body.as_ref().map(MessageBody::as_str), Some("m7"));
     assert_eq!(newest.sender, sender);
@@ -574,28 +566,16 @@ pub async fn read_state_never_moves_backwards_and_is_capped<S: Store>(store: Arc
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let staff = Sender::Staff(StaffUserId::new_v4());
-    let reader = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let reader = customer_of(&conversation);
     for i in 0..5 {
         send(&*store, &conversation, staff, &format!("m{i}")).await;
     }
-    let advance = |up_to: u64| {
-        let store = store.clone();
-        async move {
-            store
-                .advance(
-                    tenant,
-                    conversation.id,
-                    reader,
-                    Receipt::Read,
-                    seq(up_to),
-                    t0(),
-                )
-                .await
-                .unwrap()
-                .expect("conversation exists")
-        }
+    let read_up_to = async |up_to| {
+        advance(&*store, &conversation, reader, Receipt::Read, up_to)
+            .await
+            .expect("conversation exists")
     };
-    let first = advance(3).await;
+    let first = read_up_to(3).await;
     assert!(first.moved);
     assert_eq!(first.state.last_read_seq, seq(3));
     assert_eq!(
@@ -606,33 +586,23 @@ pub async fn read_state_never_moves_backwards_and_is_capped<S: Store>(store: Arc
     assert_eq!(first.state.reader, reader);
     assert_eq!(first.state.conversation_id, conversation.id);
 
-    let back = advance(1).await;
+    let back = read_up_to(1).await;
     assert!(!back.moved);
     assert_eq!(back.state.last_read_seq, seq(3), "never backwards");
 
-    let same = advance(3).await;
+    let same = read_up_to(3).await;
     assert!(!same.moved);
 
-    let capped = advance(1_000).await;
+    let capped = read_up_to(1_000).await;
     assert!(capped.moved);
     assert_eq!(capped.state.last_read_seq, seq(5), "capped at last_seq");
 
     // Racing markers end at the highest.
     let tasks: Vec<_> = (0..5u64)
         .map(|i| {
-            let store = store.clone();
+            let (store, conversation) = (store.clone(), conversation.clone());
             tokio::spawn(async move {
-                store
-                    .advance(
-                        tenant,
-                        conversation.id,
-                        staff,
-                        Receipt::Read,
-                        seq(i + 1),
-                        t0(),
-                    )
-                    .await
-                    .unwrap()
+                advance(&*store, &conversation, staff, Receipt::Read, i + 1).await
             })
         })
         .collect();
@@ -650,30 +620,19 @@ pub async fn delivered_receipts_move_only_the_delivered_marker<S: Store>(store: 
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let staff = Sender::Staff(StaffUserId::new_v4());
-    let reader = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let reader = customer_of(&conversation);
     for i in 0..4 {
         send(&*store, &conversation, staff, &format!("m{i}")).await;
     }
-    let delivered = store
-        .advance(
-            tenant,
-            conversation.id,
-            reader,
-            Receipt::Delivered,
-            seq(4),
-            t0(),
-        )
+    let delivered = advance(&*store, &conversation, reader, Receipt::Delivered, 4)
         .await
-        .unwrap()
         .unwrap();
     assert!(delivered.moved);
     assert_eq!(delivered.state.last_delivered_seq, seq(4));
     assert_eq!(delivered.state.last_read_seq, Seq::ZERO);
 
-    let read = store
-        .advance(tenant, conversation.id, reader, Receipt::Read, seq(2), t0())
+    let read = advance(&*store, &conversation, reader, Receipt::Read, 2)
         .await
-        .unwrap()
         .unwrap();
     assert!(read.moved);
     assert_eq!(read.state.last_read_seq, seq(2));
@@ -683,17 +642,8 @@ pub async fn delivered_receipts_move_only_the_delivered_marker<S: Store>(store: 
         "delivered never goes back"
     );
 
-    let again = store
-        .advance(
-            tenant,
-            conversation.id,
-            reader,
-            Receipt::Delivered,
-            seq(3),
-            t0(),
-        )
+    let again = advance(&*store, &conversation, reader, Receipt::Delivered, 3)
         .await
-        .unwrap()
         .unwrap();
     assert!(!again.moved);
 }
@@ -724,10 +674,7 @@ pub async fn unread_counts_follow_the_read_marker<S: Store>(store: Arc<S>) {
         customer_id: customer,
     };
     assert_eq!(store.unread_total(customer_scope, reader).await.unwrap(), 5);
-    store
-        .advance(tenant, inbox.id, reader, Receipt::Read, seq(2), t0())
-        .await
-        .unwrap();
+    advance(&*store, &inbox, reader, Receipt::Read, 2).await;
     assert_eq!(store.unread_total(customer_scope, reader).await.unwrap(), 3);
     let summary = store
         .find_summary(tenant, inbox.id, reader)
@@ -1043,17 +990,10 @@ pub async fn a_tenant_never_sees_another_tenants_rows<S: Store>(store: Arc<S>) {
             .unwrap(),
         None
     );
-    let page = store
-        .list_messages(
-            intruder,
-            conversation.id,
-            MessageQuery {
-                cursor: MessageCursor::Latest,
-                limit: 50,
-            },
-        )
-        .await
-        .unwrap();
+    // The same conversation, addressed through the intruder's tenant.
+    let mut as_intruder = conversation.clone();
+    as_intruder.tenant = intruder;
+    let page = page(&*store, &as_intruder, MessageCursor::Latest, 50).await;
     assert!(page.messages.is_empty());
     for scope in [
         ConversationScope::All { tenant: intruder },
@@ -1097,17 +1037,14 @@ pub async fn a_tenant_never_sees_another_tenants_rows<S: Store>(store: Arc<S>) {
         None
     );
     assert_eq!(
-        store
-            .advance(
-                intruder,
-                conversation.id,
-                Sender::Customer(customer),
-                Receipt::Read,
-                seq(1),
-                t0()
-            )
-            .await
-            .unwrap(),
+        advance(
+            &*store,
+            &as_intruder,
+            Sender::Customer(customer),
+            Receipt::Read,
+            1
+        )
+        .await,
         None
     );
     // The same customer id in another tenant is another conversation.
@@ -1177,7 +1114,7 @@ fn linked(attachment: &Attachment, message: &chat_domain::Message) -> Attachment
 pub async fn attachments_are_recorded_and_found_only_in_their_tenant<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     let new = new_upload(&conversation, customer, t0());
     let stored = store.insert_attachment(&new).await.unwrap();
     assert_eq!(stored, new.clone().into_attachment());
@@ -1208,7 +1145,7 @@ pub async fn a_message_links_its_attachments_in_order_and_every_read_carries_the
 ) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     let first = upload(&*store, &conversation, customer, t0()).await;
     let second = upload(&*store, &conversation, customer, t0()).await;
     let plain = send(&*store, &conversation, customer, "no files").await;
@@ -1216,25 +1153,12 @@ pub async fn a_message_links_its_attachments_in_order_and_every_read_carries_the
         message(&conversation, customer, "two photos", t0()),
         &[&second, &first],
     );
-    let stored = match store.append(&new, false).await.unwrap() {
-        AppendOutcome::Created(m) => m,
-        other => panic!("expected a new message, got {other:?}"),
-    };
+    let stored = created(store.append(&new, false).await.unwrap());
     let expected = vec![linked(&second, &stored), linked(&first, &stored)];
     assert_eq!(stored.attachments, expected);
     assert_eq!(stored, new.clone().into_message(seq(2), expected.clone()));
 
-    let page = store
-        .list_messages(
-            tenant,
-            conversation.id,
-            MessageQuery {
-                cursor: MessageCursor::After(Seq::ZERO),
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    let page = page(&*store, &conversation, MessageCursor::After(Seq::ZERO), 10).await;
     assert_eq!(page.messages, vec![plain, stored.clone()]);
 
     let summary = store
@@ -1284,7 +1208,7 @@ pub async fn linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing
     let conversation = open_inbox(&*store, tenant).await;
     let other_conversation = open_inbox(&*store, tenant).await;
     let foreign_conversation = open_inbox(&*store, TenantId::new_v4()).await;
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     let staff = Sender::Staff(StaffUserId::new_v4());
     let good = upload(&*store, &conversation, customer, t0()).await;
     let used = upload(&*store, &conversation, customer, t0()).await;
@@ -1295,7 +1219,7 @@ pub async fn linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing
     let other_tenants = upload(
         &*store,
         &foreign_conversation,
-        Sender::Customer(foreign_conversation.kind.customer_id().unwrap()),
+        customer_of(&foreign_conversation),
         t0(),
     )
     .await;
@@ -1336,14 +1260,11 @@ pub async fn linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing
 pub async fn a_replayed_send_returns_the_original_with_its_attachments<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     let file = upload(&*store, &conversation, customer, t0()).await;
     let mut new = with_attachments(message(&conversation, customer, "photo", t0()), &[&file]);
     new.client_msg_id = Some(ClientMsgId::parse("c-photo").unwrap());
-    let original = match store.append(&new, false).await.unwrap() {
-        AppendOutcome::Created(m) => m,
-        other => panic!("expected a new message, got {other:?}"),
-    };
+    let original = created(store.append(&new, false).await.unwrap());
     let mut again = new.clone();
     again.id = MessageId::new_v7();
     match store.append(&again, false).await.unwrap() {
@@ -1357,7 +1278,7 @@ pub async fn a_replayed_send_returns_the_original_with_its_attachments<S: Store>
 pub async fn concurrent_sends_attach_one_upload_once<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     let file = upload(&*store, &conversation, customer, t0()).await;
     let mut tasks = Vec::new();
     for i in 0..10 {
@@ -1391,8 +1312,8 @@ pub async fn orphans_are_listed_oldest_first_and_deleted_only_while_unattached<S
 ) {
     let conversation = open_inbox(&*store, TenantId::new_v4()).await;
     let foreign = open_inbox(&*store, TenantId::new_v4()).await;
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
-    let foreign_customer = Sender::Customer(foreign.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
+    let foreign_customer = customer_of(&foreign);
     let old = upload(&*store, &conversation, customer, t0()).await;
     let older_foreign = upload(
         &*store,
@@ -1458,7 +1379,7 @@ pub async fn receipts_list_every_participants_markers<S: Store>(store: Arc<S>) {
     let conversation = open_inbox(&*store, tenant).await;
     let other = open_inbox(&*store, tenant).await;
     let staff = Sender::Staff(StaffUserId::new_v4());
-    let customer = Sender::Customer(conversation.kind.customer_id().unwrap());
+    let customer = customer_of(&conversation);
     assert!(store
         .list_receipts(tenant, conversation.id)
         .await
@@ -1468,28 +1389,8 @@ pub async fn receipts_list_every_participants_markers<S: Store>(store: Arc<S>) {
         send(&*store, &conversation, staff, &format!("m{i}")).await;
     }
     send(&*store, &other, staff, "elsewhere").await;
-    store
-        .advance(
-            tenant,
-            conversation.id,
-            customer,
-            Receipt::Delivered,
-            seq(3),
-            t0(),
-        )
-        .await
-        .unwrap();
-    store
-        .advance(
-            tenant,
-            conversation.id,
-            customer,
-            Receipt::Read,
-            seq(2),
-            t0(),
-        )
-        .await
-        .unwrap();
+    advance(&*store, &conversation, customer, Receipt::Delivered, 3).await;
+    advance(&*store, &conversation, customer, Receipt::Read, 2).await;
     let mut receipts = store.list_receipts(tenant, conversation.id).await.unwrap();
     receipts.sort_by_key(|r| r.reader.kind());
     assert_eq!(receipts.len(), 2, "{receipts:?}");
@@ -1590,17 +1491,7 @@ pub async fn messages_are_edited_and_deleted_in_place<S: Store>(store: Arc<S>) {
     assert_eq!(not_edited.deleted_at, deleted.deleted_at);
 
     // Pages keep the deleted message's place.
-    let page = store
-        .list_messages(
-            tenant,
-            conversation.id,
-            MessageQuery {
-                cursor: MessageCursor::After(Seq::ZERO),
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    let page = page(&*store, &conversation, MessageCursor::After(Seq::ZERO), 10).await;
     assert_eq!(page.messages.len(), 2);
     assert_eq!(page.messages[0].deleted_at, deleted.deleted_at);
 

@@ -1,6 +1,8 @@
 //! Unit tests of [`ChatService`]: every use case against mocked ports, with a
 //! fixed clock and fixed identifiers.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use anyhow::anyhow;
@@ -11,6 +13,7 @@ use chat_domain::{
     Tags, TenantId,
 };
 use chrono::{DateTime, TimeZone, Utc};
+use futures::FutureExt as _;
 use uuid::Uuid;
 
 use crate::ports::{
@@ -21,7 +24,7 @@ use crate::ports::{
 use crate::{
     ChatError, ChatService, MockAccessPolicy, MockClock, MockConversationRepository,
     MockEventPublisher, MockIdGenerator, MockMessageRepository, MockReadStateRepository, PageLimit,
-    Ports, SendMessage,
+    Ports, SendMessage, SendOutcome,
 };
 
 const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(0x7e_0001));
@@ -301,6 +304,141 @@ impl Harness {
             .times(1)
             .return_const(());
         self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Access denial, shared by every use case on one stored conversation
+
+/// One way a caller is kept away from [`CONVERSATION_ID`].
+struct Denial {
+    /// Names the row in failure messages.
+    label: &'static str,
+    principal: Principal,
+    /// What `find` returns, asked in the caller's tenant.
+    stored: Option<Conversation>,
+    /// `None`: the domain rules refuse, and the host policy must not be
+    /// asked. `Some`: the domain rules let the caller through and the policy
+    /// answers this.
+    policy: Option<Denied>,
+    /// The error the caller gets.
+    expected: Denied,
+}
+
+/// Every way a use case on [`CONVERSATION_ID`] must refuse its caller.
+/// `participant` may do the use case's action on `their_conversation` by the
+/// domain rules, so that the host policy has the last word on it.
+fn denials(participant: Principal, their_conversation: Conversation) -> Vec<Denial> {
+    let refused_by_the_rules = |label, principal, stored| Denial {
+        label,
+        principal,
+        stored,
+        policy: None,
+        expected: Denied::NotFound,
+    };
+    let refused_by_the_policy = |label, answer| Denial {
+        label,
+        principal: participant,
+        stored: Some(their_conversation.clone()),
+        policy: Some(answer),
+        expected: answer,
+    };
+    vec![
+        refused_by_the_rules("missing conversation, asked by staff", staff(), None),
+        refused_by_the_rules(
+            "missing conversation, asked by a customer",
+            customer(),
+            None,
+        ),
+        // The lookup is scoped to the caller's tenant; the domain rules still
+        // stop a store that ignores it.
+        refused_by_the_rules(
+            "customer of another tenant, store returns the conversation anyway",
+            foreign_customer(),
+            Some(inbox()),
+        ),
+        refused_by_the_rules(
+            "another customer of the tenant",
+            other_customer(),
+            Some(inbox()),
+        ),
+        refused_by_the_rules(
+            "staff on another clinician's private thread",
+            staff(),
+            Some(private_thread()),
+        ),
+        refused_by_the_policy("hidden by the host policy", Denied::NotFound),
+        refused_by_the_policy("refused by the host policy", Denied::Forbidden),
+    ]
+}
+
+/// Runs `fut`, naming `label` in any panic it raises (a failed assertion or
+/// an unmet mock expectation), so that a failing table row is identifiable.
+async fn labelled<T>(label: &str, fut: impl Future<Output = T>) -> T {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(value) => value,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(panic without a message)");
+            panic!("{label}: {message}");
+        }
+    }
+}
+
+/// Runs `call` once per [`denials`] row, as the row's caller: the
+/// conversation is looked up once in the caller's tenant, the host policy is
+/// asked about `action` only when the domain rules let the caller through,
+/// the caller gets the row's error and `no_effect` holds (nothing is stored
+/// or published).
+async fn assert_denied<T, Fut>(
+    action: Action,
+    (participant, their_conversation): (Principal, Conversation),
+    no_effect: fn(&mut Harness),
+    call: impl Fn(ChatService, Principal) -> Fut,
+) where
+    T: std::fmt::Debug,
+    Fut: Future<Output = Result<T, ChatError>>,
+{
+    for row in denials(participant, their_conversation) {
+        let label = row.label;
+        let mut h = Harness::new();
+        h.find_returns(row.principal.tenant(), row.stored.clone());
+        match row.policy {
+            Some(answer) => {
+                let stored = row.stored.expect("a policy row stores the conversation");
+                h.policy_answers(
+                    row.principal,
+                    stored,
+                    PolicyAction::Act(action),
+                    Err(answer),
+                );
+            }
+            None => {
+                h.policy_not_asked();
+            }
+        }
+        no_effect(&mut h);
+
+        let err = labelled(label, async {
+            match call(h.service(), row.principal).await {
+                Ok(value) => panic!("expected {:?}, got Ok({value:?})", row.expected),
+                Err(err) => err,
+            }
+        })
+        .await;
+
+        let as_expected = match row.expected {
+            Denied::NotFound => matches!(err, ChatError::NotFound),
+            Denied::Forbidden => matches!(err, ChatError::Forbidden),
+        };
+        assert!(
+            as_expected,
+            "{label}: expected {:?}, got {err:?}",
+            row.expected
+        );
     }
 }
 
@@ -826,107 +964,14 @@ async fn clinician_gets_their_private_thread_with_their_unread_count() {
 }
 
 #[tokio::test]
-async fn a_missing_conversation_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, None).policy_not_asked();
-    expect_no_summary(&mut h);
-
-    let err = h
-        .service()
-        .get_conversation(&staff(), CONVERSATION_ID)
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn customer_of_another_tenant_gets_not_found_even_if_the_store_returns_the_conversation() {
-    let mut h = Harness::new();
-    // The lookup is scoped to the caller's tenant; the domain rules still
-    // stop a store that ignores it.
-    h.find_returns(OTHER_TENANT, Some(inbox()))
-        .policy_not_asked();
-    expect_no_summary(&mut h);
-
-    let err = h
-        .service()
-        .get_conversation(&foreign_customer(), CONVERSATION_ID)
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn another_customer_of_the_tenant_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
-    expect_no_summary(&mut h);
-
-    let err = h
-        .service()
-        .get_conversation(&other_customer(), CONVERSATION_ID)
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn staff_gets_not_found_for_another_clinicians_private_thread() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(private_thread()))
-        .policy_not_asked();
-    expect_no_summary(&mut h);
-
-    let err = h
-        .service()
-        .get_conversation(&staff(), CONVERSATION_ID)
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_conversation_hidden_by_the_host_policy_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        customer(),
-        inbox(),
-        PolicyAction::Act(Action::Read),
-        Err(Denied::NotFound),
-    );
-    expect_no_summary(&mut h);
-
-    let err = h
-        .service()
-        .get_conversation(&customer(), CONVERSATION_ID)
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn reading_refused_by_the_host_policy_is_forbidden() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        customer(),
-        inbox(),
-        PolicyAction::Act(Action::Read),
-        Err(Denied::Forbidden),
-    );
-    expect_no_summary(&mut h);
-
-    let err = h
-        .service()
-        .get_conversation(&customer(), CONVERSATION_ID)
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+async fn reading_a_conversation_is_denied_to_whoever_the_rules_or_the_policy_refuse() {
+    assert_denied(
+        Action::Read,
+        (customer(), inbox()),
+        expect_no_summary,
+        |service, who| async move { service.get_conversation(&who, CONVERSATION_ID).await },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1094,74 +1139,18 @@ async fn customer_cannot_update_their_conversation_and_gets_forbidden() {
 }
 
 #[tokio::test]
-async fn another_customer_trying_to_update_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
-    expect_no_update(&mut h);
-
-    let err = h
-        .service()
-        .update_conversation(&other_customer(), CONVERSATION_ID, resolve_and_tag())
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn staff_updating_another_clinicians_private_thread_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(private_thread()))
-        .policy_not_asked();
-    expect_no_update(&mut h);
-
-    let err = h
-        .service()
-        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn an_update_hidden_by_the_host_policy_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        staff(),
-        inbox(),
-        PolicyAction::Act(Action::Update),
-        Err(Denied::NotFound),
-    );
-    expect_no_update(&mut h);
-
-    let err = h
-        .service()
-        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn an_update_refused_by_the_host_policy_is_forbidden() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        staff(),
-        inbox(),
-        PolicyAction::Act(Action::Update),
-        Err(Denied::Forbidden),
-    );
-    expect_no_update(&mut h);
-
-    let err = h
-        .service()
-        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+async fn updating_is_denied_to_whoever_the_rules_or_the_policy_refuse() {
+    assert_denied(
+        Action::Update,
+        (staff(), inbox()),
+        expect_no_update,
+        |service, who| async move {
+            service
+                .update_conversation(&who, CONVERSATION_ID, resolve_and_tag())
+                .await
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1177,21 +1166,6 @@ async fn an_empty_patch_is_invalid() {
         .unwrap_err();
 
     assert_invalid(&err, "nothing to update");
-}
-
-#[tokio::test]
-async fn updating_a_missing_conversation_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, None).policy_not_asked();
-    expect_no_update(&mut h);
-
-    let err = h
-        .service()
-        .update_conversation(&staff(), CONVERSATION_ID, resolve_and_tag())
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
 }
 
 #[tokio::test]
@@ -1309,135 +1283,23 @@ async fn clinician_catches_up_on_their_private_thread() {
 }
 
 #[tokio::test]
-async fn messages_of_a_missing_conversation_are_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, None).policy_not_asked();
-    expect_no_message_listing(&mut h);
-
-    let err = h
-        .service()
-        .list_messages(
-            &customer(),
-            CONVERSATION_ID,
-            MessageCursor::Latest,
-            PageLimit::default(),
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn another_customer_listing_messages_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
-    expect_no_message_listing(&mut h);
-
-    let err = h
-        .service()
-        .list_messages(
-            &other_customer(),
-            CONVERSATION_ID,
-            MessageCursor::Latest,
-            PageLimit::default(),
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn customer_of_another_tenant_listing_messages_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(OTHER_TENANT, Some(inbox()))
-        .policy_not_asked();
-    expect_no_message_listing(&mut h);
-
-    let err = h
-        .service()
-        .list_messages(
-            &foreign_customer(),
-            CONVERSATION_ID,
-            MessageCursor::Latest,
-            PageLimit::default(),
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn staff_listing_messages_of_another_clinicians_private_thread_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(private_thread()))
-        .policy_not_asked();
-    expect_no_message_listing(&mut h);
-
-    let err = h
-        .service()
-        .list_messages(
-            &staff(),
-            CONVERSATION_ID,
-            MessageCursor::Latest,
-            PageLimit::default(),
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn messages_hidden_by_the_host_policy_are_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        customer(),
-        inbox(),
-        PolicyAction::Act(Action::Read),
-        Err(Denied::NotFound),
-    );
-    expect_no_message_listing(&mut h);
-
-    let err = h
-        .service()
-        .list_messages(
-            &customer(),
-            CONVERSATION_ID,
-            MessageCursor::Latest,
-            PageLimit::default(),
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn messages_refused_by_the_host_policy_are_forbidden() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        customer(),
-        inbox(),
-        PolicyAction::Act(Action::Read),
-        Err(Denied::Forbidden),
-    );
-    expect_no_message_listing(&mut h);
-
-    let err = h
-        .service()
-        .list_messages(
-            &customer(),
-            CONVERSATION_ID,
-            MessageCursor::Latest,
-            PageLimit::default(),
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
+async fn listing_messages_is_denied_to_whoever_the_rules_or_the_policy_refuse() {
+    assert_denied(
+        Action::Read,
+        (customer(), inbox()),
+        expect_no_message_listing,
+        |service, who| async move {
+            service
+                .list_messages(
+                    &who,
+                    CONVERSATION_ID,
+                    MessageCursor::Latest,
+                    PageLimit::default(),
+                )
+                .await
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1498,6 +1360,51 @@ fn expect_no_append(h: &mut Harness) {
     h.publishes_nothing();
 }
 
+/// `principal` sends `request` into `before`, a conversation they may send
+/// into: the message, from `sender`, is appended once at seq 5 (asking the store to reopen
+/// the conversation iff `reopens`), `MessageCreated` is published with the
+/// conversation as the append leaves it, and `ConversationUpdated` too iff it
+/// was reopened. Returns the outcome, checked to be the created message.
+async fn assert_send_creates(
+    principal: Principal,
+    sender: Sender,
+    before: Conversation,
+    request: SendMessage,
+    reopens: bool,
+) -> SendOutcome {
+    let new = expected_new_message(sender, &request);
+    let stored = new.clone().into_message(seq(5), Vec::new());
+    let after = after_append(before.clone(), &stored, reopens);
+    let mut h = Harness::new();
+    h.authorized(principal, before, Action::Send);
+    expect_append(
+        &mut h,
+        new,
+        reopens,
+        Ok(AppendOutcome::Created(stored.clone())),
+    );
+    h.publishes(ChatEvent::MessageCreated {
+        conversation: after.clone(),
+        message: stored.clone(),
+    });
+    if reopens {
+        // The reopening is announced too.
+        h.publishes(ChatEvent::ConversationUpdated {
+            conversation: after,
+        });
+    }
+
+    let outcome = h
+        .service()
+        .send_message(&principal, CONVERSATION_ID, request)
+        .await
+        .unwrap();
+
+    assert!(outcome.created);
+    assert_eq!(outcome.message, stored);
+    outcome
+}
+
 #[tokio::test]
 async fn staff_sends_a_message_and_publishes_message_created() {
     let request = SendMessage {
@@ -1506,153 +1413,57 @@ async fn staff_sends_a_message_and_publishes_message_created() {
         reply_to: Some(STORED_MESSAGE_ID),
         client_msg_id: Some(ClientMsgId::parse("c-81").unwrap()),
     };
-    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
-    let stored = new.clone().into_message(seq(5), Vec::new());
-    let mut h = Harness::new();
-    h.authorized(staff(), inbox(), Action::Send);
-    expect_append(
-        &mut h,
-        new,
-        false,
-        Ok(AppendOutcome::Created(stored.clone())),
-    );
-    h.publishes(ChatEvent::MessageCreated {
-        conversation: after_append(inbox(), &stored, false),
-        message: stored.clone(),
-    });
-
-    let outcome = h
-        .service()
-        .send_message(&staff(), CONVERSATION_ID, request)
-        .await
-        .unwrap();
-
-    assert!(outcome.created);
-    assert_eq!(outcome.message, stored);
+    let outcome =
+        assert_send_creates(staff(), Sender::Staff(COLLEAGUE), inbox(), request, false).await;
     assert_eq!(outcome.message.seq, seq(5));
 }
 
 #[tokio::test]
 async fn customer_sends_into_their_open_conversation_without_reopening_it() {
     let request = send_request("Is my refill ready?");
-    let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
-    let stored = new.clone().into_message(seq(5), Vec::new());
-    let mut h = Harness::new();
-    h.authorized(customer(), inbox(), Action::Send);
-    expect_append(
-        &mut h,
-        new,
+    assert_send_creates(
+        customer(),
+        Sender::Customer(CUSTOMER),
+        inbox(),
+        request,
         false,
-        Ok(AppendOutcome::Created(stored.clone())),
-    );
-    h.publishes(ChatEvent::MessageCreated {
-        conversation: after_append(inbox(), &stored, false),
-        message: stored.clone(),
-    });
-
-    let outcome = h
-        .service()
-        .send_message(&customer(), CONVERSATION_ID, request)
-        .await
-        .unwrap();
-
-    assert!(outcome.created);
-    assert_eq!(outcome.message, stored);
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn customer_sending_into_a_resolved_conversation_reopens_it() {
     let resolved = inbox_with_status(ConversationStatus::Resolved);
     let request = send_request("One more question");
-    let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
-    let stored = new.clone().into_message(seq(5), Vec::new());
-    let mut h = Harness::new();
-    h.authorized(customer(), resolved.clone(), Action::Send);
-    expect_append(
-        &mut h,
-        new,
+    assert_send_creates(
+        customer(),
+        Sender::Customer(CUSTOMER),
+        resolved,
+        request,
         true,
-        Ok(AppendOutcome::Created(stored.clone())),
-    );
-    h.publishes(ChatEvent::MessageCreated {
-        conversation: after_append(resolved.clone(), &stored, true),
-        message: stored.clone(),
-    });
-    // The reopening is announced too.
-    h.publishes(ChatEvent::ConversationUpdated {
-        conversation: after_append(resolved, &stored, true),
-    });
-
-    let outcome = h
-        .service()
-        .send_message(&customer(), CONVERSATION_ID, request)
-        .await
-        .unwrap();
-
-    assert!(outcome.created);
-    assert_eq!(outcome.message, stored);
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn customer_sending_into_an_archived_conversation_reopens_it() {
     let archived = inbox_with_status(ConversationStatus::Archived);
     let request = send_request("Hello again");
-    let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
-    let stored = new.clone().into_message(seq(5), Vec::new());
-    let mut h = Harness::new();
-    h.authorized(customer(), archived.clone(), Action::Send);
-    expect_append(
-        &mut h,
-        new,
+    assert_send_creates(
+        customer(),
+        Sender::Customer(CUSTOMER),
+        archived,
+        request,
         true,
-        Ok(AppendOutcome::Created(stored.clone())),
-    );
-    h.publishes(ChatEvent::MessageCreated {
-        conversation: after_append(archived.clone(), &stored, true),
-        message: stored.clone(),
-    });
-    // The reopening is announced too.
-    h.publishes(ChatEvent::ConversationUpdated {
-        conversation: after_append(archived, &stored, true),
-    });
-
-    let outcome = h
-        .service()
-        .send_message(&customer(), CONVERSATION_ID, request)
-        .await
-        .unwrap();
-
-    assert!(outcome.created);
-    assert_eq!(outcome.message, stored);
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn staff_sending_into_a_resolved_conversation_does_not_reopen_it() {
     let resolved = inbox_with_status(ConversationStatus::Resolved);
     let request = send_request("Closing note");
-    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
-    let stored = new.clone().into_message(seq(5), Vec::new());
-    let mut h = Harness::new();
-    h.authorized(staff(), resolved.clone(), Action::Send);
-    expect_append(
-        &mut h,
-        new,
-        false,
-        Ok(AppendOutcome::Created(stored.clone())),
-    );
-    h.publishes(ChatEvent::MessageCreated {
-        conversation: after_append(resolved, &stored, false),
-        message: stored.clone(),
-    });
-
-    let outcome = h
-        .service()
-        .send_message(&staff(), CONVERSATION_ID, request)
-        .await
-        .unwrap();
-
-    assert!(outcome.created);
-    assert_eq!(outcome.message, stored);
+    assert_send_creates(staff(), Sender::Staff(COLLEAGUE), resolved, request, false).await;
 }
 
 #[tokio::test]
@@ -1688,107 +1499,18 @@ async fn a_replayed_client_msg_id_returns_the_original_and_publishes_nothing() {
 }
 
 #[tokio::test]
-async fn customer_of_another_tenant_cannot_send_and_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(OTHER_TENANT, Some(inbox()))
-        .policy_not_asked();
-    expect_no_append(&mut h);
-
-    let err = h
-        .service()
-        .send_message(&foreign_customer(), CONVERSATION_ID, send_request("hi"))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn another_customer_cannot_send_and_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
-    expect_no_append(&mut h);
-
-    let err = h
-        .service()
-        .send_message(&other_customer(), CONVERSATION_ID, send_request("hi"))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn staff_cannot_send_into_another_clinicians_private_thread_and_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(private_thread()))
-        .policy_not_asked();
-    expect_no_append(&mut h);
-
-    let err = h
-        .service()
-        .send_message(&staff(), CONVERSATION_ID, send_request("hi"))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_send_hidden_by_the_host_policy_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(private_thread()))
-        .policy_answers(
-            customer(),
-            private_thread(),
-            PolicyAction::Act(Action::Send),
-            Err(Denied::NotFound),
-        );
-    expect_no_append(&mut h);
-
-    let err = h
-        .service()
-        .send_message(&customer(), CONVERSATION_ID, send_request("hi"))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_send_refused_by_the_host_policy_is_forbidden() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(private_thread()))
-        .policy_answers(
-            customer(),
-            private_thread(),
-            PolicyAction::Act(Action::Send),
-            Err(Denied::Forbidden),
-        );
-    expect_no_append(&mut h);
-
-    let err = h
-        .service()
-        .send_message(&customer(), CONVERSATION_ID, send_request("hi"))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
-}
-
-#[tokio::test]
-async fn sending_into_a_missing_conversation_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, None).policy_not_asked();
-    expect_no_append(&mut h);
-
-    let err = h
-        .service()
-        .send_message(&staff(), CONVERSATION_ID, send_request("hi"))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+async fn sending_is_denied_to_whoever_the_rules_or_the_policy_refuse() {
+    assert_denied(
+        Action::Send,
+        (customer(), private_thread()),
+        expect_no_append,
+        |service, who| async move {
+            service
+                .send_message(&who, CONVERSATION_ID, send_request("hi"))
+                .await
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -2012,105 +1734,33 @@ async fn a_marker_that_does_not_move_publishes_nothing_and_returns_the_state() {
 }
 
 #[tokio::test]
-async fn another_customer_marking_read_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_not_asked();
-    expect_no_advance(&mut h);
-
-    let err = h
-        .service()
-        .mark(&other_customer(), CONVERSATION_ID, Receipt::Read, seq(4))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+async fn marking_read_is_denied_to_whoever_the_rules_or_the_policy_refuse() {
+    assert_denied(
+        Action::MarkRead,
+        (customer(), inbox()),
+        expect_no_advance,
+        |service, who| async move {
+            service
+                .mark(&who, CONVERSATION_ID, Receipt::Read, seq(4))
+                .await
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
-async fn customer_of_another_tenant_marking_read_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(OTHER_TENANT, Some(inbox()))
-        .policy_not_asked();
-    expect_no_advance(&mut h);
-
-    let err = h
-        .service()
-        .mark(&foreign_customer(), CONVERSATION_ID, Receipt::Read, seq(4))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn staff_marking_another_clinicians_private_thread_gets_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(private_thread()))
-        .policy_not_asked();
-    expect_no_advance(&mut h);
-
-    let err = h
-        .service()
-        .mark(&staff(), CONVERSATION_ID, Receipt::Delivered, seq(4))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_mark_hidden_by_the_host_policy_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        customer(),
-        inbox(),
-        PolicyAction::Act(Action::MarkRead),
-        Err(Denied::NotFound),
-    );
-    expect_no_advance(&mut h);
-
-    let err = h
-        .service()
-        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_mark_refused_by_the_host_policy_is_forbidden() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, Some(inbox())).policy_answers(
-        customer(),
-        inbox(),
-        PolicyAction::Act(Action::MarkRead),
-        Err(Denied::Forbidden),
-    );
-    expect_no_advance(&mut h);
-
-    let err = h
-        .service()
-        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::Forbidden), "{err:?}");
-}
-
-#[tokio::test]
-async fn marking_a_missing_conversation_is_not_found() {
-    let mut h = Harness::new();
-    h.find_returns(TENANT, None).policy_not_asked();
-    expect_no_advance(&mut h);
-
-    let err = h
-        .service()
-        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+async fn marking_delivered_is_denied_to_whoever_the_rules_or_the_policy_refuse() {
+    assert_denied(
+        Action::MarkRead,
+        (customer(), inbox()),
+        expect_no_advance,
+        |service, who| async move {
+            service
+                .mark(&who, CONVERSATION_ID, Receipt::Delivered, seq(4))
+                .await
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -2462,8 +2112,10 @@ mod attachments {
         );
     }
 
-    #[tokio::test]
-    async fn an_infected_upload_is_removed_and_refused() {
+    /// A participant's upload is stored, read back and handed to a scanner
+    /// that answers `verdict` once; the stored bytes are then removed, nothing
+    /// is recorded, and the upload's error is returned.
+    async fn upload_refused_by_the_scan(verdict: anyhow::Result<ScanVerdict>) -> AttachmentError {
         let mut h = Harness::new();
         h.authorized(customer(), inbox(), Action::Send);
         let mut files = Files::default();
@@ -2474,37 +2126,24 @@ mod attachments {
             .times(1)
             .returning(|_| Ok(body(PDF)));
         let mut scanner = MockScanner::new();
-        scanner
-            .expect_scan()
-            .times(1)
-            .return_once(|_| Ok(ScanVerdict::Infected("Eicar-Test-Signature".into())));
+        scanner.expect_scan().times(1).return_once(|_| verdict);
         files.scanner = Some(scanner);
         files.removed_once();
         files.repository.expect_insert_attachment().never();
-        let err = upload(files, h, customer(), PDF).await.unwrap_err();
+        upload(files, h, customer(), PDF).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn an_infected_upload_is_removed_and_refused() {
+        let err =
+            upload_refused_by_the_scan(Ok(ScanVerdict::Infected("Eicar-Test-Signature".into())))
+                .await;
         assert!(matches!(err, AttachmentError::Infected(name) if name == "Eicar-Test-Signature"));
     }
 
     #[tokio::test]
     async fn an_unreachable_scanner_refuses_the_upload_and_removes_it() {
-        let mut h = Harness::new();
-        h.authorized(customer(), inbox(), Action::Send);
-        let mut files = Files::default();
-        files.stores_once();
-        files
-            .storage
-            .expect_get()
-            .times(1)
-            .returning(|_| Ok(body(PDF)));
-        let mut scanner = MockScanner::new();
-        scanner
-            .expect_scan()
-            .times(1)
-            .return_once(|_| Err(anyhow!("connection refused")));
-        files.scanner = Some(scanner);
-        files.removed_once();
-        files.repository.expect_insert_attachment().never();
-        let err = upload(files, h, customer(), PDF).await.unwrap_err();
+        let err = upload_refused_by_the_scan(Err(anyhow!("connection refused"))).await;
         assert!(
             matches!(err, AttachmentError::ScannerUnavailable(_)),
             "{err:?}"

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_databases;
-use crate::helpers::{Db, Reply, TestApp};
+use crate::helpers::{Chat, Db, Reply, TestApp};
 
 both_databases!(
     a_customer_photo_reaches_staff_byte_for_byte,
@@ -126,10 +126,12 @@ async fn fetch(app: &TestApp, token: &str, url: &str) -> reqwest::Response {
 
 async fn a_customer_photo_reaches_staff_byte_for_byte(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let conversation = app.open_conversation(&staff, customer).await;
-    let customer_token = app.customer_token(&staff, customer).await;
+    let Chat {
+        staff,
+        id: conversation,
+        customer_token,
+        ..
+    } = app.chat().await;
     let photo = png(300_000);
 
     let uploaded = upload(
@@ -221,10 +223,11 @@ async fn a_customer_photo_reaches_staff_byte_for_byte(db: Db) {
 
 async fn hostile_uploads_get_their_4xx_and_leave_nothing_behind(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let conversation = app.open_conversation(&staff, customer).await;
-    let token = app.customer_token(&staff, customer).await;
+    let Chat {
+        id: conversation,
+        customer_token: token,
+        ..
+    } = app.chat().await;
     let max = usize::try_from(app.settings.attachments.max_bytes).unwrap();
 
     let mut exe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0\xb8\0".to_vec();
@@ -279,10 +282,12 @@ async fn hostile_uploads_get_their_4xx_and_leave_nothing_behind(db: Db) {
 
 async fn other_tenants_and_other_customers_get_404_on_download_and_on_attaching(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let conversation = app.open_conversation(&staff, customer).await;
-    let token = app.customer_token(&staff, customer).await;
+    let Chat {
+        staff,
+        customer,
+        id: conversation,
+        customer_token: token,
+    } = app.chat().await;
     let uploaded = upload(
         &app,
         &token,
@@ -483,10 +488,11 @@ async fn infected_uploads_are_refused_with_422_and_nothing_is_kept(db: Db) {
         return;
     };
     let app = TestApp::spawn_with(db, &[("CHAT_CLAMD_ADDR", &clamd)]).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let conversation = app.open_conversation(&staff, customer).await;
-    let token = app.customer_token(&staff, customer).await;
+    let Chat {
+        id: conversation,
+        customer_token: token,
+        ..
+    } = app.chat().await;
     let mut infected = pdf("carrier");
     infected.extend_from_slice(EICAR);
     let reply = upload(
@@ -603,10 +609,12 @@ async fn s3_storage_serves_downloads_through_short_lived_signed_urls(db: Db) {
         ],
     )
     .await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let conversation = app.open_conversation(&staff, customer).await;
-    let token = app.customer_token(&staff, customer).await;
+    let Chat {
+        staff,
+        id: conversation,
+        customer_token: token,
+        ..
+    } = app.chat().await;
     let photo = png(200_000);
     let uploaded = upload(&app, &token, &conversation, "scan.png", "image/png", &photo).await;
     assert_eq!(uploaded.status, StatusCode::CREATED, "{uploaded:?}");

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::both_databases;
-use crate::helpers::{Db, TestApp, AUDIENCE, ISSUER, JWT_SECRET};
+use crate::helpers::{Chat, Db, TestApp, AUDIENCE, ISSUER, JWT_SECRET};
 
 both_databases!(
     missing_and_garbage_tokens_are_401,
@@ -206,10 +206,12 @@ async fn tokens_that_fail_verification_are_401(db: Db) {
 
 async fn customer_tokens_never_open_staff_routes(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
-    let token = app.customer_token(&staff, customer).await;
+    let Chat {
+        customer,
+        id,
+        customer_token: token,
+        ..
+    } = app.chat().await;
     app.post(
         "/api/v1/chat/conversations",
         &token,

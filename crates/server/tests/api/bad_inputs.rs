@@ -2,7 +2,7 @@
 //! a 500 or a hang (every reply is checked for `< 500` in the helpers).
 
 use chat_domain::{CustomerId, StaffUserId, TenantId};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::both_databases;
@@ -309,14 +309,9 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape(db: Db) {
     app.get("/api/v1/chat/nothing-here", &staff)
         .await
         .expect_error(404, "not_found");
-    app.call(
-        Method::DELETE,
-        "/api/v1/chat/conversations",
-        Some(&staff),
-        None,
-    )
-    .await
-    .expect_error(405, "method_not_allowed");
+    app.delete("/api/v1/chat/conversations", &staff)
+        .await
+        .expect_error(405, "method_not_allowed");
 }
 
 async fn refused_writes_store_nothing(db: Db) {

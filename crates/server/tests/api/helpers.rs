@@ -1,14 +1,19 @@
 //! Spawning the application and talking to it.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_domain::{CustomerId, StaffUserId, TenantId};
 use chat_server::auth::mint_staff_token;
 use chat_server::config::Settings;
 use chat_server::Application;
+use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Which store the app runs on.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +48,9 @@ macro_rules! both_databases {
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
 pub const AUDIENCE: &str = "chat-api";
 pub const ISSUER: &str = "https://host.example";
+
+/// How long a test waits for what should come.
+pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub base: String,
@@ -84,6 +92,17 @@ impl Reply {
         assert_eq!(self.status.as_u16(), status, "{self:?}");
         assert_eq!(self.error_code(), code, "{self:?}");
     }
+}
+
+/// The inbox conversation of a new customer, as [`TestApp::chat`] opens it.
+pub struct Chat {
+    /// The token of the staff member who opened it.
+    pub staff: String,
+    pub customer: CustomerId,
+    /// The conversation's id.
+    pub id: String,
+    /// The customer's chat token.
+    pub customer_token: String,
 }
 
 impl TestApp {
@@ -246,6 +265,10 @@ impl TestApp {
             .await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
     /// Sends raw bytes with a content type.
     pub async fn post_raw(
         &self,
@@ -294,6 +317,21 @@ impl TestApp {
         reply.body["token"].as_str().expect("token").to_owned()
     }
 
+    /// A new customer's inbox conversation, opened by a new staff member,
+    /// and the customer's token.
+    pub async fn chat(&self) -> Chat {
+        let staff = self.staff(StaffUserId::new_v4());
+        let customer = CustomerId::new_v4();
+        let id = self.open_conversation(&staff, customer).await;
+        let customer_token = self.customer_token(&staff, customer).await;
+        Chat {
+            staff,
+            customer,
+            id,
+            customer_token,
+        }
+    }
+
     /// Sends a message; returns the reply.
     pub async fn send(&self, token: &str, conversation: &str, body: &str) -> Reply {
         self.post(
@@ -303,4 +341,137 @@ impl TestApp {
         )
         .await
     }
+
+    /// Waits until the app has `n` open sockets (registration follows the
+    /// upgrade asynchronously).
+    pub async fn wait_connections(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.realtime.hub.connection_count() != n {
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} connections, have {}",
+                self.realtime.hub.connection_count()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A test WebSocket client.
+pub struct Client {
+    pub socket: Socket,
+}
+
+impl Client {
+    pub async fn connect(app: &TestApp, token: &str) -> Self {
+        let url = format!("{}?token={token}", app.ws_url());
+        let (socket, response) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        Self { socket }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.socket
+            .send(Message::text(value.to_string()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next JSON frame, skipping control frames.
+    pub async fn next(&mut self) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, self.socket.next())
+                .await
+                .expect("a frame within the deadline")
+                .expect("socket still open")
+                .expect("frame readable");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping the others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Frames arriving within `window` (none expected to be control-only).
+    pub async fn drain(&mut self, window: Duration) -> Vec<Value> {
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + window;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.socket.next()).await {
+                Err(_) => return frames,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    frames.push(serde_json::from_str(&text).expect("JSON"))
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The frames of the types `kinds` arriving within `window`.
+    pub async fn drain_of(&mut self, window: Duration, kinds: &[&str]) -> Vec<Value> {
+        let mut frames = self.drain(window).await;
+        frames.retain(|f| kinds.iter().any(|kind| f["type"] == *kind));
+        frames
+    }
+
+    /// Sends a frame and returns its answer (`ack` or `error`, matched by
+    /// request id), skipping events.
+    pub async fn request(&mut self, value: Value) -> Value {
+        self.request_keeping(value, &mut Vec::new()).await
+    }
+
+    /// [`Client::request`], adding the frames that come before the answer
+    /// to `skipped`.
+    pub async fn request_keeping(&mut self, mut value: Value, skipped: &mut Vec<Value>) -> Value {
+        let id = uuid::Uuid::now_v7().to_string();
+        value["request_id"] = json!(id);
+        self.send(value).await;
+        loop {
+            let frame = self.next().await;
+            if frame["request_id"] == id.as_str() {
+                return frame;
+            }
+            skipped.push(frame);
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn closed(&mut self) -> Option<CloseCode> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.socket.next())
+                .await
+                .expect("closed within the deadline")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// A `send_message` frame.
+pub fn send_frame(conversation: &str, body: &str, key: &str) -> Value {
+    json!({"type": "send_message", "conversation_id": conversation, "body": body, "client_msg_id": key})
 }

@@ -4,7 +4,7 @@
 //! presence, and a client that moves to the other node resumes exactly what
 //! it missed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use adapters_redis::testing::{redis_url, TestPrefix};
 use adapters_redis::{RedisPresence, RedisSettings};
@@ -13,10 +13,7 @@ use chat_domain::Sender;
 use chat_domain::{CustomerId, StaffUserId};
 use serde_json::{json, Value};
 
-use crate::helpers::{Db, TestApp};
-use crate::ws::Client;
-
-const WAIT: Duration = Duration::from_secs(10);
+use crate::helpers::{send_frame, Client, Db, TestApp};
 
 /// Two nodes of one deployment.
 struct Cluster {
@@ -64,16 +61,6 @@ impl Cluster {
     }
 }
 
-/// Waits until `app` has `n` open sockets (registration follows the upgrade
-/// asynchronously).
-async fn until_connected(app: &TestApp, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    while app.realtime.hub.connection_count() != n {
-        assert!(Instant::now() < deadline, "expected {n} connections");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A WebSocket client that keeps every event it receives, so that nothing
 /// is skipped while it waits for an answer.
 struct Peer {
@@ -89,18 +76,10 @@ impl Peer {
         }
     }
 
-    /// Sends `frame` and returns its answer (`ack` or `error`).
-    async fn request(&mut self, mut frame: Value) -> Value {
-        let id = uuid::Uuid::now_v7().to_string();
-        frame["request_id"] = json!(id);
-        self.client.send(frame).await;
-        loop {
-            let next = self.client.next().await;
-            if next["request_id"] == id.as_str() {
-                return next;
-            }
-            self.events.push(next);
-        }
+    /// Sends `frame` and returns its answer (`ack` or `error`), keeping the
+    /// events before it.
+    async fn request(&mut self, frame: Value) -> Value {
+        self.client.request_keeping(frame, &mut self.events).await
     }
 
     /// The first event, received or to come, that `matches`.
@@ -136,10 +115,6 @@ impl Peer {
     }
 }
 
-fn send(conversation: &str, body: &str) -> Value {
-    json!({"type": "send_message", "conversation_id": conversation, "body": body, "client_msg_id": body})
-}
-
 fn customer_sender(customer: CustomerId) -> Value {
     json!({"type": "customer", "id": customer.to_string()})
 }
@@ -161,9 +136,9 @@ async fn a_customer_on_one_node_and_staff_on_the_other_converse_with_typing_rece
 
     // Staff on B watches; the customer comes online on A.
     let mut staff = Peer::connect(b, &staff_token).await;
-    until_connected(b, 1).await;
+    b.wait_connections(1).await;
     let mut patient = Peer::connect(a, &customer_token).await;
-    until_connected(a, 1).await;
+    a.wait_connections(1).await;
     let online = staff
         .event(|e| e["type"] == "presence" && e["user"] == customer_sender(customer))
         .await;
@@ -195,7 +170,7 @@ async fn a_customer_on_one_node_and_staff_on_the_other_converse_with_typing_rece
     // The conversation: acked after commit (the other node reads it from
     // the database at once), delivered live across nodes.
     let first = patient
-        .request(send(&id, "Is my prescription ready?"))
+        .request(send_frame(&id, "Is my prescription ready?", "question"))
         .await;
     assert_eq!(first["type"], "ack", "{first}");
     assert_eq!(first["message"]["seq"], 1);
@@ -206,19 +181,23 @@ async fn a_customer_on_one_node_and_staff_on_the_other_converse_with_typing_rece
         )
         .await;
     assert_eq!(stored.body["messages"][0]["id"], first["message"]["id"]);
-    let reply = staff.request(send(&id, "Yes, it is ready")).await;
+    let reply = staff
+        .request(send_frame(&id, "Yes, it is ready", "ready"))
+        .await;
     assert_eq!(reply["message"]["seq"], 2);
     // Then both sides at once.
     const EACH: usize = 10;
     let patient_sends = async {
         for i in 0..EACH {
-            let ack = patient.request(send(&id, &format!("patient {i}"))).await;
+            let frame = send_frame(&id, &format!("patient {i}"), &format!("p-{i}"));
+            let ack = patient.request(frame).await;
             assert_eq!(ack["type"], "ack", "{ack}");
         }
     };
     let staff_sends = async {
         for i in 0..EACH {
-            let ack = staff.request(send(&id, &format!("staff {i}"))).await;
+            let frame = send_frame(&id, &format!("staff {i}"), &format!("s-{i}"));
+            let ack = staff.request(frame).await;
             assert_eq!(ack["type"], "ack", "{ack}");
         }
     };
@@ -245,7 +224,9 @@ async fn a_customer_on_one_node_and_staff_on_the_other_converse_with_typing_rece
 
     // Receipts cross nodes both ways. Each marker is moved past the
     // reader's own messages, which count as read already.
-    let see_you = staff.request(send(&id, "See you at the counter")).await;
+    let see_you = staff
+        .request(send_frame(&id, "See you at the counter", "see-you"))
+        .await;
     let s = see_you["message"]["seq"].as_u64().expect("seq");
     assert_eq!(s, last + 1);
     let delivered = patient
@@ -264,7 +245,7 @@ async fn a_customer_on_one_node_and_staff_on_the_other_converse_with_typing_rece
         .event(|e| e["type"] == "read" && e["reader"] == customer_sender(customer))
         .await;
     assert_eq!(seen["up_to_seq"], s);
-    let thanks = patient.request(send(&id, "Thanks!")).await;
+    let thanks = patient.request(send_frame(&id, "Thanks!", "thanks")).await;
     assert_eq!(thanks["message"]["seq"], s + 1);
     staff
         .request(json!({"type": "read", "conversation_id": id, "up_to_seq": s + 1}))
@@ -335,9 +316,10 @@ async fn a_client_that_reconnects_to_the_other_node_resumes_exactly_what_it_miss
 
     let mut staff = Peer::connect(a, &staff_token).await;
     let mut patient = Peer::connect(a, &customer_token).await;
-    until_connected(a, 2).await;
+    a.wait_connections(2).await;
     for i in 1..=3 {
-        staff.request(send(&id, &format!("before {i}"))).await;
+        let frame = send_frame(&id, &format!("before {i}"), &format!("b-{i}"));
+        staff.request(frame).await;
     }
     patient
         .event(|e| e["type"] == "new_message" && e["message"]["seq"] == 3)
@@ -347,7 +329,7 @@ async fn a_client_that_reconnects_to_the_other_node_resumes_exactly_what_it_miss
     // The customer drops off node A; the staff goes on writing meanwhile,
     // over REST on node B.
     drop(patient);
-    until_connected(a, 1).await;
+    a.wait_connections(1).await;
     for i in 4..=8 {
         let sent = b.send(&staff_token, &id, &format!("while away {i}")).await;
         assert_eq!(sent.body["seq"], i, "{sent:?}");
@@ -355,7 +337,7 @@ async fn a_client_that_reconnects_to_the_other_node_resumes_exactly_what_it_miss
 
     // Back on node B, resuming from seq 3.
     let mut patient = Peer::connect(b, &customer_token).await;
-    until_connected(b, 1).await;
+    b.wait_connections(1).await;
     let resumed = patient
         .request(json!({"type": "resume", "cursors": {id.clone(): 3}}))
         .await;
@@ -364,7 +346,9 @@ async fn a_client_that_reconnects_to_the_other_node_resumes_exactly_what_it_miss
     assert_eq!(patient.seqs(&id), vec![4, 5, 6, 7, 8]);
 
     // Live delivery goes on after the replay, still across nodes.
-    staff.request(send(&id, "after the resume")).await;
+    staff
+        .request(send_frame(&id, "after the resume", "after"))
+        .await;
     patient
         .event(|e| e["type"] == "new_message" && e["message"]["seq"] == 9)
         .await;
@@ -387,7 +371,7 @@ async fn the_users_of_a_crashed_node_are_announced_offline_once_their_connection
     let pharmacist = StaffUserId::new_v4();
     let staff_token = b.staff(pharmacist);
     let mut staff = Peer::connect(b, &staff_token).await;
-    until_connected(b, 1).await;
+    b.wait_connections(1).await;
 
     // A third node registers a customer's connection, then dies: nothing
     // refreshes it and nothing closes it.

@@ -3,21 +3,18 @@
 //! without gap or duplicate, receipts, typing, presence, backpressure,
 //! heartbeats, hostile frames and graceful shutdown.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chat_domain::{CustomerId, StaffUserId, TenantId};
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::both_databases;
-use crate::helpers::{Db, TestApp};
+use crate::helpers::{send_frame, Chat, Client, Db, TestApp, WAIT};
 
 both_databases!(
     a_bad_or_missing_token_is_refused_before_the_upgrade,
@@ -38,126 +35,6 @@ both_databases!(
     a_pending_send_does_not_hold_up_what_its_sender_receives,
     pipelined_sends_are_acked_in_order_each_before_its_own_echo,
 );
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A test WebSocket client.
-pub struct Client {
-    socket: Socket,
-}
-
-const WAIT: Duration = Duration::from_secs(10);
-
-impl Client {
-    pub async fn connect(app: &TestApp, token: &str) -> Self {
-        let url = format!("{}?token={token}", app.ws_url());
-        let (socket, response) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connects");
-        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        Self { socket }
-    }
-
-    pub async fn send(&mut self, value: Value) {
-        self.socket
-            .send(Message::text(value.to_string()))
-            .await
-            .expect("frame sent");
-    }
-
-    /// The next JSON frame, skipping control frames.
-    pub async fn next(&mut self) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let message = tokio::time::timeout(left, self.socket.next())
-                .await
-                .expect("a frame within the deadline")
-                .expect("socket still open")
-                .expect("frame readable");
-            match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
-                Message::Ping(_) | Message::Pong(_) => {}
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
-    }
-
-    /// The next frame of type `kind`, skipping the others.
-    pub async fn next_of(&mut self, kind: &str) -> Value {
-        loop {
-            let frame = self.next().await;
-            if frame["type"] == kind {
-                return frame;
-            }
-        }
-    }
-
-    /// Frames arriving within `window` (none expected to be control-only).
-    pub async fn drain(&mut self, window: Duration) -> Vec<Value> {
-        let mut frames = Vec::new();
-        let deadline = Instant::now() + window;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.socket.next()).await {
-                Err(_) => return frames,
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    frames.push(serde_json::from_str(&text).expect("JSON"))
-                }
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                Ok(other) => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// Sends a frame and returns its answer (`ack` or `error`, matched by
-    /// request id), skipping events.
-    pub async fn request(&mut self, mut value: Value) -> Value {
-        let id = uuid::Uuid::now_v7().to_string();
-        value["request_id"] = json!(id);
-        self.send(value).await;
-        loop {
-            let frame = self.next().await;
-            if frame["request_id"] == id.as_str() {
-                return frame;
-            }
-        }
-    }
-
-    /// Waits for the server to close the socket; returns the close code.
-    pub async fn closed(&mut self) -> Option<CloseCode> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.socket.next())
-                .await
-                .expect("closed within the deadline")
-            {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return None,
-            }
-        }
-    }
-}
-
-fn send_frame(conversation: &str, body: &str, key: &str) -> Value {
-    json!({"type": "send_message", "conversation_id": conversation, "body": body, "client_msg_id": key})
-}
-
-/// Waits until the app has `n` open sockets (registration follows the
-/// upgrade asynchronously).
-async fn wait_connections(app: &TestApp, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    while app.realtime.hub.connection_count() != n {
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} connections, have {}",
-            app.realtime.hub.connection_count()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn a_bad_or_missing_token_is_refused_before_the_upgrade(db: Db) {
     let app = TestApp::spawn(db).await;
@@ -193,10 +70,12 @@ async fn a_bad_or_missing_token_is_refused_before_the_upgrade(db: Db) {
 
 async fn sends_are_acked_after_commit_and_reach_everyone_allowed_and_nobody_else(db: Db) {
     let app = TestApp::spawn(db).await;
-    let pharmacist = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&pharmacist, customer).await;
-    let customer_token = app.customer_token(&pharmacist, customer).await;
+    let Chat {
+        staff: pharmacist,
+        customer,
+        id,
+        customer_token,
+    } = app.chat().await;
     let other_customer = app.customer_token(&pharmacist, CustomerId::new_v4()).await;
     let foreign_staff = app.token(TenantId::new_v4(), StaffUserId::new_v4(), "admin");
     let clinician = StaffUserId::new_v4();
@@ -208,7 +87,7 @@ async fn sends_are_acked_after_commit_and_reach_everyone_allowed_and_nobody_else
     let mut colleague = Client::connect(&app, &clinician_token).await;
     let mut intruder = Client::connect(&app, &other_customer).await;
     let mut foreigner = Client::connect(&app, &foreign_staff).await;
-    wait_connections(&app, 6).await;
+    app.wait_connections(6).await;
 
     let ack = customer_tab_1
         .request(send_frame(&id, "Is my prescription ready?", "c-1"))
@@ -258,25 +137,31 @@ async fn sends_are_acked_after_commit_and_reach_everyone_allowed_and_nobody_else
         thread_id.as_str()
     );
 
-    let leaked: Vec<Value> = [
-        intruder.drain(Duration::from_millis(300)).await,
-        foreigner.drain(Duration::from_millis(50)).await,
-        staff.drain(Duration::from_millis(50)).await,
+    let leaked = [
+        intruder
+            .drain_of(Duration::from_millis(300), &["new_message"])
+            .await,
+        foreigner
+            .drain_of(Duration::from_millis(50), &["new_message"])
+            .await,
+        staff
+            .drain_of(Duration::from_millis(50), &["new_message"])
+            .await,
     ]
-    .concat()
-    .into_iter()
-    .filter(|f| f["type"] == "new_message")
-    .collect();
+    .concat();
     assert!(leaked.is_empty(), "events leaked: {leaked:?}");
 }
 
 async fn a_rest_send_fans_out_like_a_websocket_send(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
-    let mut listener = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
-    wait_connections(&app, 1).await;
+    let Chat {
+        staff,
+        id,
+        customer_token,
+        ..
+    } = app.chat().await;
+    let mut listener = Client::connect(&app, &customer_token).await;
+    app.wait_connections(1).await;
     let sent = app.send(&staff, &id, "Sent over REST").await;
     let event = listener.next_of("new_message").await;
     assert_eq!(event["message"]["id"], sent.body["id"]);
@@ -289,17 +174,14 @@ async fn a_replayed_client_msg_id_acks_the_original_and_emits_nothing_new(db: Db
     let id = app.open_conversation(&staff, CustomerId::new_v4()).await;
     let mut sender = Client::connect(&app, &staff).await;
     let mut watcher = Client::connect(&app, &app.staff(StaffUserId::new_v4())).await;
-    wait_connections(&app, 2).await;
+    app.wait_connections(2).await;
     let first = sender.request(send_frame(&id, "once", "k-1")).await;
     let again = sender.request(send_frame(&id, "once", "k-1")).await;
     assert_eq!(again["type"], "ack");
     assert_eq!(again["message"], first["message"]);
-    let events: Vec<Value> = watcher
-        .drain(Duration::from_millis(400))
-        .await
-        .into_iter()
-        .filter(|f| f["type"] == "new_message")
-        .collect();
+    let events = watcher
+        .drain_of(Duration::from_millis(400), &["new_message"])
+        .await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
 
@@ -314,7 +196,7 @@ async fn ten_clients_sending_concurrently_receive_every_message_once_in_seq_orde
     for token in &tokens {
         clients.push(Client::connect(&app, token).await);
     }
-    wait_connections(&app, 10).await;
+    app.wait_connections(10).await;
     const EACH: usize = 10;
     let total = EACH * clients.len();
     let tasks: Vec<_> = clients
@@ -367,10 +249,12 @@ async fn ten_clients_sending_concurrently_receive_every_message_once_in_seq_orde
 
 async fn a_client_offline_for_100_messages_resumes_exactly_those_then_live_follows(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
-    let customer_token = app.customer_token(&staff, customer).await;
+    let Chat {
+        staff,
+        id,
+        customer_token,
+        ..
+    } = app.chat().await;
     for i in 0..5 {
         app.send(&staff, &id, &format!("seen {i}")).await;
     }
@@ -379,7 +263,7 @@ async fn a_client_offline_for_100_messages_resumes_exactly_those_then_live_follo
         app.send(&staff, &id, &format!("missed {i}")).await;
     }
     let mut client = Client::connect(&app, &customer_token).await;
-    wait_connections(&app, 1).await;
+    app.wait_connections(1).await;
     let id_for_sender = id.clone();
     let staff_for_sender = staff.clone();
     let base = app.base.clone();
@@ -448,13 +332,15 @@ async fn a_client_offline_for_100_messages_resumes_exactly_those_then_live_follo
 
 async fn read_and_delivered_receipts_are_stored_and_broadcast(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff_user = StaffUserId::new_v4();
-    let staff = app.staff(staff_user);
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
+    let Chat {
+        staff,
+        customer,
+        id,
+        customer_token,
+    } = app.chat().await;
     let mut pharmacist = Client::connect(&app, &staff).await;
-    let mut patient = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
-    wait_connections(&app, 2).await;
+    let mut patient = Client::connect(&app, &customer_token).await;
+    app.wait_connections(2).await;
     for i in 0..3 {
         pharmacist
             .request(send_frame(&id, &format!("m{i}"), &format!("m{i}")))
@@ -487,12 +373,9 @@ async fn read_and_delivered_receipts_are_stored_and_broadcast(db: Db) {
         .request(json!({"type": "read", "conversation_id": id, "up_to_seq": 1}))
         .await;
     assert_eq!(back["receipt"]["last_read_seq"], 2);
-    let quiet: Vec<Value> = pharmacist
-        .drain(Duration::from_millis(300))
-        .await
-        .into_iter()
-        .filter(|f| f["type"] == "read")
-        .collect();
+    let quiet = pharmacist
+        .drain_of(Duration::from_millis(300), &["read"])
+        .await;
     assert!(quiet.is_empty(), "{quiet:?}");
 
     // The sender derives each message's status from the stored receipts.
@@ -527,12 +410,15 @@ async fn typing_is_relayed_to_the_others_and_stops_by_itself(db: Db) {
         ],
     )
     .await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
-    let mut typist = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
+    let Chat {
+        staff,
+        id,
+        customer_token,
+        ..
+    } = app.chat().await;
+    let mut typist = Client::connect(&app, &customer_token).await;
     let mut pharmacist = Client::connect(&app, &staff).await;
-    wait_connections(&app, 2).await;
+    app.wait_connections(2).await;
 
     for _ in 0..5 {
         let ack = typist
@@ -546,12 +432,9 @@ async fn typing_is_relayed_to_the_others_and_stops_by_itself(db: Db) {
     // Throttled: five starts, one relay; then it expires by itself.
     let stopped = pharmacist.next_of("typing").await;
     assert_eq!(stopped["is_typing"], false, "{stopped}");
-    let own: Vec<Value> = typist
-        .drain(Duration::from_millis(100))
-        .await
-        .into_iter()
-        .filter(|f| f["type"] == "typing")
-        .collect();
+    let own = typist
+        .drain_of(Duration::from_millis(100), &["typing"])
+        .await;
     assert!(
         own.is_empty(),
         "the typist does not see their own indicator"
@@ -578,7 +461,7 @@ async fn presence_follows_connections_and_chosen_status(db: Db) {
     let staff = app.staff(StaffUserId::new_v4());
     let customer = CustomerId::new_v4();
     let mut watcher = Client::connect(&app, &staff).await;
-    wait_connections(&app, 1).await;
+    app.wait_connections(1).await;
     let customer_token = app.customer_token(&staff, customer).await;
     let mut tab_1 = Client::connect(&app, &customer_token).await;
     let online = watcher.next_of("presence").await;
@@ -588,7 +471,7 @@ async fn presence_follows_connections_and_chosen_status(db: Db) {
     );
     assert_eq!(online["status"], "online");
     let mut tab_2 = Client::connect(&app, &customer_token).await;
-    wait_connections(&app, 3).await;
+    app.wait_connections(3).await;
 
     let away = tab_2
         .request(json!({"type": "set_status", "status": "away"}))
@@ -603,7 +486,7 @@ async fn presence_follows_connections_and_chosen_status(db: Db) {
     let query = format!("/api/v1/chat/presence?customer_ids={customer}");
     assert_eq!(app.get(&query, &staff).await.body[0]["status"], "away");
     drop(tab_1.socket.close(None).await);
-    wait_connections(&app, 2).await;
+    app.wait_connections(2).await;
     assert_eq!(
         app.get(&query, &staff).await.body[0]["status"],
         "away",
@@ -627,11 +510,14 @@ async fn presence_follows_connections_and_chosen_status(db: Db) {
 
 async fn every_bad_frame_gets_an_error_and_the_connection_stays_open(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
+    let Chat {
+        staff,
+        id,
+        customer_token,
+        ..
+    } = app.chat().await;
     let other = app.open_conversation(&staff, CustomerId::new_v4()).await;
-    let mut client = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
+    let mut client = Client::connect(&app, &customer_token).await;
     let too_long = "a".repeat(4001);
     let frames: Vec<(String, &str)> = vec![
         ("{not json".into(), "invalid_request"),
@@ -698,9 +584,12 @@ async fn every_bad_frame_gets_an_error_and_the_connection_stays_open(db: Db) {
 
 async fn a_client_that_never_reads_is_disconnected_without_slowing_the_others(db: Db) {
     let app = TestApp::spawn_with(db, &[("CHAT_WS_QUEUE_CAPACITY", "8")]).await;
-    let staff = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
+    let Chat {
+        staff,
+        id,
+        customer_token,
+        ..
+    } = app.chat().await;
     // The stuck client: connects with a tiny receive buffer and never reads.
     let stuck_token = app.staff(StaffUserId::new_v4());
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -713,8 +602,8 @@ async fn a_client_that_never_reads_is_disconnected_without_slowing_the_others(db
     let (stuck, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
-    let mut healthy = Client::connect(&app, &app.customer_token(&staff, customer).await).await;
-    wait_connections(&app, 2).await;
+    let mut healthy = Client::connect(&app, &customer_token).await;
+    app.wait_connections(2).await;
 
     let body = "x".repeat(3900);
     let mut worst = Duration::ZERO;
@@ -761,12 +650,12 @@ async fn silent_connections_are_dropped_by_the_heartbeat(db: Db) {
     // A client that never reads never answers pings.
     let silent = Client::connect(&app, &staff).await;
     let mut lively = Client::connect(&app, &staff).await;
-    wait_connections(&app, 2).await;
+    app.wait_connections(2).await;
     let started = Instant::now();
     // The lively one reads (and so answers pings) for a while.
     let frames = lively.drain(Duration::from_millis(1000)).await;
     assert!(frames.is_empty());
-    wait_connections(&app, 1).await;
+    app.wait_connections(1).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(silent);
 }
@@ -779,7 +668,7 @@ async fn shutdown_closes_every_socket_with_1001(db: Db) {
     for _ in 0..3 {
         clients.push(Client::connect(&app, &staff).await);
     }
-    wait_connections(&app, 3).await;
+    app.wait_connections(3).await;
     let ack = clients[0]
         .request(send_frame(&id, "before shutdown", "s-1"))
         .await;
@@ -792,19 +681,19 @@ async fn shutdown_closes_every_socket_with_1001(db: Db) {
         .await
         .expect("server stops");
     served.unwrap().unwrap();
-    // Nothing acked was lost.
-    let _ = HashMap::<u8, u8>::new();
 }
 
 async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
     let app = TestApp::spawn(db).await;
-    let staff = app.staff(StaffUserId::new_v4());
+    let Chat {
+        staff,
+        id,
+        customer_token,
+        ..
+    } = app.chat().await;
     let admin = app.admin(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&staff, customer).await;
-    let customer_token = app.customer_token(&staff, customer).await;
     let mut reader = Client::connect(&app, &customer_token).await;
-    wait_connections(&app, 1).await;
+    app.wait_connections(1).await;
     let sent = app.send(&staff, &id, "Pick-up at 5").await;
     let question = app.send(&customer_token, &id, "Can I come at 6?").await;
     let path = |message: &Value| {
@@ -839,14 +728,7 @@ async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
     assert_eq!(event["message"]["body"], "Pick-up at 6");
 
     // The sender or an admin deletes; the text is gone, the seq stays.
-    let deleted = app
-        .call(
-            reqwest::Method::DELETE,
-            &path(&question.body),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let deleted = app.delete(&path(&question.body), &admin).await;
     assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
     assert_eq!(deleted.body["body"], Value::Null);
     assert!(deleted.body["deleted_at"].is_string());
@@ -860,14 +742,7 @@ async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
     )
     .await
     .expect_error(409, "conflict");
-    let again = app
-        .call(
-            reqwest::Method::DELETE,
-            &path(&question.body),
-            Some(&customer_token),
-            None,
-        )
-        .await;
+    let again = app.delete(&path(&question.body), &customer_token).await;
     assert_eq!(again.status, StatusCode::OK, "deleting twice is harmless");
     let history = app
         .get(
@@ -880,14 +755,9 @@ async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
 
     // Strangers learn nothing.
     let foreign = app.token(TenantId::new_v4(), StaffUserId::new_v4(), "admin");
-    app.call(
-        reqwest::Method::DELETE,
-        &path(&sent.body),
-        Some(&foreign),
-        None,
-    )
-    .await
-    .expect_error(404, "not_found");
+    app.delete(&path(&sent.body), &foreign)
+        .await
+        .expect_error(404, "not_found");
     let unknown = format!(
         "/api/v1/chat/conversations/{id}/messages/{}",
         uuid::Uuid::now_v7()
@@ -902,12 +772,12 @@ async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
     )
     .await
     .expect_error(404, "not_found");
-    let quiet: Vec<Value> = reader
-        .drain(Duration::from_millis(200))
-        .await
-        .into_iter()
-        .filter(|f| f["type"] == "message_deleted" || f["type"] == "message_updated")
-        .collect();
+    let quiet = reader
+        .drain_of(
+            Duration::from_millis(200),
+            &["message_deleted", "message_updated"],
+        )
+        .await;
     assert!(
         quiet.is_empty(),
         "refused or repeated changes announce nothing: {quiet:?}"
@@ -963,10 +833,7 @@ impl WriteLock {
                 let mut conn = sqlx::PgConnection::connect(url.expose())
                     .await
                     .expect("connects");
-                sqlx::raw_sql("begin")
-                    .execute(&mut conn)
-                    .await
-                    .expect("begin");
+                exec(&mut conn, "begin").await;
                 sqlx::query("select 1 from conversations where id = $1 for update")
                     .bind(id)
                     .execute(&mut conn)
@@ -979,10 +846,7 @@ impl WriteLock {
                     sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
                         .await
                         .expect("connects");
-                sqlx::raw_sql("begin immediate")
-                    .execute(&mut conn)
-                    .await
-                    .expect("write lock");
+                exec(&mut conn, "begin immediate").await;
                 Self::Sqlite(conn)
             }
         }
@@ -990,31 +854,38 @@ impl WriteLock {
 
     async fn release(self) {
         match self {
-            Self::Postgres(mut conn) => {
-                sqlx::raw_sql("rollback")
-                    .execute(&mut conn)
-                    .await
-                    .expect("rollback");
-            }
-            Self::Sqlite(mut conn) => {
-                sqlx::raw_sql("rollback")
-                    .execute(&mut conn)
-                    .await
-                    .expect("rollback");
-            }
+            Self::Postgres(mut conn) => exec(&mut conn, "rollback").await,
+            Self::Sqlite(mut conn) => exec(&mut conn, "rollback").await,
         }
     }
 }
 
+/// Runs one SQL statement on `conn`.
+async fn exec<'e>(conn: impl sqlx::Executor<'e>, sql: &'static str) {
+    sqlx::raw_sql(sql)
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A customer and a staff member connected to the customer's inbox
+/// conversation: its id, the customer's client, the staff member's.
+async fn patient_and_staff(app: &TestApp) -> (String, Client, Client) {
+    let Chat {
+        staff,
+        id,
+        customer_token,
+        ..
+    } = app.chat().await;
+    let patient = Client::connect(app, &customer_token).await;
+    let staff = Client::connect(app, &staff).await;
+    app.wait_connections(2).await;
+    (id, patient, staff)
+}
+
 async fn a_pending_send_does_not_hold_up_what_its_sender_receives(db: Db) {
     let app = TestApp::spawn(db).await;
-    let pharmacist = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&pharmacist, customer).await;
-    let customer_token = app.customer_token(&pharmacist, customer).await;
-    let mut patient = Client::connect(&app, &customer_token).await;
-    let mut staff = Client::connect(&app, &pharmacist).await;
-    wait_connections(&app, 2).await;
+    let (id, mut patient, mut staff) = patient_and_staff(&app).await;
 
     let lock = WriteLock::take(&app, &id).await;
     let mut frame = send_frame(&id, "Can I take it with food?", "q-1");
@@ -1044,13 +915,7 @@ async fn a_pending_send_does_not_hold_up_what_its_sender_receives(db: Db) {
 
 async fn pipelined_sends_are_acked_in_order_each_before_its_own_echo(db: Db) {
     let app = TestApp::spawn(db).await;
-    let pharmacist = app.staff(StaffUserId::new_v4());
-    let customer = CustomerId::new_v4();
-    let id = app.open_conversation(&pharmacist, customer).await;
-    let customer_token = app.customer_token(&pharmacist, customer).await;
-    let mut patient = Client::connect(&app, &customer_token).await;
-    let mut staff = Client::connect(&app, &pharmacist).await;
-    wait_connections(&app, 2).await;
+    let (id, mut patient, mut staff) = patient_and_staff(&app).await;
 
     // Both sides send at once, the patient without waiting for any ack.
     const EACH: usize = 40;
