@@ -18,6 +18,7 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::client::MESSAGE_BODY;
 use crate::stats::{Latencies, Summary};
 use crate::target::{create_database, drop_database, with_database, Database};
 
@@ -40,9 +41,33 @@ pub struct BaselineResult {
     pub latency: Summary,
 }
 
+#[derive(Clone)]
 enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
+}
+
+impl Pool {
+    /// One send transaction.
+    async fn send(
+        &self,
+        tenant: Uuid,
+        conversation: Uuid,
+        sender: Uuid,
+        key: &str,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(pool) => send_postgres(pool, tenant, conversation, sender, key).await,
+            Self::Sqlite(pool) => send_sqlite(pool, tenant, conversation, sender, key).await,
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
 }
 
 /// Runs the baseline on a fresh database (a new PostgreSQL database on
@@ -64,16 +89,17 @@ pub async fn run(
         Database::Postgres => {
             let name = create_database(postgres_admin_url).await?;
             let url = with_database(postgres_admin_url, &name);
-            // The adapter applies the server's migrations.
-            adapters_postgres::PostgresStore::connect(&url, 1)
-                .await
-                .context("applying the schema to the baseline database")?;
             let pool = PgPoolOptions::new()
                 .max_connections(pool_size)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect(&url)
                 .await
                 .context("connecting the baseline pool")?;
+            // The adapter applies the server's migrations.
+            adapters_postgres::PostgresStore::from_pool(pool.clone())
+                .migrate()
+                .await
+                .context("applying the schema to the baseline database")?;
             (Pool::Postgres(pool), Some(name), pool_size)
         }
         Database::Sqlite => {
@@ -99,10 +125,7 @@ pub async fn run(
         }
     };
     let result = measure(&pool, database, workers, pool_size, duration).await;
-    match pool {
-        Pool::Postgres(pool) => pool.close().await,
-        Pool::Sqlite(pool) => pool.close().await,
-    }
+    pool.close().await;
     if let Some(name) = created {
         drop_database(postgres_admin_url, &name).await;
     }
@@ -151,17 +174,13 @@ async fn measure(
         conversations.push(id);
     }
     // A short warm-up so connections are open and caches warm.
-    let warmup = Instant::now() + Duration::from_millis(500);
-    let start = warmup;
+    let start = Instant::now() + Duration::from_millis(500);
     let end = start + duration;
     let tasks: Vec<_> = conversations
         .into_iter()
         .enumerate()
         .map(|(i, conversation)| {
-            let pool = match pool {
-                Pool::Postgres(pool) => Pool::Postgres(pool.clone()),
-                Pool::Sqlite(pool) => Pool::Sqlite(pool.clone()),
-            };
+            let pool = pool.clone();
             tokio::spawn(async move {
                 let mut latencies = Latencies::new();
                 let mut committed = 0u64;
@@ -174,14 +193,7 @@ async fn measure(
                     }
                     n += 1;
                     let key = format!("b{i}.{n}");
-                    match &pool {
-                        Pool::Postgres(pool) => {
-                            send_postgres(pool, tenant, conversation, sender, &key).await?;
-                        }
-                        Pool::Sqlite(pool) => {
-                            send_sqlite(pool, tenant, conversation, sender, &key).await?;
-                        }
-                    }
+                    pool.send(tenant, conversation, sender, &key).await?;
                     if began >= start {
                         committed += 1;
                         latencies.record(began.elapsed());
@@ -251,7 +263,7 @@ async fn send_postgres(
     .bind(conversation)
     .bind(seq)
     .bind(sender)
-    .bind("benchmark message: is my prescription ready for pick-up?")
+    .bind(MESSAGE_BODY)
     .bind(key)
     .bind(now)
     .execute(&mut *tx)
@@ -328,7 +340,7 @@ async fn send_sqlite(
     .bind(conversation)
     .bind(seq)
     .bind(sender)
-    .bind("benchmark message: is my prescription ready for pick-up?")
+    .bind(MESSAGE_BODY)
     .bind(key)
     .bind(now)
     .execute(&mut *tx)

@@ -5,12 +5,14 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures::stream::SplitStream;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 /// One client socket.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -37,19 +39,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Socket> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("connect failed"))).context("opening a WebSocket")
 }
 
-/// Opens one socket per URL, `concurrency` at a time, in order.
-///
-/// # Errors
-/// When any socket cannot be opened.
-pub async fn connect_all(urls: Vec<String>, concurrency: usize) -> anyhow::Result<Vec<Socket>> {
-    futures::stream::iter(urls)
-        .map(|url| async move { connect(&url).await })
-        .buffered(concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
-}
+/// The body of every message the load sends (and of the baseline's
+/// inserts).
+pub const MESSAGE_BODY: &str = "benchmark message: is my prescription ready for pick-up?";
 
 /// The `send_message` frame of message `client_msg_id`; the request id is
 /// the same key, so an `error` can be matched too.
@@ -59,7 +51,7 @@ pub fn send_frame(conversation: &str, client_msg_id: &str) -> Message {
             "type": "send_message",
             "request_id": client_msg_id,
             "conversation_id": conversation,
-            "body": "benchmark message: is my prescription ready for pick-up?",
+            "body": MESSAGE_BODY,
             "client_msg_id": client_msg_id,
         })
         .to_string(),
@@ -112,6 +104,19 @@ pub fn parse(message: &Message) -> anyhow::Result<Option<Incoming>> {
             .context("a server frame that is not valid JSON"),
         Message::Close(frame) => bail!("the server closed the socket: {frame:?}"),
         _ => Ok(None),
+    }
+}
+
+/// Reads (and so answers the server's pings) until `stop` is cancelled;
+/// `true` when the server closed the socket (or it failed) first.
+pub async fn read_until(stream: &mut SplitStream<Socket>, stop: &CancellationToken) -> bool {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            frame = stream.next() => if !matches!(frame, Some(Ok(_))) {
+                return true;
+            },
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_domain::{CustomerId, StaffUserId, TenantId};
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -168,10 +168,8 @@ pub async fn run(
             }
         })
         .buffered(32)
-        .collect::<Vec<_>>()
+        .try_collect()
         .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()
         .context("connecting the staff sockets")?;
     let customer_socket = client::connect(&target.ws_url(0, &customer_token)).await?;
     // Every staff member's arrival is announced to all the others: let
@@ -187,12 +185,7 @@ pub async fn run(
     let customer_reader = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    frame = stream.next() => if !matches!(frame, Some(Ok(_))) { break },
-                }
-            }
+            client::read_until(&mut stream, &stop).await;
             stream
         })
     };

@@ -115,12 +115,12 @@ pub async fn run(target: &Target, options: HistoryOptions) -> anyhow::Result<His
     let mut page = Latencies::new();
     // Warm the connection pool, as a live server's would be.
     for (conversation, _) in seeded.conversations.iter().take(10) {
-        let _ = get(
-            target,
-            &format!("/conversations/{conversation}/messages?limit=50"),
-            &reader,
-        )
-        .await;
+        let _ = target
+            .get(
+                &format!("/conversations/{conversation}/messages?limit=50"),
+                &reader,
+            )
+            .await;
     }
     for _ in 0..options.samples {
         let (conversation, last_seq) = {
@@ -130,13 +130,13 @@ pub async fn run(target: &Target, options: HistoryOptions) -> anyhow::Result<His
             (conversation, rng.gen_range(1..=last_seq.max(1)) + 1)
         };
         let began = Instant::now();
-        let ok = get(
-            target,
-            &format!("/conversations/{conversation}/messages?limit=50&before={last_seq}"),
-            &reader,
-        )
-        .await
-        .is_ok();
+        let ok = target
+            .get(
+                &format!("/conversations/{conversation}/messages?limit=50&before={last_seq}"),
+                &reader,
+            )
+            .await
+            .is_ok();
         if ok {
             page.record(began.elapsed());
         } else {
@@ -148,14 +148,14 @@ pub async fn run(target: &Target, options: HistoryOptions) -> anyhow::Result<His
     let lister = target.staff_token(seeded.list_tenant, list_reader(), "pharmacist")?;
     let mut list = Latencies::new();
     let mut cursor: Option<String> = None;
-    let _ = get(target, "/conversations?limit=50", &lister).await;
+    let _ = target.get("/conversations?limit=50", &lister).await;
     for _ in 0..options.samples {
         let path = match &cursor {
             Some(cursor) => format!("/conversations?limit=50&cursor={cursor}"),
             None => "/conversations?limit=50".to_owned(),
         };
         let began = Instant::now();
-        match get(target, &path, &lister).await {
+        match target.get(&path, &lister).await {
             Ok(body) => {
                 list.record(began.elapsed());
                 // Walk down the list page by page, back to the top at the
@@ -182,22 +182,6 @@ pub async fn run(target: &Target, options: HistoryOptions) -> anyhow::Result<His
 /// The staff member whose read markers the listing tenant carries.
 fn list_reader() -> StaffUserId {
     StaffUserId::from_uuid(Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0001))
-}
-
-async fn get(target: &Target, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {
-    let response = target
-        .http
-        .get(format!("{}/api/v1/chat{path}", target.base(0)))
-        .bearer_auth(token)
-        .send()
-        .await
-        .context("GET")?;
-    let status = response.status();
-    let body = response.json().await.context("reading the body")?;
-    if !status.is_success() {
-        bail!("GET {path}: {status} {body}");
-    }
-    Ok(body)
 }
 
 async fn seed_postgres(pool: &PgPool, options: HistoryOptions) -> anyhow::Result<Seeded> {

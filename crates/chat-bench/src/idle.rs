@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chat_domain::{CustomerId, StaffUserId, TenantId};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -61,10 +61,8 @@ pub async fn run(
             async move { target.customer_token(staff, CustomerId::new_v4()).await }
         })
         .buffered(32)
-        .collect::<Vec<_>>()
+        .try_collect()
         .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()
         .context("issuing customer tokens")?;
     // Let the token requests' buffers go back before the first reading.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -78,26 +76,17 @@ pub async fn run(
             let stop = stop.clone();
             async move {
                 let socket = client::connect(&url).await?;
-                // Read (and so answer the server's pings) until told to
-                // stop; `true` when the server closed the socket first.
+                // `true` when the server closed the socket first.
                 anyhow::Ok(tokio::spawn(async move {
                     let (_sink, mut stream) = socket.split();
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => return (false, stream),
-                            frame = stream.next() => if !matches!(frame, Some(Ok(_))) {
-                                return (true, stream);
-                            },
-                        }
-                    }
+                    let closed = client::read_until(&mut stream, &stop).await;
+                    (closed, stream)
                 }))
             }
         })
         .buffer_unordered(64)
-        .collect::<Vec<_>>()
+        .try_collect()
         .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()
         .context("opening the idle connections (is the open-file limit high enough?)")?;
     let connect_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(hold).await;

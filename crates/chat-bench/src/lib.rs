@@ -133,8 +133,7 @@ impl Options {
                 database_url: None,
                 // The tests' server when the test script named one.
                 postgres_admin_url: std::env::var("CHAT_BENCH_POSTGRES_URL")
-                    .or_else(|_| std::env::var("CHAT_TEST_DATABASE_URL"))
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+                    .unwrap_or_else(|_| adapters_postgres::testing::admin_url()),
                 pool_size: 10,
                 jwt_secret: target::BENCH_JWT_SECRET.to_owned(),
                 server_pid: None,
@@ -199,8 +198,16 @@ pub fn raise_open_file_limit() -> u64 {
         .unwrap_or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft))
 }
 
-fn print(database: Database, outcome: &Outcome) {
-    println!("{}", report::render(database, outcome));
+/// Starts (or reaches) the server of `options`, runs `f` against it and
+/// stops the server whatever `f` returned.
+async fn with_target<T>(
+    options: &TargetOptions,
+    f: impl AsyncFnOnce(&Target) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let target = Target::start(options).await?;
+    let result = f(&target).await;
+    target.stop().await;
+    result
 }
 
 /// Runs every scenario of `options` in order, each against a fresh server
@@ -245,70 +252,59 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         )
         .await
         .context("measuring the baseline")?;
-        let outcome = Outcome::Baseline(baseline.clone());
-        print(database, &outcome);
-        report.outcomes.push(outcome);
+        report.add(Outcome::Baseline(baseline.clone()));
         report.baseline = Some(baseline);
     }
     let baseline_rate = report.baseline.as_ref().map(|b| b.tx_per_s);
     for scenario in &options.scenarios {
         match scenario {
             Scenario::Baseline => {}
-            Scenario::Pairs => {
-                let outcome = run_pairs(options, baseline_rate).await?;
-                print(database, &outcome);
-                report.outcomes.push(outcome);
-            }
-            Scenario::Max => {
-                let outcome = run_max(options, baseline_rate).await?;
-                print(database, &outcome);
-                report.outcomes.push(outcome);
-            }
+            Scenario::Pairs => report.add(run_pairs(options, baseline_rate).await?),
+            Scenario::Max => report.add(run_max(options, baseline_rate).await?),
             Scenario::Fanout => {
                 for &staff in &options.fanout_staff {
-                    let target = Target::start(&options.target).await?;
-                    let result = fanout::run(
-                        &target,
-                        staff,
-                        options.fanout_messages,
-                        options.fanout_interval,
-                    )
-                    .await;
-                    target.stop().await;
-                    let result = result.with_context(|| format!("fanout to {staff}"))?;
-                    let outcome = Outcome::Fanout {
+                    let result = with_target(&options.target, async |target| {
+                        fanout::run(
+                            target,
+                            staff,
+                            options.fanout_messages,
+                            options.fanout_interval,
+                        )
+                        .await
+                        .with_context(|| format!("fanout to {staff}"))
+                    })
+                    .await?;
+                    report.add(Outcome::Fanout {
                         checks: report::fanout_checks(&result),
                         result,
-                    };
-                    print(database, &outcome);
-                    report.outcomes.push(outcome);
+                    });
                 }
             }
             Scenario::Idle => {
                 for &connections in &options.idle_connections {
-                    let target = Target::start(&options.target).await?;
-                    let result = idle::run(&target, connections, options.idle_hold).await;
-                    target.stop().await;
-                    let result = result.with_context(|| format!("idle with {connections}"))?;
-                    let outcome = Outcome::Idle {
+                    let result = with_target(&options.target, async |target| {
+                        idle::run(target, connections, options.idle_hold)
+                            .await
+                            .with_context(|| format!("idle with {connections}"))
+                    })
+                    .await?;
+                    report.add(Outcome::Idle {
                         checks: report::idle_checks(&result),
                         result,
-                    };
-                    print(database, &outcome);
-                    report.outcomes.push(outcome);
+                    });
                 }
             }
             Scenario::History => {
-                let target = Target::start(&options.target).await?;
-                let result = history::run(&target, options.history).await;
-                target.stop().await;
-                let result = result.context("history")?;
-                let outcome = Outcome::History {
+                let result = with_target(&options.target, async |target| {
+                    history::run(target, options.history)
+                        .await
+                        .context("history")
+                })
+                .await?;
+                report.add(Outcome::History {
                     checks: report::history_checks(&result),
                     result,
-                };
-                print(database, &outcome);
-                report.outcomes.push(outcome);
+                });
             }
         }
     }
@@ -325,21 +321,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 }
 
 async fn run_pairs(options: &Options, baseline: Option<f64>) -> anyhow::Result<Outcome> {
-    let target = Target::start(&options.target).await?;
-    let outcome = async {
-        let mut open = pairs::open(&target, options.pairs).await?;
-        if !options.warmup.is_zero() {
-            (open, _) = pairs::run_step(
-                open,
-                pairs::Step {
-                    number: 0,
-                    rate: options.rate,
-                    duration: options.warmup,
-                    drain: options.drain,
-                },
-            )
-            .await;
-        }
+    let result = with_target(&options.target, async |target| {
+        let open = pairs::open(target, options.pairs).await.context("pairs")?;
+        let open = pairs::warm_up(open, options.rate, options.warmup, options.drain).await;
         let (open, result) = pairs::run_step(
             open,
             pairs::Step {
@@ -352,10 +336,8 @@ async fn run_pairs(options: &Options, baseline: Option<f64>) -> anyhow::Result<O
         .await;
         pairs::close(open).await;
         anyhow::Ok(result)
-    }
-    .await;
-    target.stop().await;
-    let result = outcome.context("pairs")?;
+    })
+    .await?;
     Ok(Outcome::Pairs(report::PairsOutcome {
         checks: report::pairs_checks(options.target.database, &result),
         baseline_ratio: baseline.map(|b| result.achieved_rate / b),
@@ -364,21 +346,10 @@ async fn run_pairs(options: &Options, baseline: Option<f64>) -> anyhow::Result<O
 }
 
 async fn run_max(options: &Options, baseline: Option<f64>) -> anyhow::Result<Outcome> {
-    let target = Target::start(&options.target).await?;
-    let ramp = async {
-        let mut open = pairs::open(&target, options.pairs).await?;
-        if !options.warmup.is_zero() {
-            (open, _) = pairs::run_step(
-                open,
-                pairs::Step {
-                    number: 0,
-                    rate: options.rates.first().copied().unwrap_or(options.rate),
-                    duration: options.warmup,
-                    drain: options.drain,
-                },
-            )
-            .await;
-        }
+    let (steps, best, stopped_because) = with_target(&options.target, async |target| {
+        let open = pairs::open(target, options.pairs).await.context("max")?;
+        let warmup_rate = options.rates.first().copied().unwrap_or(options.rate);
+        let mut open = pairs::warm_up(open, warmup_rate, options.warmup, options.drain).await;
         let mut steps = Vec::new();
         let mut best: Option<(f64, f64)> = None;
         let mut stopped_because = "every step passed: extend --rates".to_owned();
@@ -417,10 +388,8 @@ async fn run_max(options: &Options, baseline: Option<f64>) -> anyhow::Result<Out
         }
         pairs::close(open).await;
         anyhow::Ok((steps, best, stopped_because))
-    }
-    .await;
-    target.stop().await;
-    let (steps, best, stopped_because) = ramp.context("max")?;
+    })
+    .await?;
     let ratio = match (best, baseline) {
         (Some((_, achieved)), Some(b)) => Some(achieved / b),
         _ => None,

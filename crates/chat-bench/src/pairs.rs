@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_domain::{CustomerId, StaffUserId, TenantId};
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use rand::Rng;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -70,10 +70,8 @@ pub async fn open(target: &Target, count: usize) -> anyhow::Result<Vec<Pair>> {
             })
         })
         .buffer_unordered(16)
-        .collect::<Vec<_>>()
+        .try_collect()
         .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<_>>>()
         .context("opening the conversations and sockets of the pairs")
 }
 
@@ -304,6 +302,26 @@ async fn drive(
         None
     };
     (socket, stats)
+}
+
+/// Runs an unmeasured step 0 at `rate` for `duration` (none when zero) and
+/// gives the sockets back.
+pub async fn warm_up(
+    pairs: Vec<Pair>,
+    rate: f64,
+    duration: Duration,
+    drain: Duration,
+) -> Vec<Pair> {
+    if duration.is_zero() {
+        return pairs;
+    }
+    let step = Step {
+        number: 0,
+        rate,
+        duration,
+        drain,
+    };
+    run_step(pairs, step).await.0
 }
 
 /// Runs one step over `pairs` and gives the sockets back (pairs whose

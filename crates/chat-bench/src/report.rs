@@ -162,6 +162,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// Prints `outcome`'s table and adds it to the report.
+    pub fn add(&mut self, outcome: Outcome) {
+        println!("{}", render(self.database, &outcome));
+        self.outcomes.push(outcome);
+    }
+
     /// Problems that must never happen at any load the server sustains:
     /// lost or duplicated messages, error frames, failed requests, idle
     /// sockets closed. (Steps of `max` beyond the sustained rate are not

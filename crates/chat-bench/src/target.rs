@@ -4,13 +4,14 @@
 //! servers given by URL.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chat_domain::{CustomerId, StaffUserId, TenantId};
 use chat_server::config::{JwtAlgorithm, Settings, StaffJwtSettings};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 /// The store the server runs on.
@@ -78,6 +79,58 @@ enum Running {
     External,
 }
 
+impl Running {
+    /// Starts the server of `launch` with `env`; also gives the process whose
+    /// memory is the server's and whether that is this process.
+    async fn start(
+        launch: &Launch,
+        env: &HashMap<String, String>,
+        dir: &Path,
+    ) -> anyhow::Result<(Self, Option<u32>, bool)> {
+        Ok(match launch {
+            Launch::Process(bin) => {
+                let log = std::fs::File::create(dir.join("server.log"))
+                    .context("creating the server log file")?;
+                let child = tokio::process::Command::new(bin)
+                    .envs(env)
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .with_context(|| {
+                        format!(
+                            "starting {} (build it with `cargo build --release -p server`, or pass --server-bin / --in-process)",
+                            bin.display()
+                        )
+                    })?;
+                let pid = child.id();
+                (Self::Child(child), pid, false)
+            }
+            Launch::InProcess => {
+                let settings = Settings::from_source(env).context("server settings")?;
+                let app = chat_server::Application::build(settings)
+                    .await
+                    .context("building the in-process server")?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let served = tokio::spawn(app.run_until(async move {
+                    let _ = stopped.await;
+                }));
+                (
+                    Self::InProcess {
+                        stop: Some(stop),
+                        served,
+                    },
+                    Some(std::process::id()),
+                    true,
+                )
+            }
+            Launch::Running(_) => bail!("a running server is reached, not started"),
+        })
+    }
+}
+
 /// A server ready to take load.
 pub struct Target {
     /// Base URLs (`http://host:port`), one per node.
@@ -88,8 +141,6 @@ pub struct Target {
     pub database_url: Option<String>,
     /// PostgreSQL server for the baseline's fresh databases.
     pub postgres_admin_url: String,
-    /// The server's pool size.
-    pub pool_size: u32,
     /// Process whose resident memory is the server's (`None` when unknown).
     pub pid: Option<u32>,
     /// Whether the load generator shares the server's process.
@@ -154,100 +205,63 @@ impl Target {
             admin_roles: vec!["admin".into()],
             leeway_seconds: 30,
         };
-        if let Launch::Running(bases) = &options.launch {
-            let mut target = Self {
-                bases: bases
-                    .iter()
-                    .map(|b| b.trim_end_matches('/').to_owned())
-                    .collect(),
-                database: options.database,
-                database_url: options.database_url.clone(),
-                postgres_admin_url: options.postgres_admin_url.clone(),
-                pool_size: options.pool_size,
-                pid: options.server_pid,
-                in_process: false,
-                http,
-                staff_jwt,
-                running: Running::External,
-                created_database: None,
-                dir,
-            };
-            target.wait_healthy(Duration::from_secs(10)).await?;
-            return Ok(target);
-        }
-
-        let mut created_database = None;
-        let database_url = match options.database {
-            Database::Sqlite => format!("sqlite://{}", dir.path().join("chat.db").display()),
-            Database::Postgres => {
-                let name = create_database(&options.postgres_admin_url).await?;
-                created_database = Some(name.clone());
-                with_database(&options.postgres_admin_url, &name)
-            }
-        };
-        let port = free_port()?;
-        let mut env: HashMap<String, String> = HashMap::new();
-        env.insert("CHAT_BIND_ADDR".into(), format!("127.0.0.1:{port}"));
-        env.insert("CHAT_DATA_DIR".into(), dir.path().display().to_string());
-        env.insert("CHAT_DATABASE_URL".into(), database_url.clone());
-        env.insert(
-            "CHAT_DB_MAX_CONNECTIONS".into(),
-            options.pool_size.to_string(),
-        );
-        env.insert("CHAT_JWT_SECRET".into(), options.jwt_secret.clone());
-        env.insert(
-            "CHAT_CUSTOMER_TOKEN_SECRET".into(),
-            BENCH_CUSTOMER_SECRET.into(),
-        );
-        // Capacity is measured, not the per-sender abuse limit.
-        env.insert("CHAT_SEND_RATE_PER_MINUTE".into(), "0".into());
-        let (running, pid, in_process) = match &options.launch {
-            Launch::Process(bin) => {
-                let log = std::fs::File::create(dir.path().join("server.log"))
-                    .context("creating the server log file")?;
-                let child = tokio::process::Command::new(bin)
-                    .envs(&env)
-                    .env("RUST_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .kill_on_drop(true)
-                    .spawn()
-                    .with_context(|| {
-                        format!(
-                            "starting {} (build it with `cargo build --release -p server`, or pass --server-bin / --in-process)",
-                            bin.display()
-                        )
-                    })?;
-                let pid = child.id();
-                (Running::Child(child), pid, false)
-            }
-            Launch::InProcess => {
-                let settings = Settings::from_source(&env).context("server settings")?;
-                let app = chat_server::Application::build(settings)
-                    .await
-                    .context("building the in-process server")?;
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let served = tokio::spawn(app.run_until(async move {
-                    let _ = stopped.await;
-                }));
+        let (bases, database_url, created_database, running, pid, in_process) =
+            if let Launch::Running(bases) = &options.launch {
                 (
-                    Running::InProcess {
-                        stop: Some(stop),
-                        served,
-                    },
-                    Some(std::process::id()),
-                    true,
+                    bases
+                        .iter()
+                        .map(|b| b.trim_end_matches('/').to_owned())
+                        .collect(),
+                    options.database_url.clone(),
+                    None,
+                    Running::External,
+                    options.server_pid,
+                    false,
                 )
-            }
-            Launch::Running(_) => bail!("a running server is reached, not started"),
-        };
+            } else {
+                let mut created_database = None;
+                let database_url = match options.database {
+                    Database::Sqlite => {
+                        format!("sqlite://{}", dir.path().join("chat.db").display())
+                    }
+                    Database::Postgres => {
+                        let name = create_database(&options.postgres_admin_url).await?;
+                        created_database = Some(name.clone());
+                        with_database(&options.postgres_admin_url, &name)
+                    }
+                };
+                let port = free_port()?;
+                let mut env: HashMap<String, String> = HashMap::new();
+                env.insert("CHAT_BIND_ADDR".into(), format!("127.0.0.1:{port}"));
+                env.insert("CHAT_DATA_DIR".into(), dir.path().display().to_string());
+                env.insert("CHAT_DATABASE_URL".into(), database_url.clone());
+                env.insert(
+                    "CHAT_DB_MAX_CONNECTIONS".into(),
+                    options.pool_size.to_string(),
+                );
+                env.insert("CHAT_JWT_SECRET".into(), options.jwt_secret.clone());
+                env.insert(
+                    "CHAT_CUSTOMER_TOKEN_SECRET".into(),
+                    BENCH_CUSTOMER_SECRET.into(),
+                );
+                // Capacity is measured, not the per-sender abuse limit.
+                env.insert("CHAT_SEND_RATE_PER_MINUTE".into(), "0".into());
+                let (running, pid, in_process) =
+                    Running::start(&options.launch, &env, dir.path()).await?;
+                (
+                    vec![format!("http://127.0.0.1:{port}")],
+                    Some(database_url),
+                    created_database,
+                    running,
+                    pid,
+                    in_process,
+                )
+            };
         let mut target = Self {
-            bases: vec![format!("http://127.0.0.1:{port}")],
+            bases,
             database: options.database,
-            database_url: Some(database_url),
+            database_url,
             postgres_admin_url: options.postgres_admin_url.clone(),
-            pool_size: options.pool_size,
             pid,
             in_process,
             http,
@@ -256,7 +270,9 @@ impl Target {
             created_database,
             dir,
         };
-        if let Err(err) = target.wait_healthy(Duration::from_secs(60)).await {
+        if let Launch::Running(_) = options.launch {
+            target.wait_healthy(Duration::from_secs(10)).await?;
+        } else if let Err(err) = target.wait_healthy(Duration::from_secs(60)).await {
             let log =
                 std::fs::read_to_string(target.dir.path().join("server.log")).unwrap_or_default();
             target.stop().await;
@@ -326,25 +342,48 @@ impl Target {
         )
     }
 
-    async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+    /// A request to the chat API of node 0 (`path` after `/api/v1/chat`)
+    /// with a bearer token; the JSON answer of a success.
+    ///
+    /// # Errors
+    /// When the request fails or the server answers with an error.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}/api/v1/chat{path}", self.base(0));
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(token)
-            .json(&body)
+        let mut request = self.http.request(method.clone(), &url).bearer_auth(token);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
-            .with_context(|| format!("POST {path}"))?;
+            .with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let body: Value = response
             .json()
             .await
-            .with_context(|| format!("reading the answer of POST {path}"))?;
+            .with_context(|| format!("reading the answer of {method} {path}"))?;
         if !status.is_success() {
-            bail!("POST {path}: {status} {body}");
+            bail!("{method} {path}: {status} {body}");
         }
         Ok(body)
+    }
+
+    /// `GET path` (see [`Target::request`]).
+    ///
+    /// # Errors
+    /// When the request fails or the server answers with an error.
+    pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<Value> {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+        self.request(Method::POST, path, token, Some(body)).await
     }
 
     /// A customer chat token, issued by the server to `staff_token`'s
@@ -432,18 +471,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_database_of_a_url_is_replaced() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/postgres", "b"),
-            "postgres://postgres@127.0.0.1:5432/b"
-        );
-        assert_eq!(
-            with_database("postgres://u@db?sslmode=disable", "b"),
-            "postgres://u@db/b?sslmode=disable"
-        );
-    }
 
     #[test]
     fn our_own_memory_can_be_read() {
