@@ -33,7 +33,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chat_app::append_batch::{self, Outcome, Pending};
 use chat_app::{AppendError, AppendOutcome};
-use chat_domain::{Message, NewMessage, Seq};
+use chat_domain::{Conversation, ConversationStatus, Message, NewMessage, Seq};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -109,10 +109,13 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
         .collect();
     // `id = any(..)`: primary key lookups whatever the planner estimates
     // (a join with the arrays may be planned as a scan of the table).
-    let locked: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
-        "select id, tenant_id, last_seq from conversations where id = any($1::uuid[]) \
+    // Read whole: each send's outcome carries its conversation as the
+    // batch leaves it, and nothing else can change them under the locks.
+    let locked = sqlx::query(&format!(
+        "select {} from conversations where id = any($1::uuid[]) \
          order by id for no key update",
-    )
+        rows::CONVERSATION_COLUMNS
+    ))
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await
@@ -120,17 +123,21 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
     // Keyed by (conversation, tenant): a send naming another tenant's
     // conversation finds nothing.
     let key = |m: &NewMessage| (*m.conversation_id.as_uuid(), *m.tenant.as_uuid());
-    let last_seq: HashMap<(Uuid, Uuid), i64> = locked
-        .into_iter()
-        .map(|(id, tenant, last_seq)| ((id, tenant), last_seq))
-        .collect();
+    let mut conversations: HashMap<(Uuid, Uuid), Conversation> = locked
+        .iter()
+        .map(|row| {
+            let conversation = rows::conversation(row)?;
+            let key = (*conversation.id.as_uuid(), *conversation.tenant.as_uuid());
+            Ok((key, conversation))
+        })
+        .collect::<anyhow::Result<_>>()?;
 
     // 2. Keys already stored: under the locks, every earlier send of these
     // conversations is committed or rolled back.
     let keyed: Vec<usize> = (0..batch.len())
         .filter(|&i| {
             let m = &batch[i].message;
-            m.client_msg_id.is_some() && last_seq.contains_key(&key(m))
+            m.client_msg_id.is_some() && conversations.contains_key(&key(m))
         })
         .collect();
     let mut originals: HashMap<usize, Message> = HashMap::new();
@@ -190,10 +197,10 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
     // 3. Seqs in arrival order: each send is either answered already or
     // stored now as the next message of its conversation.
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
-    let mut fresh: Vec<(&Pending, Seq)> = Vec::new();
+    let mut fresh: Vec<(&Pending, Seq, bool)> = Vec::new();
     for (i, pending) in batch.iter().enumerate() {
         let m = &pending.message;
-        let Some(last) = last_seq.get(&key(m)) else {
+        let Some(conversation) = conversations.get(&key(m)) else {
             outcomes.push(Some(Err(AppendError::ConversationNotFound)));
             continue;
         };
@@ -201,7 +208,8 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
             outcomes.push(Some(Ok(AppendOutcome::Replayed(original))));
             continue;
         }
-        fresh.push((pending, rows::seq(*last, "last_seq")?.next()));
+        let reopens = pending.reopen && conversation.status != ConversationStatus::Open;
+        fresh.push((pending, conversation.last_seq.next(), reopens));
         outcomes.push(None);
     }
 
@@ -211,7 +219,7 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
     let mut stored: HashMap<Uuid, Message> = HashMap::new();
     if !fresh.is_empty() {
         let column = |f: &dyn Fn(&NewMessage) -> Uuid| -> Vec<Uuid> {
-            fresh.iter().map(|(p, _)| f(&p.message)).collect()
+            fresh.iter().map(|(p, ..)| f(&p.message)).collect()
         };
         let inserted = sqlx::query(&format!(
             "with inserted as ( \
@@ -249,40 +257,45 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
         .bind(
             fresh
                 .iter()
-                .map(|(_, seq)| seq.as_i64())
+                .map(|(_, seq, _)| seq.as_i64())
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|(p, _)| p.message.sender.kind())
+                .map(|(p, ..)| p.message.sender.kind())
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|(p, _)| p.message.sender.id())
+                .map(|(p, ..)| p.message.sender.id())
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|(p, _)| p.message.body.as_ref().map(|b| b.as_str()))
+                .map(|(p, ..)| p.message.body.as_ref().map(|b| b.as_str()))
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|(p, _)| p.message.client_msg_id.as_ref().map(|k| k.as_str()))
+                .map(|(p, ..)| p.message.client_msg_id.as_ref().map(|k| k.as_str()))
                 .collect::<Vec<_>>(),
         )
         .bind(
             fresh
                 .iter()
-                .map(|(p, _)| p.message.created_at)
+                .map(|(p, ..)| p.message.created_at)
                 .collect::<Vec<_>>(),
         )
-        .bind(fresh.iter().map(|(p, _)| p.reopen).collect::<Vec<_>>())
+        .bind(
+            fresh
+                .iter()
+                .map(|(_, _, reopens)| *reopens)
+                .collect::<Vec<_>>(),
+        )
         .bind(column(&|m| rows::reader_id(m.sender)))
         .fetch_all(&mut *tx)
         .await
@@ -299,11 +312,20 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
         .map(|outcome| match outcome {
             Some(outcome) => Ok(outcome),
             None => {
-                let (pending, _) = fresh.next().context("a batched send went missing")?;
+                let (pending, seq, _) = fresh.next().context("a batched send went missing")?;
                 let message = stored
                     .remove(pending.message.id.as_uuid())
                     .context("a batched message was not stored")?;
-                Ok(Ok(AppendOutcome::Created(message)))
+                // One send per conversation: each is taken once.
+                let mut conversation = conversations
+                    .remove(&key(&pending.message))
+                    .context("a batched conversation went missing")?;
+                let reopened = conversation.record_message(seq, message.created_at, pending.reopen);
+                Ok(Ok(AppendOutcome::Created {
+                    message,
+                    conversation,
+                    reopened,
+                }))
             }
         })
         .collect()
@@ -371,7 +393,7 @@ mod tests {
         let seqs: Vec<_> = outcomes
             .iter()
             .map(|o| match o {
-                Ok(AppendOutcome::Created(m)) => Some(m.seq.get()),
+                Ok(AppendOutcome::Created { message, .. }) => Some(message.seq.get()),
                 Ok(AppendOutcome::Replayed(_)) => panic!("nothing to replay"),
                 Err(AppendError::ConversationNotFound) => None,
                 Err(err) => panic!("{err}"),
@@ -395,7 +417,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &outcomes[1] {
-            Ok(AppendOutcome::Created(m)) => assert_eq!(m.seq.get(), 2),
+            Ok(AppendOutcome::Created { message, .. }) => assert_eq!(message.seq.get(), 2),
             other => panic!("{other:?}"),
         }
     }

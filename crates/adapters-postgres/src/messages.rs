@@ -11,11 +11,11 @@ use chat_domain::{
     ClientMsgId, ConversationId, Message, MessageBody, MessageId, NewMessage, Sender, TenantId,
 };
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row as _};
+use sqlx::PgConnection;
 
 use crate::attachments;
 use crate::group_commit;
-use crate::rows::{self, MESSAGE_COLUMNS, PLAIN};
+use crate::rows::{self, CONVERSATION_COLUMNS, MESSAGE_COLUMNS, PLAIN};
 use crate::PostgresStore;
 
 /// The unique index behind idempotent sends (see the migration).
@@ -100,10 +100,10 @@ impl PostgresStore {
         // read, incremented and written under it. `no key update` is enough
         // (no key changes) and leaves foreign-key checks of other writers,
         // such as receipts, unblocked.
-        let locked = sqlx::query(
-            "select last_seq from conversations where id = $1 and tenant_id = $2 \
-             for no key update",
-        )
+        let locked = sqlx::query(&format!(
+            "select {CONVERSATION_COLUMNS} from conversations where id = $1 and tenant_id = $2 \
+             for no key update"
+        ))
         .bind(conversation)
         .bind(tenant)
         .fetch_optional(&mut *tx)
@@ -112,7 +112,7 @@ impl PostgresStore {
         let Some(locked) = locked else {
             return Err(AppendError::ConversationNotFound);
         };
-        let last_seq: i64 = locked.try_get("last_seq").context("reading last_seq")?;
+        let mut after = rows::conversation(&locked)?;
 
         // Under the lock, every earlier send of this conversation is either
         // committed (and visible to this statement) or rolled back.
@@ -148,7 +148,7 @@ impl PostgresStore {
             }
         }
 
-        let seq = rows::seq(last_seq, "last_seq")?.next();
+        let seq = after.last_seq.next();
         span.record("seq", seq.get());
         let inserted = sqlx::query(&format!(
             "insert into messages (id, tenant_id, conversation_id, seq, sender_type, sender_id, \
@@ -190,6 +190,7 @@ impl PostgresStore {
 
         // Inserted first: the links reference the message row.
         stored.attachments = attachments::link(&mut tx, message).await?;
+        let reopened = after.record_message(seq, stored.created_at, reopen);
 
         sqlx::query(
             "update conversations set last_seq = $1, updated_at = $2, last_activity_at = $2, \
@@ -198,7 +199,7 @@ impl PostgresStore {
         )
         .bind(seq.as_i64())
         .bind(stored.created_at)
-        .bind(reopen)
+        .bind(reopened)
         .bind(conversation)
         .bind(tenant)
         .execute(&mut *tx)
@@ -228,7 +229,11 @@ impl PostgresStore {
 
         tx.commit().await.context("committing the append")?;
         span.record("replayed", false);
-        Ok(AppendOutcome::Created(stored))
+        Ok(AppendOutcome::Created {
+            message: stored,
+            conversation: after,
+            reopened,
+        })
     }
 }
 

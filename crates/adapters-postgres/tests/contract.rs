@@ -104,7 +104,10 @@ mod postgres_specific {
             123_456_000
         );
         let new = new_message(&conversation, Sender::System, Some("k"));
-        let AppendOutcome::Created(created) = store.append(&new, false).await.unwrap() else {
+        let AppendOutcome::Created {
+            message: created, ..
+        } = store.append(&new, false).await.unwrap()
+        else {
             panic!("first send must create");
         };
         assert_eq!(created.created_at.timestamp_subsec_nanos(), 123_456_000);

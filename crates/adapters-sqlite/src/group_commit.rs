@@ -27,13 +27,13 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use chat_app::append_batch::{self, Outcome, Pending};
 use chat_app::{AppendError, AppendOutcome};
-use chat_domain::{Message, NewMessage};
+use chat_domain::{Conversation, Message, NewMessage};
 use serde_json::{json, Value};
 use sqlx::SqliteConnection;
 
 use uuid::Uuid;
 
-use crate::codec::{self, MESSAGE_COLUMNS};
+use crate::codec::{self, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use crate::{attachments, SqliteStore};
 
 /// Most messages per transaction.
@@ -84,20 +84,26 @@ async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<V
         .iter()
         .map(|p| hex(*p.message.conversation_id.as_uuid()))
         .collect();
-    let found: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
-        "select id, tenant_id, last_seq from conversations \
-         where id in (select unhex(value) from json_each(?1))",
-    )
+    // Read whole: each send's outcome carries its conversation as the batch
+    // leaves it.
+    let found = sqlx::query(&format!(
+        "select {CONVERSATION_COLUMNS} from conversations c \
+         where c.id in (select unhex(value) from json_each(?1))"
+    ))
     .bind(Value::from(ids).to_string())
     .fetch_all(&mut *tx)
     .await
     .context("reading the batch's conversations")?;
     // Keyed by (conversation, tenant): a send naming another tenant's
     // conversation finds nothing.
-    let mut last_seq: HashMap<(Uuid, Uuid), i64> = found
-        .into_iter()
-        .map(|(id, tenant, seq)| ((id, tenant), seq))
-        .collect();
+    let mut conversations: HashMap<(Uuid, Uuid), Conversation> = found
+        .iter()
+        .map(|row| {
+            let conversation = codec::conversation(row)?;
+            let key = (*conversation.id.as_uuid(), *conversation.tenant.as_uuid());
+            Ok((key, conversation))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let key = |m: &NewMessage| (*m.conversation_id.as_uuid(), *m.tenant.as_uuid());
 
     // 2. Keys already stored.
@@ -105,7 +111,7 @@ async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<V
         .iter()
         .enumerate()
         .filter(|(_, p)| {
-            p.message.client_msg_id.is_some() && last_seq.contains_key(&key(&p.message))
+            p.message.client_msg_id.is_some() && conversations.contains_key(&key(&p.message))
         })
         .map(|(i, p)| {
             let m = &p.message;
@@ -151,7 +157,7 @@ async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<V
     let mut markers = Vec::new();
     for (i, pending) in batch.iter().enumerate() {
         let new = &pending.message;
-        let Some(last) = last_seq.get_mut(&key(new)) else {
+        let Some(conversation) = conversations.get(&key(new)) else {
             outcomes.push(Err(AppendError::ConversationNotFound));
             continue;
         };
@@ -159,10 +165,14 @@ async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<V
             outcomes.push(Ok(AppendOutcome::Replayed(original)));
             continue;
         }
-        let seq = codec::seq(*last)?.next();
-        *last = seq.as_i64();
+        let seq = conversation.last_seq.next();
         let mut message = new.clone().into_message(seq, Vec::new());
         message.created_at = codec::truncate(message.created_at);
+        // One send per conversation: each is taken once.
+        let mut after = conversations
+            .remove(&key(new))
+            .context("a batched conversation went missing")?;
+        let reopened = after.record_message(seq, message.created_at, pending.reopen);
         let at = codec::micros(message.created_at);
         let conversation = hex(*new.conversation_id.as_uuid());
         let tenant = hex(*new.tenant.as_uuid());
@@ -177,7 +187,9 @@ async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<V
             "k": new.client_msg_id.as_ref().map(|k| k.as_str()),
             "at": at,
         }));
-        bumps.push(json!({"c": conversation, "n": tenant, "q": seq.as_i64(), "at": at, "r": pending.reopen}));
+        bumps.push(
+            json!({"c": conversation, "n": tenant, "q": seq.as_i64(), "at": at, "r": reopened}),
+        );
         markers.push(json!({
             "n": tenant,
             "c": conversation,
@@ -186,7 +198,11 @@ async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<V
             "q": seq.as_i64(),
             "at": at,
         }));
-        outcomes.push(Ok(AppendOutcome::Created(message)));
+        outcomes.push(Ok(AppendOutcome::Created {
+            message,
+            conversation: after,
+            reopened,
+        }));
     }
     if messages.is_empty() {
         return Ok(outcomes);
@@ -297,7 +313,7 @@ mod tests {
         let seqs: Vec<_> = outcomes
             .iter()
             .map(|o| match o {
-                Ok(AppendOutcome::Created(m)) => Some(m.seq.get()),
+                Ok(AppendOutcome::Created { message, .. }) => Some(message.seq.get()),
                 Ok(AppendOutcome::Replayed(_)) => panic!("nothing to replay"),
                 Err(AppendError::ConversationNotFound) => None,
                 Err(err) => panic!("{err}"),
@@ -321,7 +337,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &outcomes[1] {
-            Ok(AppendOutcome::Created(m)) => assert_eq!(m.seq.get(), 2),
+            Ok(AppendOutcome::Created { message, .. }) => assert_eq!(message.seq.get(), 2),
             other => panic!("{other:?}"),
         }
     }

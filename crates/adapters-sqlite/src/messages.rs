@@ -13,7 +13,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use crate::attachments;
-use crate::codec::{self, MESSAGE_COLUMNS};
+use crate::codec::{self, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use crate::group_commit;
 use crate::SqliteStore;
 
@@ -79,17 +79,20 @@ impl SqliteStore {
         reopen: bool,
     ) -> Result<AppendOutcome, AppendFailure> {
         let mut tx = self.begin_write().await?;
-        let last_seq: Option<i64> = sqlx::query_scalar(
-            "select last_seq from conversations where tenant_id = ?1 and id = ?2",
-        )
+        let found = sqlx::query(&format!(
+            "select {CONVERSATION_COLUMNS} from conversations c where c.tenant_id = ?1 and c.id = ?2"
+        ))
         .bind(*new.tenant.as_uuid())
         .bind(*new.conversation_id.as_uuid())
         .fetch_optional(&mut *tx)
         .await
         .context("selecting conversation to append to")?;
-        let Some(last_seq) = last_seq else {
+        let Some(found) = found else {
             return Err(AppendError::ConversationNotFound.into());
         };
+        // The writer transaction excludes every other writer: this is the
+        // conversation as the append leaves it, once recorded below.
+        let mut after = codec::conversation(&found)?;
         if let Some(original) = find_replayed(&mut tx, new).await? {
             return Ok(AppendOutcome::Replayed(original));
         }
@@ -107,7 +110,7 @@ impl SqliteStore {
                 return Err(AppendError::ReplyTargetNotFound.into());
             }
         }
-        let seq = codec::seq(last_seq)?.next();
+        let seq = after.last_seq.next();
         let mut message = new.clone().into_message(seq, Vec::new());
         message.created_at = codec::truncate(message.created_at);
         let created_at = codec::micros(message.created_at);
@@ -131,6 +134,7 @@ impl SqliteStore {
         .map_err(AppendFailure::Insert)?;
         // After the insert: the links reference the message row.
         message.attachments = attachments::link(&mut tx, new).await?;
+        let reopened = after.record_message(seq, message.created_at, reopen);
         sqlx::query(
             "update conversations set last_seq = ?3, updated_at = ?4, last_activity_at = ?4, \
                  status = case when ?5 then 'open' else status end \
@@ -140,7 +144,7 @@ impl SqliteStore {
         .bind(*new.conversation_id.as_uuid())
         .bind(seq.as_i64())
         .bind(created_at)
-        .bind(reopen)
+        .bind(reopened)
         .execute(&mut *tx)
         .await
         .context("bumping conversation last_seq")?;
@@ -165,7 +169,11 @@ impl SqliteStore {
         .await
         .context("moving the sender's read marker")?;
         tx.commit().await.context("committing message")?;
-        Ok(AppendOutcome::Created(message))
+        Ok(AppendOutcome::Created {
+            message,
+            conversation: after,
+            reopened,
+        })
     }
 }
 

@@ -171,7 +171,7 @@ mod sqlite_specific {
             if outcome.message().client_msg_id.is_some() {
                 keyed.insert(outcome.message().id);
             }
-            if let AppendOutcome::Created(message) = outcome {
+            if let AppendOutcome::Created { message, .. } = outcome {
                 created.push(message.seq.get());
             }
         }

@@ -159,7 +159,7 @@ async fn send<S: Store>(
 /// The message of an append that must have stored a new one.
 fn created(outcome: AppendOutcome) -> chat_domain::Message {
     match outcome {
-        AppendOutcome::Created(m) => m,
+        AppendOutcome::Created { message, .. } => message,
         AppendOutcome::Replayed(m) => panic!("expected a new message, got a replay of {:?}", m.id),
     }
 }
@@ -371,7 +371,7 @@ pub async fn ten_concurrent_sends_with_one_client_msg_id_store_one_message<S: St
         .collect();
     let created = outcomes
         .iter()
-        .filter(|o| matches!(o, AppendOutcome::Created(_)))
+        .filter(|o| matches!(o, AppendOutcome::Created { .. }))
         .count();
     assert_eq!(created, 1, "exactly one send stores the message");
     let ids: HashSet<_> = outcomes.iter().map(|o| o.message().id).collect();
@@ -420,7 +420,7 @@ pub async fn client_msg_ids_are_scoped_to_the_sender<S: Store>(store: Arc<S>) {
         new.client_msg_id = Some(key.clone());
         assert!(matches!(
             store.append(&new, false).await.unwrap(),
-            AppendOutcome::Created(_)
+            AppendOutcome::Created { .. }
         ));
     }
     // The same key in another conversation is another message too.
@@ -429,7 +429,7 @@ pub async fn client_msg_ids_are_scoped_to_the_sender<S: Store>(store: Arc<S>) {
     new.client_msg_id = Some(key);
     assert!(matches!(
         store.append(&new, false).await.unwrap(),
-        AppendOutcome::Created(_)
+        AppendOutcome::Created { .. }
     ));
 }
 
@@ -480,35 +480,62 @@ pub async fn appending_to_a_missing_or_foreign_conversation_fails<S: Store>(stor
     assert_eq!(after.last_seq, Seq::ZERO);
 }
 
-/// `reopen` sets a resolved conversation back to open in the same write.
+/// `reopen` sets a resolved conversation back to open in the same write,
+/// and says so; every append returns the conversation as it left it, alone
+/// (a reply) or batched (a plain message).
 pub async fn a_customer_message_can_reopen_a_resolved_conversation<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
-    let patch = ConversationPatch {
+    let customer = customer_of(&conversation);
+    let resolve = ConversationPatch {
         status: Some(ConversationStatus::Resolved),
         ..ConversationPatch::default()
     };
-    store
-        .update(tenant, conversation.id, &patch, t0())
-        .await
-        .unwrap()
-        .unwrap();
-    let customer = customer_of(&conversation);
-    store
-        .append(&message(&conversation, customer, "still", t0()), false)
-        .await
-        .unwrap();
-    let unchanged = store.find(tenant, conversation.id).await.unwrap().unwrap();
-    assert_eq!(unchanged.status, ConversationStatus::Resolved);
-    store
-        .append(
-            &message(&conversation, customer, "one more thing", t0()),
-            true,
-        )
-        .await
-        .unwrap();
-    let reopened = store.find(tenant, conversation.id).await.unwrap().unwrap();
-    assert_eq!(reopened.status, ConversationStatus::Open);
+    let mut previous: Option<chat_domain::MessageId> = None;
+    // (status before, reopen asked, reply or plain, reopened)
+    let steps = [
+        (ConversationStatus::Open, true, false, false),
+        (ConversationStatus::Resolved, false, false, false),
+        (ConversationStatus::Resolved, true, false, true),
+        (ConversationStatus::Resolved, false, true, false),
+        (ConversationStatus::Resolved, true, true, true),
+        (ConversationStatus::Open, true, true, false),
+    ];
+    for (step, (status, reopen, reply, expected)) in steps.into_iter().enumerate() {
+        if status == ConversationStatus::Resolved {
+            store
+                .update(tenant, conversation.id, &resolve, t0())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let at = t0() + chrono::Duration::minutes(i64::try_from(step).unwrap() + 1);
+        let mut new = message(&conversation, customer, "one more thing", at);
+        if reply {
+            new.reply_to = previous;
+        }
+        let outcome = store.append(&new, reopen).await.unwrap();
+        let AppendOutcome::Created {
+            message,
+            conversation: returned,
+            reopened,
+        } = outcome
+        else {
+            panic!("step {step}: expected a new message");
+        };
+        previous = Some(message.id);
+        let stored = store.find(tenant, conversation.id).await.unwrap().unwrap();
+        assert_eq!(reopened, expected, "step {step}: reopened");
+        assert_eq!(returned, stored, "step {step}: the conversation as left");
+        assert_eq!(stored.last_seq, message.seq, "step {step}");
+        assert_eq!(stored.last_activity_at, message.created_at, "step {step}");
+        let status_after = if reopen {
+            ConversationStatus::Open
+        } else {
+            status
+        };
+        assert_eq!(stored.status, status_after, "step {step}: status");
+    }
 }
 
 /// Latest and before give newest first; after gives oldest first;
@@ -1292,8 +1319,8 @@ pub async fn concurrent_sends_attach_one_upload_once<S: Store>(store: Arc<S>) {
     let mut created = 0;
     for task in tasks {
         match task.await.expect("task") {
-            Ok(AppendOutcome::Created(m)) => {
-                assert_eq!(m.attachments.len(), 1);
+            Ok(AppendOutcome::Created { message, .. }) => {
+                assert_eq!(message.attachments.len(), 1);
                 created += 1;
             }
             Err(AppendError::AttachmentAlreadyUsed(id)) => assert_eq!(id, file.id),

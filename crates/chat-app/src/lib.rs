@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access_cache;
 pub mod append_batch;
 mod attachments;
 #[cfg(feature = "contract-tests")]

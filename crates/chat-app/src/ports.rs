@@ -175,7 +175,16 @@ pub trait ConversationRepository: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// The message was stored with the next `seq`.
-    Created(Message),
+    Created {
+        /// The stored message.
+        message: Message,
+        /// The conversation as the append left it (read under the append's
+        /// lock, so no other write came between): its new `last_seq` and
+        /// activity time, and its status.
+        conversation: Conversation,
+        /// Whether the append reopened the conversation.
+        reopened: bool,
+    },
     /// The sender had already used this `client_msg_id` in this
     /// conversation: the original message, nothing stored.
     Replayed(Message),
@@ -185,7 +194,7 @@ impl AppendOutcome {
     /// The stored message, new or original.
     pub fn message(&self) -> &Message {
         match self {
-            Self::Created(m) | Self::Replayed(m) => m,
+            Self::Created { message, .. } | Self::Replayed(message) => message,
         }
     }
 }
@@ -249,7 +258,9 @@ pub trait MessageRepository: Send + Sync {
     /// (gap-free and unique under concurrent senders), stores it, bumps the
     /// conversation's `last_seq` and activity time, and moves the sender's
     /// read marker to it. With `reopen`, a resolved or archived conversation
-    /// goes back to `open` in the same transaction. The message's
+    /// goes back to `open` in the same transaction (decided under the same
+    /// lock, so a status change racing the append is never lost), and the
+    /// outcome says whether it did. The message's
     /// attachments are linked to it in the same transaction, in the given
     /// order; each must be an upload of the sender in this conversation
     /// that no message carries yet.
@@ -515,6 +526,16 @@ pub trait AccessPolicy: Send + Sync {
         conversation: &Conversation,
         action: PolicyAction,
     ) -> Result<(), Denied>;
+
+    /// Whether this policy never refuses anything, so that a use case may
+    /// decide from the domain rules alone and skip loading what only the
+    /// policy would look at (a send then checks the conversation's
+    /// [`chat_domain::ConversationAccess`], kept from an earlier load,
+    /// instead of reading the conversation again). Only [`AllowAll`] says
+    /// `true`; a policy that ever refuses must keep the default, `false`.
+    fn refuses_nothing(&self) -> bool {
+        false
+    }
 }
 
 /// The default policy: the domain rules alone decide.
@@ -530,6 +551,10 @@ impl AccessPolicy for AllowAll {
         _action: PolicyAction,
     ) -> Result<(), Denied> {
         Ok(())
+    }
+
+    fn refuses_nothing(&self) -> bool {
+        true
     }
 }
 

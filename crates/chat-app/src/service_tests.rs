@@ -219,6 +219,9 @@ struct Harness {
     read_states: MockReadStateRepository,
     events: MockEventPublisher,
     policy: MockAccessPolicy,
+    /// What the policy answers to `refuses_nothing` (a real policy that
+    /// refuses nothing is [`AllowAll`]).
+    policy_refuses_nothing: bool,
 }
 
 impl Harness {
@@ -235,12 +238,16 @@ impl Harness {
         ids.expect_conversation_id()
             .return_const(NEW_CONVERSATION_ID);
         ids.expect_message_id().return_const(NEW_MESSAGE_ID);
+        let mut policy = self.policy;
+        policy
+            .expect_refuses_nothing()
+            .return_const(self.policy_refuses_nothing);
         ChatService::new(Ports {
             conversations: Arc::new(self.conversations),
             messages: Arc::new(self.messages),
             read_states: Arc::new(self.read_states),
             events: Arc::new(self.events),
-            policy: Arc::new(self.policy),
+            policy: Arc::new(policy),
             clock: Arc::new(clock),
             ids: Arc::new(ids),
         })
@@ -1344,15 +1351,16 @@ fn expect_append(
         .return_once(move |_, _| result);
 }
 
-/// `conversation` as the append of `message` leaves it.
-fn after_append(mut conversation: Conversation, message: &Message, reopened: bool) -> Conversation {
-    conversation.last_seq = message.seq;
-    conversation.updated_at = message.created_at;
-    conversation.last_activity_at = message.created_at;
-    if reopened {
-        conversation.status = ConversationStatus::Open;
+/// What a store answers when it appends `message` to `before`, asked to
+/// reopen it or not.
+fn created(before: &Conversation, message: &Message, reopen: bool) -> AppendOutcome {
+    let mut conversation = before.clone();
+    let reopened = conversation.record_message(message.seq, message.created_at, reopen);
+    AppendOutcome::Created {
+        message: message.clone(),
+        conversation,
+        reopened,
     }
-    conversation
 }
 
 fn expect_no_append(h: &mut Harness) {
@@ -1361,10 +1369,12 @@ fn expect_no_append(h: &mut Harness) {
 }
 
 /// `principal` sends `request` into `before`, a conversation they may send
-/// into: the message, from `sender`, is appended once at seq 5 (asking the store to reopen
-/// the conversation iff `reopens`), `MessageCreated` is published with the
-/// conversation as the append leaves it, and `ConversationUpdated` too iff it
-/// was reopened. Returns the outcome, checked to be the created message.
+/// into: the message, from `sender`, is appended once at seq 5, asking the
+/// store to reopen the conversation iff the sender is a customer;
+/// `MessageCreated` is published with the conversation as the store says
+/// the append left it, and `ConversationUpdated` too iff the store says it
+/// reopened it (checked to be `reopens`). Returns the outcome, checked to be
+/// the created message.
 async fn assert_send_creates(
     principal: Principal,
     sender: Sender,
@@ -1374,15 +1384,20 @@ async fn assert_send_creates(
 ) -> SendOutcome {
     let new = expected_new_message(sender, &request);
     let stored = new.clone().into_message(seq(5), Vec::new());
-    let after = after_append(before.clone(), &stored, reopens);
+    let reopen = !principal.is_staff();
+    let appended = created(&before, &stored, reopen);
+    let AppendOutcome::Created {
+        conversation: after,
+        reopened,
+        ..
+    } = appended.clone()
+    else {
+        unreachable!("created() creates");
+    };
+    assert_eq!(reopened, reopens, "the case's expectation");
     let mut h = Harness::new();
     h.authorized(principal, before, Action::Send);
-    expect_append(
-        &mut h,
-        new,
-        reopens,
-        Ok(AppendOutcome::Created(stored.clone())),
-    );
+    expect_append(&mut h, new, reopen, Ok(appended));
     h.publishes(ChatEvent::MessageCreated {
         conversation: after.clone(),
         message: stored.clone(),
@@ -1482,7 +1497,7 @@ async fn a_replayed_client_msg_id_returns_the_original_and_publishes_nothing() {
     expect_append(
         &mut h,
         new,
-        false,
+        true,
         Ok(AppendOutcome::Replayed(original.clone())),
     );
     h.publishes_nothing();
@@ -1511,6 +1526,75 @@ async fn sending_is_denied_to_whoever_the_rules_or_the_policy_refuse() {
         },
     )
     .await;
+}
+
+/// Under a policy that refuses nothing, the first send reads the
+/// conversation and later ones decide from its access facts: one read for
+/// many sends, and the same answers as the full check, denials included.
+#[tokio::test]
+async fn sends_under_a_policy_that_refuses_nothing_read_the_conversation_once() {
+    let request = send_request("hi");
+    let staff_message = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let customer_message = expected_new_message(Sender::Customer(CUSTOMER), &request);
+    let mut h = Harness::new();
+    h.policy_refuses_nothing = true;
+    // One read, and the policy asked once (by the shared full check).
+    h.authorized(staff(), inbox(), Action::Send);
+    for (new, reopen) in [(staff_message, false), (customer_message, true)] {
+        let stored = new.clone().into_message(seq(5), Vec::new());
+        let appended = created(&inbox(), &stored, reopen);
+        h.messages
+            .expect_append()
+            .withf(move |m, r| *m == new && *r == reopen)
+            .times(2)
+            .returning(move |_, _| Ok(appended.clone()));
+    }
+    h.events.expect_publish().times(4).return_const(());
+    let service = h.service();
+
+    for principal in [staff(), staff(), customer(), customer()] {
+        let sent = service
+            .send_message(&principal, CONVERSATION_ID, request.clone())
+            .await;
+        assert!(sent.unwrap().created);
+    }
+    // Refused from the facts alone, with what the full check would say.
+    for (label, principal) in [
+        ("another customer", other_customer()),
+        ("a customer of another tenant", foreign_customer()),
+    ] {
+        let err = service
+            .send_message(&principal, CONVERSATION_ID, request.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ChatError::NotFound), "{label}: {err:?}");
+    }
+}
+
+/// A policy that may refuse sees the current conversation on every send.
+#[tokio::test]
+async fn sends_under_a_policy_that_may_refuse_read_the_conversation_each_time() {
+    let request = send_request("hi");
+    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let stored = new.clone().into_message(seq(5), Vec::new());
+    let mut h = Harness::new();
+    h.conversations
+        .expect_find()
+        .times(3)
+        .returning(|_, _| Ok(Some(inbox())));
+    h.policy.expect_check().times(3).returning(|_, _, _| Ok(()));
+    h.messages
+        .expect_append()
+        .times(3)
+        .returning(move |_, _| Ok(created(&inbox(), &stored, false)));
+    h.events.expect_publish().times(3).return_const(());
+    let service = h.service();
+    for _ in 0..3 {
+        service
+            .send_message(&staff(), CONVERSATION_ID, request.clone())
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -2309,12 +2393,7 @@ mod attachments {
             .into_message(seq(5), vec![stored_attachment(None)]);
         let mut h = Harness::new();
         h.authorized(customer(), inbox(), Action::Send);
-        expect_append(
-            &mut h,
-            new,
-            false,
-            Ok(AppendOutcome::Created(stored.clone())),
-        );
+        expect_append(&mut h, new, true, Ok(created(&inbox(), &stored, true)));
         h.events.expect_publish().times(1).return_const(());
         let outcome = h
             .service()
@@ -2356,7 +2435,7 @@ mod attachments {
             let new = expected_new_message(Sender::Customer(CUSTOMER), &request);
             let mut h = Harness::new();
             h.authorized(customer(), inbox(), Action::Send);
-            expect_append(&mut h, new, false, Err(refusal));
+            expect_append(&mut h, new, true, Err(refusal));
             h.publishes_nothing();
             let err = h
                 .service()

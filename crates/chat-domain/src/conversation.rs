@@ -229,6 +229,24 @@ pub struct Conversation {
     pub last_activity_at: DateTime<Utc>,
 }
 
+impl Conversation {
+    /// Records message `seq`, sent at `at`, as the conversation's newest:
+    /// `last_seq`, `updated_at` and `last_activity_at` move to it. With
+    /// `reopen` (a customer's message), a resolved or archived conversation
+    /// goes back to open. Returns whether it did, so that the change of
+    /// status can be announced.
+    pub fn record_message(&mut self, seq: Seq, at: DateTime<Utc>, reopen: bool) -> bool {
+        self.last_seq = seq;
+        self.updated_at = at;
+        self.last_activity_at = at;
+        let reopened = reopen && self.status != ConversationStatus::Open;
+        if reopened {
+            self.status = ConversationStatus::Open;
+        }
+        reopened
+    }
+}
+
 /// A request to get or create a customer conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCustomerConversation {
@@ -288,6 +306,46 @@ impl ConversationPatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recording_a_message() {
+        use ConversationStatus::*;
+        let before = NewCustomerConversation {
+            id: ConversationId::new_v7(),
+            tenant: TenantId::new_v4(),
+            customer_id: CustomerId::new_v4(),
+            clinician: None,
+            now: DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+        }
+        .prospective();
+        let at = DateTime::from_timestamp(1_767_225_700, 0).unwrap();
+        // (status before, reopen asked, status after, reopened)
+        let table = [
+            (Open, false, Open, false),
+            (Open, true, Open, false),
+            (Resolved, false, Resolved, false),
+            (Resolved, true, Open, true),
+            (Archived, false, Archived, false),
+            (Archived, true, Open, true),
+        ];
+        for (status, reopen, after, reopened) in table {
+            let mut conversation = Conversation {
+                status,
+                ..before.clone()
+            };
+            let seq = Seq::from_u64(7).unwrap();
+            assert_eq!(
+                conversation.record_message(seq, at, reopen),
+                reopened,
+                "{status:?} reopen={reopen}"
+            );
+            assert_eq!(conversation.status, after, "{status:?} reopen={reopen}");
+            assert_eq!(conversation.last_seq, seq);
+            assert_eq!(conversation.updated_at, at);
+            assert_eq!(conversation.last_activity_at, at);
+            assert_eq!(conversation.created_at, before.created_at);
+        }
+    }
 
     #[test]
     fn tag_rules() {

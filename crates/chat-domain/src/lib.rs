@@ -40,8 +40,8 @@ pub use message::{
     SeqError, MAX_BODY_CHARS,
 };
 pub use permissions::{
-    authorize, authorize_create, authorize_message_change, conversation_scope, Action,
-    ConversationScope, Denied, MessageChange,
+    authorize, authorize_access, authorize_create, authorize_message_change, conversation_scope,
+    Action, ConversationAccess, ConversationScope, Denied, MessageChange,
 };
 pub use presence::{Presence, PresenceStatus, PresenceStatusError};
 pub use principal::{Principal, Sender, StaffRole};

@@ -93,7 +93,29 @@ pub const fn conversation_scope(principal: &Principal) -> ConversationScope {
     }
 }
 
-fn can_read(principal: &Principal, conversation: &Conversation) -> bool {
+/// What decides who may reach a conversation: its tenant and its kind (with
+/// its participants). Neither ever changes once the conversation exists, so
+/// a copy stays valid for the conversation's whole life: a caller may keep
+/// it to check later actions without loading the conversation again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConversationAccess {
+    /// The tenant that owns the conversation.
+    pub tenant: TenantId,
+    /// Its kind and participants.
+    pub kind: ConversationKind,
+}
+
+impl Conversation {
+    /// The facts the permission rules decide by.
+    pub const fn access(&self) -> ConversationAccess {
+        ConversationAccess {
+            tenant: self.tenant,
+            kind: self.kind,
+        }
+    }
+}
+
+fn can_read(principal: &Principal, conversation: &ConversationAccess) -> bool {
     if principal.tenant() != conversation.tenant {
         return false;
     }
@@ -120,6 +142,19 @@ fn can_read(principal: &Principal, conversation: &Conversation) -> bool {
 pub fn authorize(
     principal: &Principal,
     conversation: &Conversation,
+    action: Action,
+) -> Result<(), Denied> {
+    authorize_access(principal, &conversation.access(), action)
+}
+
+/// [`authorize`] from a conversation's [`ConversationAccess`] alone: the
+/// same answer, without the conversation's changing fields.
+///
+/// # Errors
+/// As [`authorize`].
+pub fn authorize_access(
+    principal: &Principal,
+    conversation: &ConversationAccess,
     action: Action,
 ) -> Result<(), Denied> {
     if !can_read(principal, conversation) {
@@ -181,7 +216,7 @@ pub fn authorize_create(principal: &Principal, conversation: &Conversation) -> R
         return Err(Denied::NotFound);
     }
     // Staff open what they could read once it exists.
-    if principal.is_staff() && can_read(principal, conversation) {
+    if principal.is_staff() && can_read(principal, &conversation.access()) {
         Ok(())
     } else {
         Err(Denied::Forbidden)
@@ -299,6 +334,17 @@ mod tests {
                 authorize(&principal, conversation, action),
                 expected,
                 "{rule}"
+            );
+            // The access facts alone give the same answer, whatever the
+            // conversation's changing fields say.
+            let mut changed = conversation.clone();
+            changed.status = ConversationStatus::Archived;
+            changed.assignee = Some(w.admin);
+            changed.last_seq = Seq::from_u64(9).unwrap();
+            assert_eq!(
+                authorize_access(&principal, &changed.access(), action),
+                expected,
+                "{rule} (access facts)"
             );
         }
     }
