@@ -314,7 +314,7 @@ impl Connection {
                     match self.sent(ticket, result).await {
                         Ok(None) => {}
                         Ok(Some(frame)) => return Some(frame),
-                        Err(Gone) => return None,
+                        Err(Gone) => return self.gone(),
                     }
                 }
                 incoming = stream.next(), if self.sends.has_room() => {
@@ -345,13 +345,13 @@ impl Connection {
                     match result {
                         Ok(None) => {}
                         Ok(Some(frame)) => return Some(frame),
-                        Err(Gone) => return None,
+                        Err(Gone) => return self.gone(),
                     }
                 }
                 event = events.recv() => match event {
                     Some(out) => {
                         if self.forward(out).await.is_err() {
-                            return None;
+                            return self.gone();
                         }
                     }
                     None => return Some(close_for(self.control.reason())),
@@ -362,7 +362,7 @@ impl Connection {
                         return Some(close(1001, "idle timeout"));
                     }
                     if self.send(WsMessage::Ping(Default::default())).await.is_err() {
-                        return None;
+                        return self.gone();
                     }
                     if let Err(err) = self.rt.presence.refresh(&self.principal, self.id).await {
                         tracing::warn!(error = ?err, "presence refresh failed");
@@ -374,11 +374,26 @@ impl Connection {
         }
     }
 
+    /// Queues a frame for the writer; gives up when the writer is gone or
+    /// the connection is asked to close while the queue is full.
     async fn send(&mut self, message: WsMessage) -> Result<(), Gone> {
         tokio::select! {
+            // A frame that fits goes out even when a close was asked for
+            // meanwhile: it was due before the close.
+            biased;
             sent = self.out.send(message) => sent.map_err(|_| Gone),
             () = self.control.closed() => Err(Gone),
         }
+    }
+
+    /// The close frame after a write gave up: the reason the connection was
+    /// asked to close (1001 on shutdown), or none when the socket itself is
+    /// gone. Without this, a shutdown that lands while a frame is being
+    /// queued would drop the socket without its close frame.
+    fn gone(&self) -> Option<CloseFrame> {
+        self.control
+            .is_closed()
+            .then(|| close_for(self.control.reason()))
     }
 
     async fn emit(&mut self, frame: Frame) -> Result<(), Gone> {

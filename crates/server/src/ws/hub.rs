@@ -111,6 +111,11 @@ impl ConnControl {
         self.token.cancelled().await;
     }
 
+    /// Whether the connection was asked to close.
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Why it was asked to close; shutdown when nobody said.
     pub fn reason(&self) -> CloseReason {
         self.reason
