@@ -122,7 +122,7 @@ pub(crate) async fn load_into<'e>(
     let ids: Vec<Uuid> = messages.iter().map(|m| *m.id.as_uuid()).collect();
     let rows = sqlx::query(&format!(
         "select {ATTACHMENT_COLUMNS} from attachments \
-         where message_id = any($1) and tenant_id = $2 \
+         where message_id = any($1) and tenant_id = $2 and deleted_at is null \
          order by message_id, position"
     ))
     .bind(&ids)
@@ -190,7 +190,8 @@ impl AttachmentRepository for PostgresStore {
         id: AttachmentId,
     ) -> Result<Option<Attachment>, RepoError> {
         let row = sqlx::query(&format!(
-            "select {ATTACHMENT_COLUMNS} from attachments where id = $1 and tenant_id = $2"
+            "select {ATTACHMENT_COLUMNS} from attachments \
+             where id = $1 and tenant_id = $2 and deleted_at is null"
         ))
         .bind(*id.as_uuid())
         .bind(*tenant.as_uuid())
@@ -238,5 +239,35 @@ impl AttachmentRepository for PostgresStore {
         .context("deleting an orphan attachment")?
         .rows_affected();
         Ok(deleted == 1)
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn list_deleted(&self, limit: u32) -> Result<Vec<Attachment>, RepoError> {
+        let rows = sqlx::query(&format!(
+            "select {ATTACHMENT_COLUMNS} from attachments where deleted_at is not null \
+             order by deleted_at, id limit $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("listing deleted attachments")?;
+        Ok(rows
+            .iter()
+            .map(attachment)
+            .collect::<anyhow::Result<Vec<_>>>()?)
+    }
+
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    async fn purge_deleted(&self, tenant: TenantId, id: AttachmentId) -> Result<bool, RepoError> {
+        let purged = sqlx::query(
+            "delete from attachments where id = $1 and tenant_id = $2 and deleted_at is not null",
+        )
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .execute(&self.pool)
+        .await
+        .context("purging a deleted attachment")?
+        .rows_affected();
+        Ok(purged == 1)
     }
 }

@@ -357,9 +357,16 @@ impl MessageRepository for PostgresStore {
         message: MessageId,
         at: DateTime<Utc>,
     ) -> Result<Option<Message>, RepoError> {
+        // One statement, so one transaction: the text and the files go
+        // together. Only a message of this conversation takes its files.
         sqlx::query(
-            "update messages set body = null, deleted_at = coalesce(deleted_at, $4) \
-             where id = $1 and conversation_id = $2 and tenant_id = $3",
+            "with erased as ( \
+                 update messages set body = null, deleted_at = coalesce(deleted_at, $4) \
+                 where id = $1 and conversation_id = $2 and tenant_id = $3 \
+                 returning id, deleted_at) \
+             update attachments as a set deleted_at = erased.deleted_at \
+             from erased \
+             where a.message_id = erased.id and a.tenant_id = $3 and a.deleted_at is null",
         )
         .bind(*message.as_uuid())
         .bind(*id.as_uuid())

@@ -28,7 +28,18 @@ const ATTACHMENT_COLUMNS: &str = "a.id as id, a.tenant_id as tenant_id, \
 
 /// One attachment of a tenant. Binds: `?1` id, `?2` tenant.
 pub(crate) fn find_sql() -> String {
-    format!("select {ATTACHMENT_COLUMNS} from attachments a where a.id = ?1 and a.tenant_id = ?2")
+    format!(
+        "select {ATTACHMENT_COLUMNS} from attachments a \
+         where a.id = ?1 and a.tenant_id = ?2 and a.deleted_at is null"
+    )
+}
+
+/// Attachments of deleted messages, earliest deletion first, at most `?1`.
+pub(crate) fn deleted_sql() -> String {
+    format!(
+        "select {ATTACHMENT_COLUMNS} from attachments a where a.deleted_at is not null \
+         order by a.deleted_at, a.id limit ?1"
+    )
 }
 
 /// Unattached uploads older than `?1`, oldest first, at most `?2`.
@@ -46,7 +57,7 @@ pub(crate) fn of_messages_sql(count: usize) -> String {
     let ids: Vec<String> = (0..count).map(|i| format!("?{}", i + 2)).collect();
     format!(
         "select {ATTACHMENT_COLUMNS} from attachments a \
-         where a.message_id in ({}) and a.tenant_id = ?1 \
+         where a.message_id in ({}) and a.tenant_id = ?1 and a.deleted_at is null \
          order by a.message_id, a.position",
         ids.join(", ")
     )
@@ -256,5 +267,34 @@ impl AttachmentRepository for SqliteStore {
         .rows_affected();
         tx.commit().await.context("committing an orphan deletion")?;
         Ok(deleted == 1)
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn list_deleted(&self, limit: u32) -> Result<Vec<Attachment>, RepoError> {
+        let rows = sqlx::query(&deleted_sql())
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .context("listing deleted attachments")?;
+        Ok(rows
+            .iter()
+            .map(attachment)
+            .collect::<anyhow::Result<Vec<_>>>()?)
+    }
+
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    async fn purge_deleted(&self, tenant: TenantId, id: AttachmentId) -> Result<bool, RepoError> {
+        let mut tx = self.begin_write().await?;
+        let purged = sqlx::query(
+            "delete from attachments where id = ?1 and tenant_id = ?2 and deleted_at is not null",
+        )
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .context("purging a deleted attachment")?
+        .rows_affected();
+        tx.commit().await.context("committing a purge")?;
+        Ok(purged == 1)
     }
 }

@@ -359,6 +359,21 @@ impl MessageRepository for SqliteStore {
         .execute(&mut *tx)
         .await
         .context("deleting a message")?;
+        // Its files go with it, in the same transaction, with its deletion
+        // time; only a message of this conversation takes its files.
+        sqlx::query(
+            "update attachments set deleted_at = m.deleted_at \
+             from (select id, deleted_at from messages \
+                 where id = ?1 and conversation_id = ?2 and tenant_id = ?3) as m \
+             where attachments.message_id = m.id and attachments.tenant_id = ?3 \
+             and attachments.deleted_at is null",
+        )
+        .bind(*message.as_uuid())
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .context("deleting a message's attachments")?;
         tx.commit().await.context("committing a deletion")?;
         self.find_message(tenant, id, message).await
     }

@@ -101,6 +101,7 @@ async fn every_query_path_uses_an_index() {
     lookups.extend([
         attachments::find_sql(),
         attachments::orphans_sql(),
+        attachments::deleted_sql(),
         attachments::own_upload_sql(),
         attachments::of_messages_sql(1),
         attachments::of_messages_sql(50),

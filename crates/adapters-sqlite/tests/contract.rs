@@ -113,7 +113,7 @@ mod sqlite_specific {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2]);
+        assert_eq!(applied, [1, 2, 3]);
     }
 
     #[tokio::test]

@@ -166,12 +166,16 @@ pub fn download_headers(attachment: &Attachment) -> DownloadHeaders {
     }
 }
 
-/// Upload, download and orphan sweep of attachments. Cheap to clone.
+/// Upload, download and the sweeps of attachments (orphans, deleted
+/// messages' files). Cheap to clone.
 #[derive(Clone)]
 pub struct AttachmentService {
     chat: ChatService,
     ports: AttachmentPorts,
     settings: AttachmentSettings,
+    /// Set when a message was deleted: its files wait for
+    /// [`AttachmentService::purge_deleted`].
+    purge_wanted: Arc<tokio::sync::Notify>,
 }
 
 impl AttachmentService {
@@ -181,7 +185,22 @@ impl AttachmentService {
             chat,
             ports,
             settings,
+            purge_wanted: Arc::default(),
         }
+    }
+
+    /// Asks whoever runs [`AttachmentService::purge_deleted`] (waiting in
+    /// [`AttachmentService::purge_requested`]) to run it soon, for example
+    /// after a message was deleted. Requests made while nobody waits are
+    /// kept, and coalesce into one.
+    pub fn request_purge(&self) {
+        self.purge_wanted.notify_one();
+    }
+
+    /// Waits until [`AttachmentService::request_purge`] is called (returns
+    /// at once for a request made earlier and not yet waited for).
+    pub async fn purge_requested(&self) {
+        self.purge_wanted.notified().await;
     }
 
     /// The limits in force.
@@ -411,6 +430,47 @@ impl AttachmentService {
         }
         tracing::Span::current().record("deleted", deleted);
         Ok(deleted)
+    }
+
+    /// Removes the files of deleted messages: bytes first, then the record,
+    /// so that a file that cannot be removed stays listed and is tried
+    /// again on the next call. (The attachments are unreachable from the
+    /// moment their message is deleted; this frees the storage.) Returns how
+    /// many were removed.
+    ///
+    /// # Errors
+    /// [`AttachmentError::Unexpected`] when the metadata store fails; a
+    /// file that cannot be removed is logged and skipped.
+    #[tracing::instrument(skip_all, fields(purged), err)]
+    pub async fn purge_deleted(&self) -> Result<usize, AttachmentError> {
+        let mut purged = 0;
+        loop {
+            let deleted = self.ports.repository.list_deleted(SWEEP_BATCH).await?;
+            let full = deleted.len() >= SWEEP_BATCH as usize;
+            let mut progressed = false;
+            for attachment in deleted {
+                if let Err(err) = self.ports.storage.delete(&attachment.storage_key).await {
+                    tracing::error!(error = ?err, key = %attachment.storage_key, "cannot remove a deleted attachment's bytes; tried again next sweep");
+                    continue;
+                }
+                if self
+                    .ports
+                    .repository
+                    .purge_deleted(attachment.tenant, attachment.id)
+                    .await?
+                {
+                    progressed = true;
+                    purged += 1;
+                }
+            }
+            // A full page where nothing could be removed would come back
+            // the same: leave it to the next sweep.
+            if !full || !progressed {
+                break;
+            }
+        }
+        tracing::Span::current().record("purged", purged);
+        Ok(purged)
     }
 }
 

@@ -78,6 +78,7 @@ macro_rules! contract_tests {
             a_replayed_send_returns_the_original_with_its_attachments,
             concurrent_sends_attach_one_upload_once,
             orphans_are_listed_oldest_first_and_deleted_only_while_unattached,
+            deleting_a_message_takes_its_attachments_with_it,
         );
     };
     (@cases $factory:ident; $($case:ident),* $(,)?) => {
@@ -1546,4 +1547,114 @@ pub async fn messages_are_edited_and_deleted_in_place<S: Store>(store: Arc<S>) {
             .unwrap(),
         None
     );
+}
+
+/// A deleted message's attachments are gone from every read at once, and
+/// listed for their bytes to be removed until their records are purged;
+/// other messages keep theirs.
+pub async fn deleting_a_message_takes_its_attachments_with_it<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let customer = customer_of(&conversation);
+    let first = upload(&*store, &conversation, customer, t0()).await;
+    let second = upload(&*store, &conversation, customer, t0()).await;
+    let kept = upload(&*store, &conversation, customer, t0()).await;
+    let doomed = created(
+        store
+            .append(
+                &with_attachments(
+                    message(&conversation, customer, "wrong patient's photos", t0()),
+                    &[&first, &second],
+                ),
+                false,
+            )
+            .await
+            .unwrap(),
+    );
+    let other = created(
+        store
+            .append(
+                &with_attachments(message(&conversation, customer, "this one", t0()), &[&kept]),
+                false,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(store.list_deleted(10).await.unwrap().is_empty());
+
+    let at = t0() + Duration::minutes(3);
+    let deleted = store
+        .delete_message(tenant, conversation.id, doomed.id, at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        deleted.attachments,
+        Vec::new(),
+        "the files go with the text"
+    );
+    assert_eq!(
+        store
+            .find_message(tenant, conversation.id, doomed.id)
+            .await
+            .unwrap()
+            .map(|m| m.attachments),
+        Some(Vec::new())
+    );
+    let page = page(&*store, &conversation, MessageCursor::After(Seq::ZERO), 10).await;
+    assert_eq!(page.messages[0].attachments, Vec::new());
+    assert_eq!(page.messages[1], other, "another message keeps its files");
+    for gone in [&first, &second] {
+        assert_eq!(store.find_attachment(tenant, gone.id).await.unwrap(), None);
+    }
+    assert_eq!(
+        store.find_attachment(tenant, kept.id).await.unwrap(),
+        Some(linked(&kept, &other))
+    );
+    // A deleted upload cannot be sent again either.
+    let resend = with_attachments(message(&conversation, customer, "again", t0()), &[&first]);
+    assert!(matches!(
+        store.append(&resend, false).await,
+        Err(AppendError::AttachmentAlreadyUsed(id)) if id == first.id
+    ));
+
+    let listed: HashSet<AttachmentId> = store
+        .list_deleted(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(listed, HashSet::from([first.id, second.id]));
+    let keys: HashSet<_> = store
+        .list_deleted(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.storage_key)
+        .collect();
+    assert_eq!(
+        keys,
+        HashSet::from([first.storage_key.clone(), second.storage_key.clone()]),
+        "listed with what the sweep needs to remove the bytes"
+    );
+    assert_eq!(store.list_deleted(1).await.unwrap().len(), 1, "bounded");
+
+    // Only deleted attachments are purged, only in their tenant, once.
+    assert!(!store.purge_deleted(tenant, kept.id).await.unwrap());
+    assert!(!store
+        .purge_deleted(TenantId::new_v4(), first.id)
+        .await
+        .unwrap());
+    assert!(store.purge_deleted(tenant, first.id).await.unwrap());
+    assert!(!store.purge_deleted(tenant, first.id).await.unwrap());
+    assert!(store.purge_deleted(tenant, second.id).await.unwrap());
+    assert!(store.list_deleted(10).await.unwrap().is_empty());
+    // The message keeps its place, without text or files.
+    let after = store
+        .find_message(tenant, conversation.id, doomed.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, deleted);
 }

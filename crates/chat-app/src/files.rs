@@ -123,7 +123,8 @@ pub trait AttachmentRepository: Send + Sync {
     /// [`RepoError`] on storage failure, including an unknown conversation.
     async fn insert_attachment(&self, new: &NewAttachment) -> Result<Attachment, RepoError>;
 
-    /// The attachment `id` of `tenant`, if any.
+    /// The attachment `id` of `tenant`, if any and its message is not
+    /// deleted.
     ///
     /// # Errors
     /// [`RepoError`] on storage failure.
@@ -156,4 +157,20 @@ pub trait AttachmentRepository: Send + Sync {
         tenant: TenantId,
         id: AttachmentId,
     ) -> Result<bool, RepoError>;
+
+    /// Up to `limit` attachments of any tenant whose message was deleted
+    /// (see [`crate::MessageRepository::delete_message`]) and whose record
+    /// is still there, earliest deletion first: their bytes are to be
+    /// removed.
+    ///
+    /// # Errors
+    /// [`RepoError`] on storage failure.
+    async fn list_deleted(&self, limit: u32) -> Result<Vec<Attachment>, RepoError>;
+
+    /// Removes the record of attachment `id` of `tenant` if its message was
+    /// deleted; `true` when it was removed.
+    ///
+    /// # Errors
+    /// [`RepoError`] on storage failure.
+    async fn purge_deleted(&self, tenant: TenantId, id: AttachmentId) -> Result<bool, RepoError>;
 }

@@ -320,8 +320,11 @@ pub trait MessageRepository: Send + Sync {
 
     /// Soft-deletes message `message`: erases its body, sets
     /// `deleted_at = at` (the first deletion's time is kept) and keeps its
-    /// `seq`. Returns the message afterwards, `None` when it does not exist
-    /// there.
+    /// `seq`. Its attachments go with it in the same transaction: no read
+    /// returns them any more (the message comes back without them) and
+    /// [`crate::AttachmentRepository::list_deleted`] lists them until their
+    /// bytes are removed. Returns the message afterwards, `None` when it
+    /// does not exist there.
     ///
     /// # Errors
     /// [`RepoError`] on storage failure.

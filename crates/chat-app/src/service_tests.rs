@@ -2374,6 +2374,60 @@ mod attachments {
         assert_eq!(deleted, 1);
     }
 
+    #[tokio::test]
+    async fn the_purge_removes_bytes_before_records_and_keeps_what_it_cannot_remove() {
+        let mut files = Files::default();
+        let removable = stored_attachment(Some(STORED_MESSAGE_ID));
+        let stuck = Attachment {
+            id: OTHER_UPLOAD_ID,
+            storage_key: StorageKey::for_attachment(
+                TENANT,
+                CONVERSATION_ID,
+                OTHER_UPLOAD_ID,
+                MediaType::Pdf,
+                earlier(),
+            ),
+            ..stored_attachment(Some(STORED_MESSAGE_ID))
+        };
+        let listed = vec![removable.clone(), stuck.clone()];
+        files
+            .repository
+            .expect_list_deleted()
+            .times(1)
+            .return_once(move |_| Ok(listed));
+        let mut order = mockall::Sequence::new();
+        let key = removable.storage_key.clone();
+        files
+            .storage
+            .expect_delete()
+            .withf(move |k| *k == key)
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_| Ok(()));
+        files
+            .repository
+            .expect_purge_deleted()
+            .withf(|tenant, id| *tenant == TENANT && *id == UPLOAD_ID)
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_, _| Ok(true));
+        let stuck_key = stuck.storage_key.clone();
+        files
+            .storage
+            .expect_delete()
+            .withf(move |k| *k == stuck_key)
+            .times(1)
+            .returning(|_| Err(StorageError::Unexpected(anyhow::anyhow!("disk gone"))));
+        // The stuck file keeps its record, to be tried again.
+        files
+            .repository
+            .expect_purge_deleted()
+            .withf(|_, id| *id == OTHER_UPLOAD_ID)
+            .never();
+        let purged = files.service(Harness::new()).purge_deleted().await.unwrap();
+        assert_eq!(purged, 1);
+    }
+
     fn with_attachments(ids: Vec<AttachmentId>) -> SendMessage {
         SendMessage {
             body: None,

@@ -181,25 +181,43 @@ pub async fn service(
     ))
 }
 
-/// Runs the orphan sweep every [`AttachmentConfig::sweep_interval`] until
-/// `shutdown` is cancelled. A failed round is logged and retried next time.
+/// Runs the sweeps until `shutdown` is cancelled: every
+/// [`AttachmentConfig::sweep_interval`], uploads never attached (orphans)
+/// and the files of deleted messages; and the files of deleted messages
+/// as soon as a purge is requested ([`AttachmentService::request_purge`],
+/// which deleting a message does). A failed round is logged and retried
+/// next time.
 pub fn spawn_orphan_sweeper(
     service: AttachmentService,
     config: &AttachmentConfig,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let ttl = config.orphan_ttl;
-    let interval = config.sweep_interval();
+    let period = config.sweep_interval();
     tokio::spawn(async move {
+        // An interval, not a sleep per round: purges on request must not
+        // keep pushing the orphan sweep back.
+        let mut rounds = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let orphans_too = tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(interval) => {}
+                _ = rounds.tick() => true,
+                () = service.purge_requested() => false,
+            };
+            if orphans_too {
+                match service.sweep_orphans(ttl).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "orphan uploads deleted"),
+                    Err(err) => tracing::error!(error = ?err, "orphan sweep failed"),
+                }
             }
-            match service.sweep_orphans(ttl).await {
+            match service.purge_deleted().await {
                 Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "orphan uploads deleted"),
-                Err(err) => tracing::error!(error = ?err, "orphan sweep failed"),
+                Ok(purged) => tracing::info!(purged, "files of deleted messages removed"),
+                Err(err) => {
+                    tracing::error!(error = ?err, "purge of deleted messages' files failed")
+                }
             }
         }
     })

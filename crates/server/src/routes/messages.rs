@@ -68,5 +68,7 @@ async fn delete(
         .service
         .delete_message(&principal, conversation, message)
         .await?;
+    // Its files are unreachable now; the sweeper frees their storage.
+    state.attachments.request_purge();
     Ok(Json(deleted.into()))
 }

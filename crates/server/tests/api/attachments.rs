@@ -1,5 +1,6 @@
 //! Attachments end to end: a photo from customer to staff, hostile uploads,
-//! who may download and attach what, scanning, the orphan sweep and S3.
+//! who may download and attach what, scanning, the orphan sweep, deleted
+//! messages' files and S3.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +21,7 @@ both_databases!(
     uploads_need_a_multipart_file_field,
     infected_uploads_are_refused_with_422_and_nothing_is_kept,
     uploads_never_sent_are_swept_after_their_ttl,
+    deleting_a_message_takes_its_files_from_everyone_and_from_storage,
     s3_storage_serves_downloads_through_short_lived_signed_urls,
 );
 
@@ -572,6 +574,108 @@ async fn uploads_never_sent_are_swept_after_their_ttl(db: Db) {
     );
     let kept = fetch(&app, &staff, kept.body["url"].as_str().unwrap()).await;
     assert_eq!(kept.status(), StatusCode::OK);
+}
+
+/// Waits until exactly `count` files are left in the storage folder.
+async fn wait_for_stored_files(app: &TestApp, count: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let files = stored_files(&storage_dir(app));
+        if files.len() == count {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {files:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn deleting_a_message_takes_its_files_from_everyone_and_from_storage(db: Db) {
+    // The default TTL: the periodic sweep is 15 minutes away, so only the
+    // purge the deletion asks for can remove the file in time.
+    let app = TestApp::spawn(db).await;
+    let Chat {
+        staff,
+        id: conversation,
+        customer_token,
+        ..
+    } = app.chat().await;
+    let mut urls = Vec::new();
+    let mut messages = Vec::new();
+    for name in ["wrong-patient.pdf", "right.pdf"] {
+        let uploaded = upload(
+            &app,
+            &customer_token,
+            &conversation,
+            name,
+            "application/pdf",
+            &pdf(name),
+        )
+        .await;
+        assert_eq!(uploaded.status, StatusCode::CREATED, "{uploaded:?}");
+        let id = uploaded.body["id"].as_str().unwrap().to_owned();
+        let sent = send_files(
+            &app,
+            &customer_token,
+            &conversation,
+            json!({"attachment_ids": [id], "body": name}),
+        )
+        .await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+        urls.push(uploaded.body["url"].as_str().unwrap().to_owned());
+        messages.push((id, sent.body["id"].as_str().unwrap().to_owned()));
+    }
+    wait_for_stored_files(&app, 2, "both files stored").await;
+
+    let (doomed_file, doomed) = &messages[0];
+    let deleted = app
+        .delete(
+            &format!("/api/v1/chat/conversations/{conversation}/messages/{doomed}"),
+            &customer_token,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
+    assert_eq!(deleted.body["body"], Value::Null);
+    assert_eq!(deleted.body["attachments"], json!([]));
+
+    // Gone for everyone at once, whatever the storage does next.
+    for token in [&staff, &customer_token] {
+        let response = fetch(&app, token, &urls[0]).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let history = app
+            .get(
+                &format!("/api/v1/chat/conversations/{conversation}/messages"),
+                token,
+            )
+            .await;
+        assert_eq!(history.body["messages"][1]["id"], doomed.as_str());
+        assert_eq!(history.body["messages"][1]["attachments"], json!([]));
+        assert_eq!(
+            history.body["messages"][0]["attachments"][0]["id"],
+            messages[1].0.as_str()
+        );
+    }
+    // It cannot come back in another message: refused as already sent
+    // (400) while its record waits for the purge, as unknown (404) after.
+    let again = send_files(
+        &app,
+        &customer_token,
+        &conversation,
+        json!({"attachment_ids": [doomed_file]}),
+    )
+    .await;
+    assert!(
+        [StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND].contains(&again.status),
+        "{again:?}"
+    );
+
+    // And its bytes leave the storage; the other message keeps its file.
+    wait_for_stored_files(&app, 1, "the deleted message's file is removed").await;
+    let kept = fetch(&app, &staff, &urls[1]).await;
+    assert_eq!(kept.status(), StatusCode::OK);
+    assert_eq!(
+        kept.bytes().await.unwrap().as_ref(),
+        pdf("right.pdf").as_slice()
+    );
 }
 
 async fn s3_storage_serves_downloads_through_short_lived_signed_urls(db: Db) {
