@@ -28,6 +28,7 @@ use super::protocol::{self, ClientFrame, Frame};
 use super::Realtime;
 use crate::dto::{self, MessageDto};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Errors tolerated per window before the connection is closed (1008).
 const ABUSE_LIMIT: u32 = 30;
@@ -147,6 +148,8 @@ struct Connection {
     id: ConnectionId,
     principal: Principal,
     rt: Arc<Realtime>,
+    /// Counts the messages this connection stores.
+    metrics: Arc<Metrics>,
     out: mpsc::Sender<WsMessage>,
     control: ConnControl,
     tracks: HashMap<ConversationId, Track>,
@@ -179,7 +182,12 @@ fn chat_error(err: ChatError) -> (&'static str, String) {
 }
 
 /// Serves one upgraded socket until it closes.
-pub async fn run(socket: WebSocket, principal: Principal, rt: Arc<Realtime>) {
+pub async fn run(
+    socket: WebSocket,
+    principal: Principal,
+    rt: Arc<Realtime>,
+    metrics: Arc<Metrics>,
+) {
     let id = ConnectionId::new();
     let (tx, mut events) = mpsc::channel(rt.settings.queue_capacity);
     let control = ConnControl::child_of(&rt.shutdown);
@@ -195,6 +203,7 @@ pub async fn run(socket: WebSocket, principal: Principal, rt: Arc<Realtime>) {
         id,
         principal,
         rt: rt.clone(),
+        metrics,
         out,
         control,
         tracks: HashMap::new(),
@@ -559,6 +568,9 @@ impl Connection {
         let ok = result.is_ok();
         let answer = match result {
             Ok(sent) => {
+                if sent.created {
+                    self.metrics.message_sent();
+                }
                 let ack = protocol::ack(
                     rid,
                     Some(("message", json!(MessageDto::from(sent.message)))),

@@ -105,6 +105,7 @@ async fn upgrade(
         .max_frame_bytes
         .saturating_mul(HARD_LIMIT_FACTOR);
     let tasks = rt.tasks.clone();
+    let metrics = state.metrics.clone();
     Ok(ws
         // tungstenite zero-fills its whole read buffer before every read:
         // at the default 128 KiB that is 128 KiB of resident memory per
@@ -113,5 +114,7 @@ async fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|err| tracing::debug!(error = %err, "websocket upgrade failed"))
-        .on_upgrade(move |socket| tasks.track_future(connection::run(socket, principal, rt))))
+        .on_upgrade(move |socket| {
+            tasks.track_future(connection::run(socket, principal, rt, metrics))
+        }))
 }

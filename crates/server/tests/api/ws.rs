@@ -183,6 +183,10 @@ async fn a_replayed_client_msg_id_acks_the_original_and_emits_nothing_new(db: Db
         .drain_of(Duration::from_millis(400), &["new_message"])
         .await;
     assert_eq!(events.len(), 1, "{events:?}");
+    // Counted once, as a REST send is.
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("chat_messages_sent_total 1\n"), "{text}");
 }
 
 async fn ten_clients_sending_concurrently_receive_every_message_once_in_seq_order(db: Db) {
