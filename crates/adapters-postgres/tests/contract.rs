@@ -86,6 +86,40 @@ mod postgres_specific {
         );
     }
 
+    /// `sslmode` in the URL is honoured: the pool's connections are
+    /// encrypted (managed databases require it). Needs a server with SSL
+    /// on, as Debian's PostgreSQL is by default.
+    #[tokio::test]
+    async fn the_url_can_ask_for_tls() {
+        let url = fresh_database(&admin_url()).await.unwrap();
+        let plain = PostgresStore::connect(&url, 1).await.unwrap();
+        let ssl_on: String = sqlx::query_scalar("show ssl")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        if ssl_on != "on" {
+            eprintln!("SKIPPED: this PostgreSQL server has ssl = {ssl_on}, so TLS cannot be tried");
+            return;
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let encrypted = |store: PostgresStore| async move {
+            sqlx::query_scalar::<_, bool>(
+                "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+        };
+        let tls = PostgresStore::connect(&format!("{url}{separator}sslmode=require"), 1)
+            .await
+            .expect("a TLS connection");
+        assert!(encrypted(tls).await, "sslmode=require gives TLS");
+        let cleartext = PostgresStore::connect(&format!("{url}{separator}sslmode=disable"), 1)
+            .await
+            .unwrap();
+        assert!(!encrypted(cleartext).await, "sslmode=disable does not");
+    }
+
     #[tokio::test]
     async fn fresh_database_gives_distinct_databases() {
         let admin = admin_url();

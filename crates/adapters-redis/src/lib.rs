@@ -37,8 +37,10 @@ pub use presence::RedisPresence;
 /// Where Redis is and how the adapters use it.
 #[derive(Clone)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host[:port][/db]` (TLS, `rediss://`, is not
-    /// built in).
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://...` for
+    /// TLS (server certificates checked against the system's roots; a
+    /// trailing `#insecure` skips the check, for self-signed test servers
+    /// only).
     pub url: String,
     /// Prefix of every key and channel, without the trailing `:`.
     pub prefix: String,
@@ -77,6 +79,12 @@ impl RedisSettings {
 
     fn client(&self, resp3: bool) -> Result<redis::Client, ConnectError> {
         use redis::IntoConnectionInfo;
+        if self.url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider and cannot pick
+            // one itself when a program enables several: use ring unless
+            // the host installed one already (then this does nothing).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let info = self
             .url
             .as_str()
@@ -133,4 +141,35 @@ pub enum ConnectError {
     /// Redis did not answer in time.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_tls_urls_are_accepted_and_others_refused() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://:secret@redis.internal:6380/2",
+            "rediss://redis.example.com:6380",
+            "rediss://127.0.0.1:6390/#insecure",
+        ] {
+            for resp3 in [false, true] {
+                assert!(
+                    RedisSettings::new(url, "chat").client(resp3).is_ok(),
+                    "{url}"
+                );
+            }
+        }
+        for url in ["http://127.0.0.1:6379", "not a url"] {
+            assert!(
+                matches!(
+                    RedisSettings::new(url, "chat").client(false),
+                    Err(ConnectError::InvalidUrl(_))
+                ),
+                "{url}"
+            );
+        }
+    }
 }

@@ -307,6 +307,128 @@ async fn an_unreachable_redis_fails_fast_with_a_clear_error() {
     ));
 }
 
+/// A Redis of the test's own that speaks TLS only, on a free port, with a
+/// self-signed certificate; stopped on drop. `None` when `redis-server`
+/// or `openssl` is not installed.
+struct TlsRedis {
+    server: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    fn start() -> Option<Self> {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        let certificate = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-keyout", &path("key.pem"), "-out", &path("cert.pem")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !matches!(certificate, Ok(status) if status.success()) {
+            return None;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let server = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &path("cert.pem"),
+                "--tls-key-file",
+                &path("key.pem"),
+            ])
+            .args([
+                "--tls-ca-cert-file",
+                &path("cert.pem"),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args(["--save", "", "--appendonly", "no", "--dir", &path("")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self {
+            server,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Its URL; `#insecure` accepts the self-signed certificate.
+    fn url(&self, insecure: bool) -> String {
+        let fragment = if insecure { "#insecure" } else { "" };
+        format!("rediss://127.0.0.1:{}/{fragment}", self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[tokio::test]
+async fn events_cross_a_tls_connection_and_untrusted_certificates_are_refused() {
+    let Some(redis) = TlsRedis::start() else {
+        eprintln!("SKIPPED: redis-server or openssl is missing, so TLS is not tried here");
+        return;
+    };
+    let settings = RedisSettings::new(redis.url(true), "chat-test-tls");
+    // Until the server listens.
+    let deadline = Instant::now() + WAIT;
+    let node_a = loop {
+        match RedisEventBus::connect(&settings).await {
+            Ok(bus) => break bus,
+            Err(err) if Instant::now() < deadline => {
+                tracing::debug!(error = ?err, "TLS Redis not up yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("no TLS connection: {err:?}"),
+        }
+    };
+    let node_b = RedisEventBus::connect(&settings).await.unwrap();
+    let mut subscriber = node_b.subscribe();
+    // The subscription may still be settling: publish until one arrives.
+    let mut n = 0;
+    let event = loop {
+        node_a.publish(numbered(1, n)).await;
+        match tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await {
+            Ok(Some(BusEvent::Event(event))) => break event,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => n += 1,
+        }
+        assert!(Instant::now() < deadline, "no event crossed TLS");
+    };
+    assert_eq!(number_of(&event).0, 1);
+    let presence = RedisPresence::connect(&settings).await;
+    assert!(presence.is_ok(), "{presence:?}");
+
+    // Without `#insecure` the self-signed certificate is not trusted.
+    let strict = RedisSettings::new(redis.url(false), "chat-test-tls");
+    let refused = RedisEventBus::connect(&strict).await;
+    assert!(
+        matches!(refused, Err(adapters_redis::ConnectError::Unreachable(_))),
+        "{refused:?}"
+    );
+}
+
 // ---------------------------------------------------------------- presence
 
 fn at(seconds: i64) -> DateTime<Utc> {

@@ -283,11 +283,10 @@ fn realtime_settings(env: &dyn Env) -> anyhow::Result<RealtimeSettings> {
         bail!("CHAT_WS_RESUME_MAX_MESSAGES must be at least 1");
     }
     let redis_url = match env.var("CHAT_REDIS_URL") {
-        Some(url) if url.starts_with("redis://") => Some(Secret::new(url)),
-        Some(url) if url.starts_with("rediss://") => {
-            bail!("CHAT_REDIS_URL: TLS (rediss://) is not built in; use redis:// on a private network")
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(Secret::new(url))
         }
-        Some(_) => bail!("CHAT_REDIS_URL must start with redis://"),
+        Some(_) => bail!("CHAT_REDIS_URL must start with redis:// (or rediss:// for TLS)"),
         None => None,
     };
     let redis_prefix = env
@@ -573,13 +572,22 @@ mod tests {
             Some("redis://cache:6379/2")
         );
         assert_eq!(redis.realtime.redis_prefix, "pharmacy-eu");
+        let tls = Settings::from_source(&env(
+            &[("CHAT_REDIS_URL", "rediss://:secret@cache:6380")],
+            dir.path(),
+        ))
+        .unwrap();
+        assert_eq!(
+            tls.realtime.redis_url.as_ref().map(Secret::expose),
+            Some("rediss://:secret@cache:6380")
+        );
         assert_eq!(
             redis.realtime.redis_presence_ttl,
             Duration::from_millis(45_000)
         );
         let cases: [&[(&str, &str)]; 4] = [
             &[("CHAT_REDIS_URL", "http://cache")],
-            &[("CHAT_REDIS_URL", "rediss://cache")],
+            &[("CHAT_REDIS_URL", "cache:6379")],
             &[("CHAT_REDIS_PRESENCE_TTL_MS", "20000")],
             &[("CHAT_REDIS_PREFIX", "two words")],
         ];
