@@ -111,7 +111,9 @@ pub enum AttachmentError {
 impl From<ChatError> for AttachmentError {
     fn from(err: ChatError) -> Self {
         match err {
-            ChatError::NotFound => Self::NotFound,
+            ChatError::NotFound | ChatError::MessageNotFound | ChatError::AttachmentNotFound(_) => {
+                Self::NotFound
+            }
             ChatError::Forbidden => Self::Forbidden,
             ChatError::Invalid(message) | ChatError::Conflict(message) => Self::Invalid(message),
             ChatError::Unexpected(err) => Self::Unexpected(err),

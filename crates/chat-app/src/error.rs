@@ -7,10 +7,19 @@ use crate::ports::RepoError;
 /// Why a use case failed. Each variant maps to one API error code.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    /// The object does not exist for this caller (missing, another tenant's,
-    /// or not readable by them: existence is not leaked).
+    /// The conversation does not exist for this caller (missing, another
+    /// tenant's, or not readable by them: existence is not leaked).
     #[error("not found")]
     NotFound,
+    /// The conversation is readable but the message named is not one of
+    /// its messages.
+    #[error("message not found")]
+    MessageNotFound,
+    /// An attachment named is not an upload of the caller in this
+    /// conversation (another conversation's, tenant's or uploader's,
+    /// swept, or deleted with its message).
+    #[error("attachment {0} not found")]
+    AttachmentNotFound(chat_domain::AttachmentId),
     /// The caller may see the object but not do this.
     #[error("forbidden")]
     Forbidden,

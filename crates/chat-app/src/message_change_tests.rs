@@ -183,11 +183,27 @@ async fn an_unknown_message_is_not_found() {
             MessageBody::parse("x").unwrap(),
         )
         .await;
-    assert!(matches!(edit, Err(ChatError::NotFound)));
+    assert!(matches!(edit, Err(ChatError::MessageNotFound)));
     let delete = service
         .delete_message(&w.admin, w.conversation.id, MessageId::new_v7())
         .await;
-    assert!(matches!(delete, Err(ChatError::NotFound)));
+    assert!(matches!(delete, Err(ChatError::MessageNotFound)));
+
+    // A message of another conversation is not one of this one's, whatever
+    // a store hands back.
+    let mut messages = MockMessageRepository::new();
+    let stray = Message {
+        conversation_id: ConversationId::new_v7(),
+        ..message(&w, w.admin.as_sender())
+    };
+    finds(&mut messages, stray.clone());
+    let delete = self::service(&w, messages, MockEventPublisher::new())
+        .delete_message(&w.admin, w.conversation.id, stray.id)
+        .await;
+    assert!(
+        matches!(delete, Err(ChatError::MessageNotFound)),
+        "{delete:?}"
+    );
 }
 
 #[tokio::test]

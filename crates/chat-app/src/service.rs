@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chat_domain::{
     authorize, authorize_access, authorize_create, authorize_message_change, conversation_scope,
     Action, AttachmentId, ClientMsgId, Conversation, ConversationId, ConversationPatch,
-    ConversationStatus, CustomerId, Message, MessageBody, MessageChange, MessageId,
+    ConversationStatus, CustomerId, Denied, Message, MessageBody, MessageChange, MessageId,
     NewCustomerConversation, NewMessage, Principal, ReadState, Seq, StaffUserId,
     MAX_ATTACHMENTS_PER_MESSAGE,
 };
@@ -351,7 +351,8 @@ impl ChatService {
     /// [`ChatError::Invalid`] without a body or attachment, with more than
     /// [`MAX_ATTACHMENTS_PER_MESSAGE`] or repeated attachments, with an
     /// attachment already sent, or with a `reply_to` outside the
-    /// conversation; [`ChatError::NotFound`] for a conversation, or an
+    /// conversation; [`ChatError::NotFound`] for a conversation, and
+    /// [`ChatError::AttachmentNotFound`] for an
     /// attachment, that is not the sender's to use here;
     /// [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
@@ -387,7 +388,9 @@ impl ChatService {
                 AppendError::ReplyTargetNotFound => {
                     ChatError::Invalid("reply_to must name a message of this conversation".into())
                 }
-                AppendError::AttachmentNotFound(_) => ChatError::NotFound,
+                AppendError::AttachmentNotFound(attachment) => {
+                    ChatError::AttachmentNotFound(attachment)
+                }
                 AppendError::AttachmentAlreadyUsed(attachment) => ChatError::Invalid(format!(
                     "attachment_ids: {attachment} is already attached to a message"
                 )),
@@ -503,16 +506,24 @@ impl ChatService {
             .messages
             .find_message(principal.tenant(), id, message_id)
             .await?
-            .ok_or(ChatError::NotFound)?;
-        authorize_message_change(principal, &conversation, &message, change)?;
+            .ok_or(ChatError::MessageNotFound)?;
+        // The conversation is readable (checked above): a refusal to see is
+        // about the message.
+        authorize_message_change(principal, &conversation, &message, change).map_err(|denied| {
+            match denied {
+                Denied::NotFound => ChatError::MessageNotFound,
+                Denied::Forbidden => ChatError::Forbidden,
+            }
+        })?;
         Ok((conversation, message))
     }
 
     /// Replaces the text of one of the principal's own messages.
     ///
     /// # Errors
-    /// [`ChatError::NotFound`] for an unknown or unreadable conversation or
-    /// message; [`ChatError::Forbidden`] for someone else's message;
+    /// [`ChatError::NotFound`] for an unknown or unreadable conversation,
+    /// [`ChatError::MessageNotFound`] for a message that is not one of its
+    /// messages; [`ChatError::Forbidden`] for someone else's message;
     /// [`ChatError::Conflict`] for a deleted one; [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err)]
     pub async fn edit_message(
@@ -558,8 +569,10 @@ impl ChatService {
     /// nothing.
     ///
     /// # Errors
-    /// [`ChatError::NotFound`]; [`ChatError::Forbidden`] for someone else's
-    /// message; [`ChatError::Unexpected`].
+    /// [`ChatError::NotFound`] for the conversation,
+    /// [`ChatError::MessageNotFound`] for the message;
+    /// [`ChatError::Forbidden`] for someone else's message (unless an
+    /// admin); [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err)]
     pub async fn delete_message(
         &self,

@@ -2497,7 +2497,10 @@ mod attachments {
                 .await
                 .unwrap_err();
             if not_found {
-                assert!(matches!(err, ChatError::NotFound), "{err:?}");
+                assert!(
+                    matches!(err, ChatError::AttachmentNotFound(id) if id == UPLOAD_ID),
+                    "{err:?}"
+                );
             } else {
                 assert_invalid(&err, "already attached");
             }

@@ -145,6 +145,10 @@ impl From<ChatError> for ApiError {
     fn from(err: ChatError) -> Self {
         match err {
             ChatError::NotFound => Self::not_found("conversation not found"),
+            ChatError::MessageNotFound => Self::not_found("message not found"),
+            ChatError::AttachmentNotFound(attachment) => Self::not_found(format!(
+                "attachment_ids: {attachment} is not an upload of yours in this conversation"
+            )),
             ChatError::Forbidden => Self::forbidden(),
             ChatError::Invalid(message) => Self::invalid(message),
             ChatError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),

@@ -323,14 +323,19 @@ async fn other_tenants_and_other_customers_get_404_on_download_and_on_attaching(
     )
     .await
     .expect_error(404, "not_found");
-    send_files(
+    let refused = send_files(
         &app,
         &foreign_staff,
         &foreign_conversation,
         json!({"attachment_ids": [id]}),
     )
-    .await
-    .expect_error(404, "not_found");
+    .await;
+    refused.expect_error(404, "not_found");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("attachment_ids") && message.contains(id.as_str()),
+        "names the attachment refused: {message}"
+    );
     // Nor can they upload into a conversation that is not theirs.
     upload(
         &app,

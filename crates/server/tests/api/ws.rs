@@ -759,16 +759,22 @@ async fn edits_and_deletions_follow_the_rules_and_reach_every_reader(db: Db) {
 
     // Strangers learn nothing.
     let foreign = app.token(TenantId::new_v4(), StaffUserId::new_v4(), "admin");
-    app.delete(&path(&sent.body), &foreign)
-        .await
-        .expect_error(404, "not_found");
+    let refused = app.delete(&path(&sent.body), &foreign).await;
+    refused.expect_error(404, "not_found");
+    assert_eq!(
+        refused.body["error"]["message"], "conversation not found",
+        "{refused:?}"
+    );
     let unknown = format!(
         "/api/v1/chat/conversations/{id}/messages/{}",
         uuid::Uuid::now_v7()
     );
-    app.patch(&unknown, &staff, json!({"body": "x"}))
-        .await
-        .expect_error(404, "not_found");
+    let missing = app.patch(&unknown, &staff, json!({"body": "x"})).await;
+    missing.expect_error(404, "not_found");
+    assert_eq!(
+        missing.body["error"]["message"], "message not found",
+        "the conversation is there, the message is not: {missing:?}"
+    );
     app.patch(
         &format!("/api/v1/chat/conversations/{id}/messages/nope"),
         &staff,
