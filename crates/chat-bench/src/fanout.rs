@@ -11,6 +11,7 @@ use anyhow::Context;
 use chat_domain::{CustomerId, StaffUserId, TenantId};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -74,11 +75,17 @@ impl Quiet {
     }
 }
 
+/// Reads one staff socket until it has every message (or `stop`), then
+/// reports to `done` and keeps the socket open until `stop`: a socket that
+/// closed as soon as it was served would announce its user offline to every
+/// other staff socket (N frames each) while the slowest ones still wait for
+/// the last message, and measure that storm instead of the fan-out.
 async fn read_staff(
     socket: Socket,
     messages: usize,
     stop: CancellationToken,
     quiet: Quiet,
+    done: mpsc::UnboundedSender<()>,
 ) -> Seen {
     let mut seen = Seen {
         arrivals: vec![None; messages],
@@ -120,6 +127,9 @@ async fn read_staff(
             }
         }
     }
+    let _ = done.send(());
+    // Still read (and answer pings) while the others finish.
+    client::read_until(&mut stream, &stop).await;
     seen
 }
 
@@ -158,13 +168,17 @@ pub async fn run(
     // Each socket is read from the moment it opens: every staff member's
     // arrival is announced to the others (presence), and an unread socket
     // would be closed as too slow.
+    let (done, mut finished) = mpsc::unbounded_channel();
     let readers: Vec<_> = futures::stream::iter(urls)
         .map(|url| {
             let stop = stop.clone();
             let quiet = quiet.clone();
+            let done = done.clone();
             async move {
                 let socket = client::connect(&url).await?;
-                anyhow::Ok(tokio::spawn(read_staff(socket, messages, stop, quiet)))
+                anyhow::Ok(tokio::spawn(read_staff(
+                    socket, messages, stop, quiet, done,
+                )))
             }
         })
         .buffered(32)
@@ -199,14 +213,18 @@ pub async fn run(
             break;
         }
     }
-    // Whatever has not arrived 10 s after the last send is lost.
-    let drain = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            stop.cancel();
-        })
-    };
+    // Whatever has not arrived 10 s after the last send is lost. Every
+    // socket stays open until all have everything (or that time is up).
+    drop(done);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..readers.len() {
+            if finished.recv().await.is_none() {
+                break;
+            }
+        }
+    })
+    .await;
+    stop.cancel();
     let mut seen = Vec::with_capacity(readers.len());
     for reader in readers {
         match reader.await {
@@ -214,8 +232,6 @@ pub async fn run(
             Err(_) => errors += 1,
         }
     }
-    stop.cancel();
-    drain.abort();
     if let Ok(stream) = customer_reader.await {
         if let Ok(socket) = sink.reunite(stream) {
             client::close(socket).await;
