@@ -216,7 +216,7 @@ pub async fn run(
     };
     tracing::debug!(connection = %id, "websocket open");
     let close_frame = connection.serve(&mut stream, &mut events).await;
-    rt.hub.unregister(principal.tenant(), id);
+    rt.hub.unregister(&principal, id);
     // What the client sent is stored (and, on a clean close, acked) before
     // the socket goes.
     connection.drain_sends().await;

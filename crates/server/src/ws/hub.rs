@@ -18,8 +18,8 @@ use chat_app::{
     BusEvent, ChatEvent, EventStream, MessageCursor, MessageQuery, MessageRepository, Receipt,
 };
 use chat_domain::{
-    authorize, Action, ClientMsgId, Conversation, ConversationId, Message, Principal, Sender, Seq,
-    TenantId,
+    authorize, Action, ClientMsgId, Conversation, ConversationId, CustomerId, Message, Principal,
+    Sender, Seq, TenantId,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -131,6 +131,83 @@ struct Conn {
     control: ConnControl,
 }
 
+/// The connections of one tenant, indexed by who may read what: every
+/// staff connection, and each customer's connections under that customer.
+/// An event of a customer's conversation then visits the staff and that
+/// customer's sockets, never the tenant's other customers.
+#[derive(Default)]
+struct TenantConnections {
+    staff: HashMap<ConnectionId, Conn>,
+    customers: HashMap<CustomerId, HashMap<ConnectionId, Conn>>,
+}
+
+/// Whose connections an event may concern (the permission rules then
+/// decide among them).
+#[derive(Debug, Clone, Copy)]
+enum Audience {
+    /// Staff connections only.
+    Staff,
+    /// Staff connections, and those of this customer, if any.
+    StaffAnd(Option<CustomerId>),
+}
+
+impl Audience {
+    /// Who may read `conversation`: staff, and its customer.
+    fn readers_of(conversation: &Conversation) -> Self {
+        Self::StaffAnd(conversation.kind.customer_id())
+    }
+}
+
+impl TenantConnections {
+    fn insert(&mut self, id: ConnectionId, conn: Conn) {
+        match conn.principal {
+            Principal::Staff { .. } => self.staff.insert(id, conn),
+            Principal::Customer { customer_id, .. } => self
+                .customers
+                .entry(customer_id)
+                .or_default()
+                .insert(id, conn),
+        };
+    }
+
+    /// Removes connection `id` of `principal`; `true` when it was there.
+    fn remove(&mut self, principal: &Principal, id: ConnectionId) -> bool {
+        match principal {
+            Principal::Staff { .. } => self.staff.remove(&id).is_some(),
+            Principal::Customer { customer_id, .. } => {
+                let Some(own) = self.customers.get_mut(customer_id) else {
+                    return false;
+                };
+                let removed = own.remove(&id).is_some();
+                if own.is_empty() {
+                    self.customers.remove(customer_id);
+                }
+                removed
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.staff.is_empty() && self.customers.is_empty()
+    }
+
+    fn all(&self) -> impl Iterator<Item = (&ConnectionId, &Conn)> {
+        self.staff
+            .iter()
+            .chain(self.customers.values().flat_map(HashMap::iter))
+    }
+
+    fn of(&self, audience: Audience) -> impl Iterator<Item = (&ConnectionId, &Conn)> {
+        let customer = match audience {
+            Audience::Staff | Audience::StaffAnd(None) => None,
+            Audience::StaffAnd(Some(customer)) => self.customers.get(&customer),
+        };
+        self.staff
+            .iter()
+            .chain(customer.into_iter().flat_map(HashMap::iter))
+    }
+}
+
 /// Per-conversation delivery order kept by the dispatcher.
 struct Order {
     /// Highest `seq` fanned out; every `seq` from `floor` to it has been.
@@ -147,7 +224,7 @@ const ORDER_IDLE: Duration = Duration::from_secs(600);
 
 /// The connection registry and event router of one node.
 pub struct Hub {
-    connections: RwLock<HashMap<TenantId, HashMap<ConnectionId, Conn>>>,
+    connections: RwLock<HashMap<TenantId, TenantConnections>>,
     count: AtomicUsize,
     messages: Arc<dyn MessageRepository>,
 }
@@ -190,14 +267,16 @@ impl Hub {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes a connection (a no-op when the hub already dropped it).
-    pub fn unregister(&self, tenant: TenantId, id: ConnectionId) {
+    /// Removes connection `id` of `principal` (a no-op when the hub already
+    /// dropped it).
+    pub fn unregister(&self, principal: &Principal, id: ConnectionId) {
+        let tenant = principal.tenant();
         let mut connections = self
             .connections
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(tenant_connections) = connections.get_mut(&tenant) {
-            if tenant_connections.remove(&id).is_some() {
+            if tenant_connections.remove(principal, id) {
                 self.count.fetch_sub(1, Ordering::Relaxed);
             }
             if tenant_connections.is_empty() {
@@ -212,15 +291,21 @@ impl Hub {
             .connections
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for conn in connections.values().flat_map(HashMap::values) {
+        for (_, conn) in connections.values().flat_map(TenantConnections::all) {
             conn.control.close(reason);
         }
     }
 
-    /// Queues `out` for every connection of `tenant` that `wants`, without
-    /// ever waiting: a connection whose queue is full is closed (it resumes
-    /// later) so that it cannot slow anybody else down.
-    fn fan_out(&self, tenant: TenantId, wants: impl Fn(&Principal) -> bool, out: &Outbound) {
+    /// Queues `out` for every connection of `tenant` in `audience` that
+    /// `wants`, without ever waiting: a connection whose queue is full is
+    /// closed (it resumes later) so that it cannot slow anybody else down.
+    fn fan_out(
+        &self,
+        tenant: TenantId,
+        audience: Audience,
+        wants: impl Fn(&Principal) -> bool,
+        out: &Outbound,
+    ) {
         let mut dead = Vec::new();
         {
             let connections = self
@@ -230,7 +315,7 @@ impl Hub {
             let Some(tenant_connections) = connections.get(&tenant) else {
                 return;
             };
-            for (id, conn) in tenant_connections {
+            for (id, conn) in tenant_connections.of(audience) {
                 if !wants(&conn.principal) {
                     continue;
                 }
@@ -239,14 +324,14 @@ impl Hub {
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::warn!(connection = %id, "client too slow: closing its connection");
                         conn.control.close(CloseReason::Overflow);
-                        dead.push(*id);
+                        dead.push((conn.principal, *id));
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => dead.push(*id),
+                    Err(mpsc::error::TrySendError::Closed(_)) => dead.push((conn.principal, *id)),
                 }
             }
         }
-        for id in dead {
-            self.unregister(tenant, id);
+        for (principal, id) in dead {
+            self.unregister(&principal, id);
         }
     }
 
@@ -285,6 +370,7 @@ impl Hub {
     fn fan_out_to_readers(&self, conversation: &Conversation, out: &Outbound) {
         self.fan_out(
             conversation.tenant,
+            Audience::readers_of(conversation),
             |principal| authorize(principal, conversation, Action::Read).is_ok(),
             out,
         );
@@ -439,6 +525,7 @@ impl Hub {
                 // The other participants only.
                 self.fan_out(
                     conversation.tenant,
+                    Audience::readers_of(&conversation),
                     |principal| {
                         principal.as_sender() != sender
                             && authorize(principal, &conversation, Action::Read).is_ok()
@@ -463,6 +550,7 @@ impl Hub {
                 // The user's own sockets know their status already.
                 self.fan_out(
                     tenant,
+                    Audience::Staff,
                     |principal| principal.is_staff() && principal.as_sender() != presence.user,
                     &out,
                 );
@@ -501,5 +589,122 @@ impl Hub {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_app::MockMessageRepository;
+    use chat_domain::{NewCustomerConversation, StaffRole, StaffUserId};
+
+    use super::*;
+
+    /// Registers a connection of `principal`; returns its queue.
+    fn connect(hub: &Hub, principal: Principal) -> mpsc::Receiver<Outbound> {
+        let (tx, rx) = mpsc::channel(8);
+        hub.register(ConnectionId::new(), principal, tx, ConnControl::default());
+        rx
+    }
+
+    fn frames(queue: &mut mpsc::Receiver<Outbound>) -> usize {
+        let mut count = 0;
+        while queue.try_recv().is_ok() {
+            count += 1;
+        }
+        count
+    }
+
+    #[test]
+    fn events_reach_the_readers_of_their_conversation_and_nobody_else() {
+        let hub = Hub::new(Arc::new(MockMessageRepository::new()));
+        let tenant = TenantId::new_v4();
+        let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
+        let clinician = StaffUserId::new_v4();
+        let conversation = |clinician| {
+            NewCustomerConversation {
+                id: ConversationId::new_v7(),
+                tenant,
+                customer_id: customer,
+                clinician,
+                now: chrono::Utc::now(),
+            }
+            .prospective()
+        };
+        let (inbox, private) = (conversation(None), conversation(Some(clinician)));
+        let staff = Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff);
+        let mut queues = vec![
+            ("staff", connect(&hub, staff)),
+            (
+                "the clinician",
+                connect(&hub, Principal::staff(tenant, clinician, StaffRole::Staff)),
+            ),
+            (
+                "an admin",
+                connect(
+                    &hub,
+                    Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Admin),
+                ),
+            ),
+            (
+                "the customer",
+                connect(&hub, Principal::customer(tenant, customer)),
+            ),
+            (
+                "the customer's phone",
+                connect(&hub, Principal::customer(tenant, customer)),
+            ),
+            (
+                "another customer",
+                connect(&hub, Principal::customer(tenant, other_customer)),
+            ),
+            (
+                "staff of another tenant",
+                connect(
+                    &hub,
+                    Principal::staff(TenantId::new_v4(), StaffUserId::new_v4(), StaffRole::Admin),
+                ),
+            ),
+            (
+                "the same customer id in another tenant",
+                connect(&hub, Principal::customer(TenantId::new_v4(), customer)),
+            ),
+        ];
+        // (conversation, who gets the event: one flag per queue above)
+        let table = [
+            (&inbox, [true, true, true, true, true, false, false, false]),
+            (
+                &private,
+                [false, true, true, true, true, false, false, false],
+            ),
+        ];
+        for (conversation, expected) in table {
+            hub.to_readers(conversation, Frame::from("{}"));
+            for ((who, queue), expected) in queues.iter_mut().zip(expected) {
+                assert_eq!(
+                    frames(queue),
+                    usize::from(expected),
+                    "{who}, {:?}",
+                    conversation.kind
+                );
+            }
+        }
+
+        // Presence goes to staff only; a closed connection is dropped.
+        hub.route(ChatEvent::PresenceChanged {
+            tenant,
+            presence: chat_domain::Presence {
+                user: Sender::Customer(customer),
+                status: chat_domain::PresenceStatus::Online,
+                last_seen_at: None,
+            },
+        });
+        let got: Vec<usize> = queues.iter_mut().map(|(_, q)| frames(q)).collect();
+        assert_eq!(got, [1, 1, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(hub.connection_count(), 8);
+        drop(queues.remove(4));
+        hub.to_readers(&inbox, Frame::from("{}"));
+        assert_eq!(hub.connection_count(), 7, "the phone's connection is gone");
+        hub.unregister(&Principal::customer(tenant, customer), ConnectionId::new());
+        assert_eq!(hub.connection_count(), 7, "unknown ids change nothing");
     }
 }
