@@ -509,12 +509,15 @@ pub enum PolicyAction {
 /// asked only after the domain rules allowed the action.
 ///
 /// Where it applies: every use case on one conversation (get, update,
-/// messages, send, receipts, typing, edits) and conversation lists, which
-/// drop what it refuses. Aggregates and fan-out use the domain rules alone:
-/// the unread total counts every conversation of the principal's scope, and
-/// real-time events reach every connection the domain rules allow. A host
-/// whose policy hides whole conversations should also keep them out of
-/// those (e.g. by not creating them).
+/// messages, send, receipts, typing, edits), conversation lists, which
+/// drop what it refuses, and the real-time events of a conversation, which
+/// reach only the connections whose principal it lets read it (asked once
+/// per principal and event, for `Act(Read)`: keep it quick, or cache).
+/// Presence is no conversation's and goes to the tenant's staff. The
+/// unread total uses the domain rules alone: it counts every conversation
+/// of the principal's scope, so a host whose policy hides whole
+/// conversations should keep them out of it too (e.g. by not creating
+/// them).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AccessPolicy: Send + Sync {

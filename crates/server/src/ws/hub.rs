@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chat_app::{
-    BusEvent, ChatEvent, EventStream, MessageCursor, MessageQuery, MessageRepository, Receipt,
+    AccessPolicy, BusEvent, ChatEvent, EventStream, MessageCursor, MessageQuery, MessageRepository,
+    PolicyAction, Receipt,
 };
 use chat_domain::{
     authorize, Action, ClientMsgId, Conversation, ConversationId, CustomerId, Message, Principal,
@@ -227,15 +228,19 @@ pub struct Hub {
     connections: RwLock<HashMap<TenantId, TenantConnections>>,
     count: AtomicUsize,
     messages: Arc<dyn MessageRepository>,
+    policy: Arc<dyn AccessPolicy>,
 }
 
 impl Hub {
-    /// A hub that reads missing messages from `messages`.
-    pub fn new(messages: Arc<dyn MessageRepository>) -> Arc<Self> {
+    /// A hub that reads missing messages from `messages` and asks `policy`
+    /// (the host's, as the use cases do) who may read a conversation's
+    /// events, beside the domain rules.
+    pub fn new(messages: Arc<dyn MessageRepository>, policy: Arc<dyn AccessPolicy>) -> Arc<Self> {
         Arc::new(Self {
             connections: RwLock::default(),
             count: AtomicUsize::new(0),
             messages,
+            policy,
         })
     }
 
@@ -336,25 +341,28 @@ impl Hub {
     }
 
     /// Queues `frame` for every connection that may read `conversation`.
-    fn to_readers(&self, conversation: &Conversation, frame: Frame) {
+    async fn to_readers(&self, conversation: &Conversation, frame: Frame) {
         self.fan_out_to_readers(
             conversation,
+            |_| true,
             &Outbound {
                 conversation: Some(conversation.id),
                 seq: None,
                 echo: None,
                 frame,
             },
-        );
+        )
+        .await;
     }
 
-    fn deliver_message(&self, conversation: &Conversation, message: Message) {
+    async fn deliver_message(&self, conversation: &Conversation, message: Message) {
         let echo = message
             .client_msg_id
             .as_ref()
             .map(|key| EchoKey::new(message.sender, key));
         self.fan_out_to_readers(
             conversation,
+            |_| true,
             &Outbound {
                 conversation: Some(conversation.id),
                 seq: Some(message.seq.get()),
@@ -364,14 +372,59 @@ impl Hub {
                     json!({"message": MessageDto::from(message)}),
                 ),
             },
-        );
+        )
+        .await;
     }
 
-    fn fan_out_to_readers(&self, conversation: &Conversation, out: &Outbound) {
+    /// Queues `out` for the connections that `wants` among those that may
+    /// read `conversation`: by the domain rules and, unless it refuses
+    /// nothing, by the host's policy, asked once per principal outside the
+    /// registry's lock (a connection that opens meanwhile is left out; it
+    /// catches up with `resume`).
+    async fn fan_out_to_readers(
+        &self,
+        conversation: &Conversation,
+        wants: impl Fn(&Principal) -> bool,
+        out: &Outbound,
+    ) {
+        let audience = Audience::readers_of(conversation);
+        let readable = |principal: &Principal| {
+            authorize(principal, conversation, Action::Read).is_ok() && wants(principal)
+        };
+        if self.policy.refuses_nothing() {
+            self.fan_out(conversation.tenant, audience, readable, out);
+            return;
+        }
+        let candidates: HashSet<Principal> = {
+            let connections = self
+                .connections
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(tenant_connections) = connections.get(&conversation.tenant) else {
+                return;
+            };
+            tenant_connections
+                .of(audience)
+                .map(|(_, conn)| conn.principal)
+                .filter(|principal| readable(principal))
+                .collect()
+        };
+        let allowed: HashSet<Principal> =
+            futures::future::join_all(candidates.into_iter().map(|principal| async move {
+                self.policy
+                    .check(&principal, conversation, PolicyAction::Act(Action::Read))
+                    .await
+                    .is_ok()
+                    .then_some(principal)
+            }))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         self.fan_out(
             conversation.tenant,
-            Audience::readers_of(conversation),
-            |principal| authorize(principal, conversation, Action::Read).is_ok(),
+            audience,
+            |principal| allowed.contains(principal) && readable(principal),
             out,
         );
     }
@@ -437,28 +490,28 @@ impl Hub {
                     touched: now,
                 },
             );
-            self.deliver_message(&conversation, message);
+            self.deliver_message(&conversation, message).await;
             return;
         };
         state.touched = now;
         if seq == state.upto + 1 {
             state.upto = seq;
-            self.deliver_message(&conversation, message);
+            self.deliver_message(&conversation, message).await;
         } else if seq > state.upto + 1 {
             for missed in self.missing(&conversation, state.upto, seq).await {
-                self.deliver_message(&conversation, missed);
+                self.deliver_message(&conversation, missed).await;
             }
             state.upto = seq;
-            self.deliver_message(&conversation, message);
+            self.deliver_message(&conversation, message).await;
         } else if seq < state.floor && state.late.insert(seq) {
             // Published before, delivered after, the first message this
             // node saw: late, but never lost.
-            self.deliver_message(&conversation, message);
+            self.deliver_message(&conversation, message).await;
         }
         // Otherwise a duplicate (already fetched on a gap): dropped.
     }
 
-    fn route(&self, event: ChatEvent) {
+    async fn route(&self, event: ChatEvent) {
         match event {
             ChatEvent::MessageCreated { .. } => {}
             ChatEvent::MessageUpdated {
@@ -475,14 +528,14 @@ impl Hub {
                     "message_updated"
                 };
                 let frame = protocol::event(kind, json!({"message": MessageDto::from(message)}));
-                self.to_readers(&conversation, frame);
+                self.to_readers(&conversation, frame).await;
             }
             ChatEvent::ConversationUpdated { conversation } => {
                 let frame = protocol::event(
                     "conversation_updated",
                     json!({"conversation": ConversationDto::from(conversation.clone())}),
                 );
-                self.to_readers(&conversation, frame);
+                self.to_readers(&conversation, frame).await;
             }
             ChatEvent::ReceiptMoved {
                 conversation,
@@ -502,7 +555,7 @@ impl Hub {
                         "at": time(state.updated_at),
                     }),
                 );
-                self.to_readers(&conversation, frame);
+                self.to_readers(&conversation, frame).await;
             }
             ChatEvent::Typing {
                 conversation,
@@ -523,15 +576,12 @@ impl Hub {
                     ),
                 };
                 // The other participants only.
-                self.fan_out(
-                    conversation.tenant,
-                    Audience::readers_of(&conversation),
-                    |principal| {
-                        principal.as_sender() != sender
-                            && authorize(principal, &conversation, Action::Read).is_ok()
-                    },
+                self.fan_out_to_readers(
+                    &conversation,
+                    |principal| principal.as_sender() != sender,
                     &out,
-                );
+                )
+                .await;
             }
             ChatEvent::PresenceChanged { tenant, presence } => {
                 let out = Outbound {
@@ -573,7 +623,7 @@ impl Hub {
                     Some(BusEvent::Event(ChatEvent::MessageCreated { conversation, message })) => {
                         self.on_message(&mut order, conversation, message).await;
                     }
-                    Some(BusEvent::Event(event)) => self.route(event),
+                    Some(BusEvent::Event(event)) => self.route(event).await,
                     Some(BusEvent::Lagged(missed)) => {
                         // Some connections may have missed events: make them
                         // all reconnect and resume from the database.
@@ -614,9 +664,13 @@ mod tests {
         count
     }
 
-    #[test]
-    fn events_reach_the_readers_of_their_conversation_and_nobody_else() {
-        let hub = Hub::new(Arc::new(MockMessageRepository::new()));
+    fn hub(policy: Arc<dyn AccessPolicy>) -> Arc<Hub> {
+        Hub::new(Arc::new(MockMessageRepository::new()), policy)
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_readers_of_their_conversation_and_nobody_else() {
+        let hub = hub(Arc::new(chat_app::AllowAll));
         let tenant = TenantId::new_v4();
         let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
         let clinician = StaffUserId::new_v4();
@@ -678,7 +732,7 @@ mod tests {
             ),
         ];
         for (conversation, expected) in table {
-            hub.to_readers(conversation, Frame::from("{}"));
+            hub.to_readers(conversation, Frame::from("{}")).await;
             for ((who, queue), expected) in queues.iter_mut().zip(expected) {
                 assert_eq!(
                     frames(queue),
@@ -697,14 +751,106 @@ mod tests {
                 status: chat_domain::PresenceStatus::Online,
                 last_seen_at: None,
             },
-        });
+        })
+        .await;
         let got: Vec<usize> = queues.iter_mut().map(|(_, q)| frames(q)).collect();
         assert_eq!(got, [1, 1, 1, 0, 0, 0, 0, 0]);
         assert_eq!(hub.connection_count(), 8);
         drop(queues.remove(4));
-        hub.to_readers(&inbox, Frame::from("{}"));
+        hub.to_readers(&inbox, Frame::from("{}")).await;
         assert_eq!(hub.connection_count(), 7, "the phone's connection is gone");
         hub.unregister(&Principal::customer(tenant, customer), ConnectionId::new());
         assert_eq!(hub.connection_count(), 7, "unknown ids change nothing");
+    }
+
+    /// A host policy that keeps one staff member out of one customer's
+    /// conversations (say, not of their care team).
+    struct CareTeam {
+        outsider: StaffUserId,
+        customer: CustomerId,
+    }
+
+    #[async_trait::async_trait]
+    impl AccessPolicy for CareTeam {
+        async fn check(
+            &self,
+            principal: &Principal,
+            conversation: &Conversation,
+            _action: PolicyAction,
+        ) -> Result<(), chat_domain::Denied> {
+            let outsider = principal.as_sender() == Sender::Staff(self.outsider);
+            if outsider && conversation.kind.customer_id() == Some(self.customer) {
+                Err(chat_domain::Denied::NotFound)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_host_policy_keeps_conversation_events_from_whom_it_refuses() {
+        let tenant = TenantId::new_v4();
+        let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
+        let outsider = StaffUserId::new_v4();
+        let hub = hub(Arc::new(CareTeam { outsider, customer }));
+        let inbox_of = |customer| {
+            NewCustomerConversation {
+                id: ConversationId::new_v7(),
+                tenant,
+                customer_id: customer,
+                clinician: None,
+                now: chrono::Utc::now(),
+            }
+            .prospective()
+        };
+        let (refused, other) = (inbox_of(customer), inbox_of(other_customer));
+        let mut outsider_queue =
+            connect(&hub, Principal::staff(tenant, outsider, StaffRole::Staff));
+        let mut outsider_phone =
+            connect(&hub, Principal::staff(tenant, outsider, StaffRole::Staff));
+        let mut colleague = connect(
+            &hub,
+            Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff),
+        );
+        let mut the_customer = connect(&hub, Principal::customer(tenant, customer));
+
+        // A message, a receipt-like update and typing: all kept from the
+        // outsider, on every socket of theirs.
+        let message = |conversation: &Conversation| Message {
+            id: chat_domain::MessageId::new_v7(),
+            tenant,
+            conversation_id: conversation.id,
+            seq: Seq::from_u64(1).unwrap(),
+            sender: Sender::Customer(customer),
+            body: None,
+            attachments: Vec::new(),
+            reply_to: None,
+            client_msg_id: None,
+            created_at: chrono::Utc::now(),
+            edited_at: None,
+            deleted_at: None,
+        };
+        hub.deliver_message(&refused, message(&refused)).await;
+        hub.route(ChatEvent::ConversationUpdated {
+            conversation: refused.clone(),
+        })
+        .await;
+        hub.route(ChatEvent::Typing {
+            conversation: refused.clone(),
+            sender: Sender::Customer(customer),
+            is_typing: true,
+        })
+        .await;
+        assert_eq!(frames(&mut outsider_queue), 0);
+        assert_eq!(frames(&mut outsider_phone), 0);
+        assert_eq!(frames(&mut colleague), 3);
+        assert_eq!(frames(&mut the_customer), 2, "not their own typing");
+
+        // Other customers' conversations still reach the outsider.
+        hub.deliver_message(&other, message(&other)).await;
+        assert_eq!(frames(&mut outsider_queue), 1);
+        assert_eq!(frames(&mut outsider_phone), 1);
+        assert_eq!(frames(&mut colleague), 1);
+        assert_eq!(frames(&mut the_customer), 0);
     }
 }
