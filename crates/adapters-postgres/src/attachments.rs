@@ -156,6 +156,34 @@ pub(crate) async fn load_into_summaries<'e>(
     load_into(executor, tenant, &mut last).await
 }
 
+/// The attachments of `rows`, in order.
+fn attachments(rows: &[PgRow]) -> anyhow::Result<Vec<Attachment>> {
+    rows.iter().map(attachment).collect()
+}
+
+impl PostgresStore {
+    /// Deletes the record of attachment `id` of `tenant` if `condition`
+    /// (SQL on its row) holds; `true` when it was deleted.
+    async fn delete_attachment_if(
+        &self,
+        tenant: TenantId,
+        id: AttachmentId,
+        condition: &str,
+        what: &'static str,
+    ) -> Result<bool, RepoError> {
+        let deleted = sqlx::query(&format!(
+            "delete from attachments where id = $1 and tenant_id = $2 and {condition}"
+        ))
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .execute(&self.pool)
+        .await
+        .context(what)?
+        .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
 #[async_trait]
 impl AttachmentRepository for PostgresStore {
     #[tracing::instrument(skip_all, fields(attachment_id = %new.id), err)]
@@ -217,10 +245,7 @@ impl AttachmentRepository for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .context("listing orphan attachments")?;
-        Ok(rows
-            .iter()
-            .map(attachment)
-            .collect::<anyhow::Result<Vec<_>>>()?)
+        Ok(attachments(&rows)?)
     }
 
     #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
@@ -229,16 +254,13 @@ impl AttachmentRepository for PostgresStore {
         tenant: TenantId,
         id: AttachmentId,
     ) -> Result<bool, RepoError> {
-        let deleted = sqlx::query(
-            "delete from attachments where id = $1 and tenant_id = $2 and message_id is null",
+        self.delete_attachment_if(
+            tenant,
+            id,
+            "message_id is null",
+            "deleting an orphan attachment",
         )
-        .bind(*id.as_uuid())
-        .bind(*tenant.as_uuid())
-        .execute(&self.pool)
         .await
-        .context("deleting an orphan attachment")?
-        .rows_affected();
-        Ok(deleted == 1)
     }
 
     #[tracing::instrument(skip_all, err)]
@@ -251,23 +273,17 @@ impl AttachmentRepository for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .context("listing deleted attachments")?;
-        Ok(rows
-            .iter()
-            .map(attachment)
-            .collect::<anyhow::Result<Vec<_>>>()?)
+        Ok(attachments(&rows)?)
     }
 
     #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
     async fn purge_deleted(&self, tenant: TenantId, id: AttachmentId) -> Result<bool, RepoError> {
-        let purged = sqlx::query(
-            "delete from attachments where id = $1 and tenant_id = $2 and deleted_at is not null",
+        self.delete_attachment_if(
+            tenant,
+            id,
+            "deleted_at is not null",
+            "purging a deleted attachment",
         )
-        .bind(*id.as_uuid())
-        .bind(*tenant.as_uuid())
-        .execute(&self.pool)
         .await
-        .context("purging a deleted attachment")?
-        .rows_affected();
-        Ok(purged == 1)
     }
 }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chat_app::append_batch::{self, Outcome, Pending};
 use chat_app::{AppendError, AppendOutcome};
-use chat_domain::{Conversation, ConversationStatus, Message, NewMessage, Seq};
+use chat_domain::{Message, NewMessage, Seq};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -120,17 +120,13 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
     .fetch_all(&mut *tx)
     .await
     .context("locking the batch's conversations")?;
-    // Keyed by (conversation, tenant): a send naming another tenant's
-    // conversation finds nothing.
-    let key = |m: &NewMessage| (*m.conversation_id.as_uuid(), *m.tenant.as_uuid());
-    let mut conversations: HashMap<(Uuid, Uuid), Conversation> = locked
-        .iter()
-        .map(|row| {
-            let conversation = rows::conversation(row)?;
-            let key = (*conversation.id.as_uuid(), *conversation.tenant.as_uuid());
-            Ok((key, conversation))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let mut conversations = append_batch::by_key(
+        locked
+            .iter()
+            .map(rows::conversation)
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    let key = append_batch::key;
 
     // 2. Keys already stored: under the locks, every earlier send of these
     // conversations is committed or rolled back.
@@ -208,8 +204,11 @@ async fn stage(tx: &mut PgConnection, batch: &[Pending]) -> anyhow::Result<Vec<O
             outcomes.push(Some(Ok(AppendOutcome::Replayed(original))));
             continue;
         }
-        let reopens = pending.reopen && conversation.status != ConversationStatus::Open;
-        fresh.push((pending, conversation.last_seq.next(), reopens));
+        fresh.push((
+            pending,
+            conversation.last_seq.next(),
+            conversation.reopens(pending.reopen),
+        ));
         outcomes.push(None);
     }
 

@@ -186,6 +186,36 @@ pub(crate) async fn load_into_summaries<'e>(
     load_into(executor, tenant, &mut last).await
 }
 
+/// The attachments of `rows`, in order.
+fn attachments(rows: &[SqliteRow]) -> anyhow::Result<Vec<Attachment>> {
+    rows.iter().map(attachment).collect()
+}
+
+impl SqliteStore {
+    /// Deletes the record of attachment `id` of `tenant` if `condition`
+    /// (SQL on its row) holds; `true` when it was deleted.
+    async fn delete_attachment_if(
+        &self,
+        tenant: TenantId,
+        id: AttachmentId,
+        condition: &str,
+        what: &'static str,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query(&format!(
+            "delete from attachments where id = ?1 and tenant_id = ?2 and {condition}"
+        ))
+        .bind(*id.as_uuid())
+        .bind(*tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .context(what)?
+        .rows_affected();
+        tx.commit().await.context(what)?;
+        Ok(deleted == 1)
+    }
+}
+
 #[async_trait]
 impl AttachmentRepository for SqliteStore {
     #[tracing::instrument(skip_all, fields(attachment_id = %new.id), err)]
@@ -243,10 +273,7 @@ impl AttachmentRepository for SqliteStore {
             .fetch_all(&self.read)
             .await
             .context("listing orphan attachments")?;
-        Ok(rows
-            .iter()
-            .map(attachment)
-            .collect::<anyhow::Result<Vec<_>>>()?)
+        Ok(attachments(&rows)?)
     }
 
     #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
@@ -255,18 +282,13 @@ impl AttachmentRepository for SqliteStore {
         tenant: TenantId,
         id: AttachmentId,
     ) -> Result<bool, RepoError> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query(
-            "delete from attachments where id = ?1 and tenant_id = ?2 and message_id is null",
+        self.delete_attachment_if(
+            tenant,
+            id,
+            "message_id is null",
+            "deleting an orphan attachment",
         )
-        .bind(*id.as_uuid())
-        .bind(*tenant.as_uuid())
-        .execute(&mut *tx)
         .await
-        .context("deleting an orphan attachment")?
-        .rows_affected();
-        tx.commit().await.context("committing an orphan deletion")?;
-        Ok(deleted == 1)
     }
 
     #[tracing::instrument(skip_all, err)]
@@ -276,25 +298,17 @@ impl AttachmentRepository for SqliteStore {
             .fetch_all(&self.read)
             .await
             .context("listing deleted attachments")?;
-        Ok(rows
-            .iter()
-            .map(attachment)
-            .collect::<anyhow::Result<Vec<_>>>()?)
+        Ok(attachments(&rows)?)
     }
 
     #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
     async fn purge_deleted(&self, tenant: TenantId, id: AttachmentId) -> Result<bool, RepoError> {
-        let mut tx = self.begin_write().await?;
-        let purged = sqlx::query(
-            "delete from attachments where id = ?1 and tenant_id = ?2 and deleted_at is not null",
+        self.delete_attachment_if(
+            tenant,
+            id,
+            "deleted_at is not null",
+            "purging a deleted attachment",
         )
-        .bind(*id.as_uuid())
-        .bind(*tenant.as_uuid())
-        .execute(&mut *tx)
         .await
-        .context("purging a deleted attachment")?
-        .rows_affected();
-        tx.commit().await.context("committing a purge")?;
-        Ok(purged == 1)
     }
 }

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use chat_app::append_batch::{self, Outcome, Pending};
 use chat_app::{AppendError, AppendOutcome};
-use chat_domain::{Conversation, Message, NewMessage};
+use chat_domain::Message;
 use serde_json::{json, Value};
 use sqlx::SqliteConnection;
 
@@ -94,17 +94,13 @@ async fn stage(tx: &mut SqliteConnection, batch: &[Pending]) -> anyhow::Result<V
     .fetch_all(&mut *tx)
     .await
     .context("reading the batch's conversations")?;
-    // Keyed by (conversation, tenant): a send naming another tenant's
-    // conversation finds nothing.
-    let mut conversations: HashMap<(Uuid, Uuid), Conversation> = found
-        .iter()
-        .map(|row| {
-            let conversation = codec::conversation(row)?;
-            let key = (*conversation.id.as_uuid(), *conversation.tenant.as_uuid());
-            Ok((key, conversation))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let key = |m: &NewMessage| (*m.conversation_id.as_uuid(), *m.tenant.as_uuid());
+    let mut conversations = append_batch::by_key(
+        found
+            .iter()
+            .map(codec::conversation)
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    let key = append_batch::key;
 
     // 2. Keys already stored.
     let keyed: Vec<Value> = batch
@@ -256,7 +252,7 @@ mod tests {
     use chat_app::ConversationRepository;
     use chat_domain::{
         ClientMsgId, ConversationId, CustomerId, MessageBody, MessageId, NewCustomerConversation,
-        Sender, TenantId,
+        NewMessage, Sender, TenantId,
     };
 
     use super::*;

@@ -5,10 +5,10 @@
 //! order), and [`settle`] answers each send once the adapter has staged
 //! and committed a batch. How a batch is stored is the adapter's business.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 
-use chat_domain::{ConversationId, NewMessage};
+use chat_domain::{Conversation, ConversationId, NewMessage, TenantId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ports::{AppendError, AppendOutcome};
@@ -45,6 +45,25 @@ pub fn channel(capacity: usize, max_batch: usize) -> (Submitter, Collector) {
             max_batch: max_batch.max(1),
         },
     )
+}
+
+/// What a batch finds a send's conversation by: its id and the send's
+/// tenant, so that a send naming another tenant's conversation finds none.
+pub type ConversationKey = (ConversationId, TenantId);
+
+/// The key of `message`'s conversation.
+pub fn key(message: &NewMessage) -> ConversationKey {
+    (message.conversation_id, message.tenant)
+}
+
+/// The conversations a batch read (under its lock), by [`key`].
+pub fn by_key(
+    conversations: impl IntoIterator<Item = Conversation>,
+) -> HashMap<ConversationKey, Conversation> {
+    conversations
+        .into_iter()
+        .map(|conversation| ((conversation.id, conversation.tenant), conversation))
+        .collect()
 }
 
 /// Whether `message` may go into a batch: plain messages only. Attachments

@@ -8,6 +8,7 @@
 //! one is configured) gets a metadata record; anything refused is removed
 //! from storage before the error is returned.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -402,34 +403,23 @@ impl AttachmentService {
         let age = chrono::Duration::from_std(max_age)
             .map_err(|err| AttachmentError::Unexpected(anyhow::Error::new(err)))?;
         let before = self.ports.clock.now() - age;
-        let mut deleted = 0;
-        loop {
-            let orphans = self
-                .ports
-                .repository
-                .list_orphans(before, SWEEP_BATCH)
-                .await?;
-            let full = orphans.len() >= SWEEP_BATCH as usize;
-            let mut progressed = false;
-            for orphan in orphans {
-                if !self
-                    .ports
-                    .repository
+        let repository = &self.ports.repository;
+        let deleted = in_pages(
+            || repository.list_orphans(before, SWEEP_BATCH),
+            |orphan: Attachment| async move {
+                if !repository
                     .delete_unattached(orphan.tenant, orphan.id)
                     .await?
                 {
-                    continue;
+                    return Ok(false);
                 }
-                progressed = true;
-                deleted += 1;
                 if let Err(err) = self.ports.storage.delete(&orphan.storage_key).await {
                     tracing::error!(error = ?err, key = %orphan.storage_key, "cannot remove an orphan upload's bytes");
                 }
-            }
-            if !full || !progressed {
-                break;
-            }
-        }
+                Ok(true)
+            },
+        )
+        .await?;
         tracing::Span::current().record("deleted", deleted);
         Ok(deleted)
     }
@@ -445,34 +435,50 @@ impl AttachmentService {
     /// file that cannot be removed is logged and skipped.
     #[tracing::instrument(skip_all, fields(purged), err)]
     pub async fn purge_deleted(&self) -> Result<usize, AttachmentError> {
-        let mut purged = 0;
-        loop {
-            let deleted = self.ports.repository.list_deleted(SWEEP_BATCH).await?;
-            let full = deleted.len() >= SWEEP_BATCH as usize;
-            let mut progressed = false;
-            for attachment in deleted {
+        let repository = &self.ports.repository;
+        let purged = in_pages(
+            || repository.list_deleted(SWEEP_BATCH),
+            |attachment: Attachment| async move {
                 if let Err(err) = self.ports.storage.delete(&attachment.storage_key).await {
                     tracing::error!(error = ?err, key = %attachment.storage_key, "cannot remove a deleted attachment's bytes; tried again next sweep");
-                    continue;
+                    return Ok(false);
                 }
-                if self
-                    .ports
-                    .repository
+                Ok(repository
                     .purge_deleted(attachment.tenant, attachment.id)
-                    .await?
-                {
-                    progressed = true;
-                    purged += 1;
-                }
-            }
-            // A full page where nothing could be removed would come back
-            // the same: leave it to the next sweep.
-            if !full || !progressed {
-                break;
-            }
-        }
+                    .await?)
+            },
+        )
+        .await?;
         tracing::Span::current().record("purged", purged);
         Ok(purged)
+    }
+}
+
+/// Runs `each` on pages of [`SWEEP_BATCH`] attachments from `list` until a
+/// page is short, or a full page saw nothing done (it would come back the
+/// same: left to the next sweep). Returns how many `each` did.
+async fn in_pages<List, Each>(
+    list: impl Fn() -> List,
+    each: impl Fn(Attachment) -> Each,
+) -> Result<usize, AttachmentError>
+where
+    List: Future<Output = Result<Vec<Attachment>, crate::RepoError>>,
+    Each: Future<Output = Result<bool, AttachmentError>>,
+{
+    let mut done = 0;
+    loop {
+        let page = list().await?;
+        let full = page.len() >= SWEEP_BATCH as usize;
+        let mut progressed = false;
+        for attachment in page {
+            if each(attachment).await? {
+                progressed = true;
+                done += 1;
+            }
+        }
+        if !full || !progressed {
+            return Ok(done);
+        }
     }
 }
 

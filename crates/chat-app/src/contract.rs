@@ -157,6 +157,18 @@ async fn send<S: Store>(
     created(store.append(&new, false).await.expect("append"))
 }
 
+/// Stores a message of `sender` carrying `attachments`.
+async fn send_files<S: Store>(
+    store: &S,
+    conversation: &chat_domain::Conversation,
+    sender: Sender,
+    text: &str,
+    attachments: &[&Attachment],
+) -> chat_domain::Message {
+    let new = with_attachments(message(conversation, sender, text, t0()), attachments);
+    created(store.append(&new, false).await.expect("append"))
+}
+
 /// The message of an append that must have stored a new one.
 fn created(outcome: AppendOutcome) -> chat_domain::Message {
     match outcome {
@@ -1559,27 +1571,15 @@ pub async fn deleting_a_message_takes_its_attachments_with_it<S: Store>(store: A
     let first = upload(&*store, &conversation, customer, t0()).await;
     let second = upload(&*store, &conversation, customer, t0()).await;
     let kept = upload(&*store, &conversation, customer, t0()).await;
-    let doomed = created(
-        store
-            .append(
-                &with_attachments(
-                    message(&conversation, customer, "wrong patient's photos", t0()),
-                    &[&first, &second],
-                ),
-                false,
-            )
-            .await
-            .unwrap(),
-    );
-    let other = created(
-        store
-            .append(
-                &with_attachments(message(&conversation, customer, "this one", t0()), &[&kept]),
-                false,
-            )
-            .await
-            .unwrap(),
-    );
+    let doomed = send_files(
+        &*store,
+        &conversation,
+        customer,
+        "wrong patient's photos",
+        &[&first, &second],
+    )
+    .await;
+    let other = send_files(&*store, &conversation, customer, "this one", &[&kept]).await;
     assert!(store.list_deleted(10).await.unwrap().is_empty());
 
     let at = t0() + Duration::minutes(3);
@@ -1618,25 +1618,20 @@ pub async fn deleting_a_message_takes_its_attachments_with_it<S: Store>(store: A
         Err(AppendError::AttachmentAlreadyUsed(id)) if id == first.id
     ));
 
-    let listed: HashSet<AttachmentId> = store
-        .list_deleted(10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|a| a.id)
-        .collect();
-    assert_eq!(listed, HashSet::from([first.id, second.id]));
-    let keys: HashSet<_> = store
+    let listed: HashSet<_> = store
         .list_deleted(10)
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.storage_key)
+        .map(|a| (a.id, a.storage_key))
         .collect();
     assert_eq!(
-        keys,
-        HashSet::from([first.storage_key.clone(), second.storage_key.clone()]),
-        "listed with what the sweep needs to remove the bytes"
+        listed,
+        HashSet::from([
+            (first.id, first.storage_key.clone()),
+            (second.id, second.storage_key.clone())
+        ]),
+        "the two, with what the sweep needs to remove the bytes"
     );
     assert_eq!(store.list_deleted(1).await.unwrap().len(), 1, "bounded");
 

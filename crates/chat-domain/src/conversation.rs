@@ -239,11 +239,17 @@ impl Conversation {
         self.last_seq = seq;
         self.updated_at = at;
         self.last_activity_at = at;
-        let reopened = reopen && self.status != ConversationStatus::Open;
+        let reopened = self.reopens(reopen);
         if reopened {
             self.status = ConversationStatus::Open;
         }
         reopened
+    }
+
+    /// Whether a message recorded with `reopen` would reopen it: asked to,
+    /// and not open.
+    pub fn reopens(&self, reopen: bool) -> bool {
+        reopen && self.status != ConversationStatus::Open
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use adapters_storage::{ClamdScanner, LocalStorage, S3Settings, S3Storage};
 use anyhow::{bail, Context as _};
 use chat_app::{
-    AttachmentPorts, AttachmentRepository, AttachmentService, AttachmentSettings, ChatService,
-    FileStorage, Scanner, SystemClock, DEFAULT_MAX_ATTACHMENT_BYTES,
+    AttachmentError, AttachmentPorts, AttachmentRepository, AttachmentService, AttachmentSettings,
+    ChatService, FileStorage, Scanner, SystemClock, DEFAULT_MAX_ATTACHMENT_BYTES,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -206,21 +206,20 @@ pub fn spawn_orphan_sweeper(
                 () = service.purge_requested() => false,
             };
             if orphans_too {
-                match service.sweep_orphans(ttl).await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "orphan uploads deleted"),
-                    Err(err) => tracing::error!(error = ?err, "orphan sweep failed"),
-                }
+                log_sweep("orphan uploads", service.sweep_orphans(ttl).await);
             }
-            match service.purge_deleted().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "files of deleted messages removed"),
-                Err(err) => {
-                    tracing::error!(error = ?err, "purge of deleted messages' files failed")
-                }
-            }
+            log_sweep("files of deleted messages", service.purge_deleted().await);
         }
     })
+}
+
+/// Logs one sweep's outcome: what it removed, or why it failed.
+fn log_sweep(what: &str, outcome: Result<usize, AttachmentError>) {
+    match outcome {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "{what} removed"),
+        Err(err) => tracing::error!(error = ?err, "sweep of {what} failed"),
+    }
 }
 
 #[cfg(test)]

@@ -421,10 +421,11 @@ impl Hub {
             .into_iter()
             .flatten()
             .collect();
+        // Only readable principals were asked: the set decides alone.
         self.fan_out(
             conversation.tenant,
             audience,
-            |principal| allowed.contains(principal) && readable(principal),
+            |principal| allowed.contains(principal),
             out,
         );
     }
