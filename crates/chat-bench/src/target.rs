@@ -246,6 +246,10 @@ impl Target {
                 );
                 // Capacity is measured, not the per-sender abuse limit.
                 env.insert("CHAT_SEND_RATE_PER_MINUTE".into(), "0".into());
+                // Every simulated client comes from 127.0.0.1, and the idle
+                // scenario holds thousands of sockets per user.
+                env.insert("CHAT_MAX_CONNECTIONS_PER_IP".into(), "0".into());
+                env.insert("CHAT_WS_MAX_CONNECTIONS_PER_USER".into(), "0".into());
                 let (running, pid, in_process) =
                     Running::start(&options.launch, &env, dir.path()).await?;
                 (

@@ -120,6 +120,21 @@ pub struct Settings {
     pub send_rate_per_minute: u32,
     /// Sends a sender may make in a burst before the rate applies.
     pub send_burst: u32,
+    /// Connection limits and timeouts of the HTTP listener.
+    pub listener: crate::listener::ListenerSettings,
+    /// Response headers for browsers: HSTS and CORS.
+    pub browser: BrowserSettings,
+}
+
+/// What the server tells browsers beside the API itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrowserSettings {
+    /// `Strict-Transport-Security: max-age=<this>` on every response, when
+    /// set (for deployments that browsers reach over HTTPS only).
+    pub hsts_max_age_seconds: Option<u64>,
+    /// Origins allowed to call the API from a browser (CORS); none by
+    /// default.
+    pub cors_origins: Vec<String>,
 }
 
 /// WebSocket transport and cross-node fan-out.
@@ -149,6 +164,9 @@ pub struct RealtimeSettings {
     /// (every ping interval), so that the users of a crashed node go
     /// offline.
     pub redis_presence_ttl: Duration,
+    /// Most WebSocket connections one user (staff member or customer) may
+    /// have open at once, over every node; 0 for no limit.
+    pub max_connections_per_user: usize,
 }
 
 /// A source of configuration variables (the process environment, or a map
@@ -297,6 +315,7 @@ fn realtime_settings(env: &dyn Env) -> anyhow::Result<RealtimeSettings> {
     }
     let presence_ttl_ms: u64 =
         parse_var(env, "CHAT_REDIS_PRESENCE_TTL_MS", ping_ms.saturating_mul(3))?;
+    let max_connections_per_user: usize = parse_var(env, "CHAT_WS_MAX_CONNECTIONS_PER_USER", 20)?;
     if presence_ttl_ms <= ping_ms {
         bail!("CHAT_REDIS_PRESENCE_TTL_MS must be longer than CHAT_WS_PING_INTERVAL_MS (connections are refreshed every ping)");
     }
@@ -311,6 +330,64 @@ fn realtime_settings(env: &dyn Env) -> anyhow::Result<RealtimeSettings> {
         redis_url,
         redis_prefix,
         redis_presence_ttl: Duration::from_millis(presence_ttl_ms),
+        max_connections_per_user,
+    })
+}
+
+fn listener_settings(env: &dyn Env) -> anyhow::Result<crate::listener::ListenerSettings> {
+    let defaults = crate::listener::ListenerSettings::default();
+    let header_ms: u64 = parse_var(
+        env,
+        "CHAT_HTTP_HEADER_TIMEOUT_MS",
+        u64::try_from(defaults.header_timeout.as_millis()).unwrap_or(u64::MAX),
+    )?;
+    let idle_ms: u64 = parse_var(
+        env,
+        "CHAT_HTTP_IDLE_TIMEOUT_MS",
+        u64::try_from(defaults.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+    )?;
+    if header_ms == 0 || idle_ms == 0 {
+        bail!("CHAT_HTTP_HEADER_TIMEOUT_MS and CHAT_HTTP_IDLE_TIMEOUT_MS must be at least 1");
+    }
+    let max_connections = match env.var("CHAT_MAX_CONNECTIONS") {
+        None => None,
+        Some(_) => {
+            let max: usize = parse_var(env, "CHAT_MAX_CONNECTIONS", 0)?;
+            if max == 0 {
+                bail!("CHAT_MAX_CONNECTIONS must be at least 1 (leave it unset for the default)");
+            }
+            Some(max)
+        }
+    };
+    Ok(crate::listener::ListenerSettings {
+        header_timeout: Duration::from_millis(header_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        max_connections,
+        max_connections_per_ip: parse_var(
+            env,
+            "CHAT_MAX_CONNECTIONS_PER_IP",
+            defaults.max_connections_per_ip,
+        )?,
+    })
+}
+
+fn browser_settings(env: &dyn Env) -> anyhow::Result<BrowserSettings> {
+    let hsts_max_age_seconds = match env.var("CHAT_HSTS_MAX_AGE_SECONDS") {
+        None => None,
+        Some(_) => Some(parse_var(env, "CHAT_HSTS_MAX_AGE_SECONDS", 0u64)?),
+    };
+    let cors_origins = list_var(env, "CHAT_CORS_ORIGINS");
+    for origin in &cors_origins {
+        let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+            && !origin.ends_with('/')
+            && axum::http::HeaderValue::from_str(origin).is_ok();
+        if !valid {
+            bail!("CHAT_CORS_ORIGINS: {origin:?} is not an origin (scheme://host[:port], no path)");
+        }
+    }
+    Ok(BrowserSettings {
+        hsts_max_age_seconds,
+        cors_origins,
     })
 }
 
@@ -449,6 +526,8 @@ impl Settings {
             send_rate_per_minute: parse_var(env, "CHAT_SEND_RATE_PER_MINUTE", 600)?,
             send_burst: parse_var(env, "CHAT_SEND_BURST", 100)?,
             attachments,
+            listener: listener_settings(env)?,
+            browser: browser_settings(env)?,
         })
     }
 }

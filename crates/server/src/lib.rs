@@ -13,11 +13,13 @@ mod dto;
 pub mod error;
 mod extract;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+mod throttle;
 pub mod ws;
 
 pub use routes::router;

@@ -12,6 +12,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -31,6 +32,11 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -44,6 +50,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
     messages_sent: Counter,
+    connections_open: Gauge,
+    connections_refused: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,12 +88,44 @@ impl Metrics {
             "Messages stored (replays not counted)",
             messages_sent.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "TCP connections open (HTTP and WebSocket)",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused or closed by the connection limits, by reason \
+             (per_address, full, evicted, header_timeout)",
+            connections_refused.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             messages_sent,
+            connections_open,
+            connections_refused,
         }
+    }
+
+    /// Counts an accepted connection.
+    pub(crate) fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    /// Counts a closed connection.
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    /// Counts a connection refused or closed by a limit.
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Counts one stored message.

@@ -48,6 +48,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     realtime: Arc<Realtime>,
+    limits: crate::listener::ListenerSettings,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Application {
@@ -130,13 +132,14 @@ impl Application {
             &settings.attachments,
             realtime.shutdown.clone(),
         );
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let state = AppState {
             service,
             auth: Arc::new(auth),
             readiness,
             customer_token_max_ttl: settings.customer_token_max_ttl,
             max_request_bytes: settings.max_request_bytes,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: metrics.clone(),
             realtime: realtime.clone(),
             attachments,
         };
@@ -163,6 +166,7 @@ impl Application {
                 }),
             )
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+        let router = crate::routes::with_browser_headers(router, &settings.browser)?;
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -170,6 +174,8 @@ impl Application {
             listener,
             router,
             realtime,
+            limits: settings.listener.clone(),
+            metrics,
         })
     }
 
@@ -218,10 +224,15 @@ impl Application {
             // Every socket closes with 1001 once its in-flight frame is done.
             token.cancel();
         };
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(signal)
-            .await
-            .context("serving HTTP")?;
+        crate::listener::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.metrics,
+            signal,
+        )
+        .await
+        .context("serving HTTP")?;
         realtime.shutdown.cancel();
         realtime.tasks.close();
         if tokio::time::timeout(std::time::Duration::from_secs(10), realtime.tasks.wait())

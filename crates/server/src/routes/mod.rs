@@ -8,6 +8,7 @@ mod realtime;
 mod tokens;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, Method};
 use axum::routing::get;
 use axum::Router;
 
@@ -38,4 +39,61 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// Adds what browsers need to `router`: `Cache-Control: no-store` on every
+/// response that does not say otherwise (API answers carry health data,
+/// which no browser or proxy cache may keep), `Strict-Transport-Security`
+/// when configured, and CORS for the configured origins.
+///
+/// # Errors
+/// When a configured origin is not a valid header value.
+pub fn with_browser_headers(
+    router: Router,
+    settings: &crate::config::BrowserSettings,
+) -> anyhow::Result<Router> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    use tower_http::set_header::SetResponseHeaderLayer;
+
+    let mut router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ));
+    if let Some(max_age) = settings.hsts_max_age_seconds {
+        let value = HeaderValue::from_str(&format!("max-age={max_age}; includeSubDomains"))?;
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            value,
+        ));
+    }
+    if !settings.cors_origins.is_empty() {
+        let origins = settings
+            .cors_origins
+            .iter()
+            .map(|origin| HeaderValue::from_str(origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Bearer tokens, not cookies: no credentials mode.
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                ])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::HeaderName::from_static("x-request-id"),
+                ])
+                .expose_headers([
+                    header::RETRY_AFTER,
+                    header::HeaderName::from_static("x-request-id"),
+                ])
+                .max_age(std::time::Duration::from_secs(600)),
+        );
+    }
+    Ok(router)
 }

@@ -7,6 +7,7 @@ mod helpers;
 mod attachments;
 mod auth;
 mod bad_inputs;
+mod hardening;
 mod multi_node;
 mod walkthrough;
 mod ws;
