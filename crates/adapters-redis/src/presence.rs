@@ -90,12 +90,19 @@ local function settle(conns, state, now)
 end
 ";
 
-/// `ARGV`: member, connection id, TTL (ms), state TTL (ms). Also serves
-/// `refresh`: both make the connection count for another TTL.
+/// `ARGV`: member, connection id, TTL (ms), state TTL (ms), limit (`0`:
+/// none). Also serves `refresh`: both make the connection count for
+/// another TTL. A new connection beyond the limit is refused with an empty
+/// reply, and nothing changes.
 const CONNECT: &str = r"
 local now = now_ms()
 local before = shown(KEYS[2], live(KEYS[1], now))
 settle(KEYS[1], KEYS[2], now)
+local limit = tonumber(ARGV[5])
+if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[2])
+    and redis.call('ZCARD', KEYS[1]) >= limit then
+  return {}
+end
 local ttl = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], fmt(now + ttl), ARGV[2])
 local top = math.ceil(tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]))
@@ -313,6 +320,23 @@ impl RedisPresence {
         args: &[String],
         doing: &'static str,
     ) -> Result<PresenceChange, RepoError> {
+        self.change_within(script, tenant, user, args, doing)
+            .await?
+            .ok_or_else(|| {
+                RepoError::Unexpected(anyhow::anyhow!("presence store refused: {doing}"))
+            })
+    }
+
+    /// Runs a script answering (before, after, last seen), or nothing when
+    /// it refused the change.
+    async fn change_within(
+        &self,
+        script: &Script,
+        tenant: TenantId,
+        user: Sender,
+        args: &[String],
+        doing: &'static str,
+    ) -> Result<Option<PresenceChange>, RepoError> {
         let [conns, state] = self.keys(tenant, user);
         let mut invocation = script.key(conns);
         invocation
@@ -323,15 +347,25 @@ impl RedisPresence {
             invocation.arg(arg);
         }
         let mut connection = self.connection.clone();
-        let (before, after, seen): (String, String, String) = invocation
+        let reply: Vec<String> = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(|err| unexpected(err, doing))?;
+        let [before, after, seen] = match <[String; 3]>::try_from(reply) {
+            Ok(parts) => parts,
+            Err(reply) if reply.is_empty() => return Ok(None),
+            Err(reply) => {
+                return Err(RepoError::Unexpected(anyhow::anyhow!(
+                    "presence store answered {} values: {doing}",
+                    reply.len()
+                )))
+            }
+        };
         let presence = presence(user, &after, &seen)?;
-        Ok(PresenceChange {
+        Ok(Some(PresenceChange {
             changed: status(&before)? != presence.status,
             presence,
-        })
+        }))
     }
 
     fn state_ttl() -> String {
@@ -342,19 +376,21 @@ impl RedisPresence {
 #[async_trait]
 impl PresenceStore for RedisPresence {
     #[tracing::instrument(skip_all, err)]
-    async fn connected(
+    async fn connect_within(
         &self,
         tenant: TenantId,
         user: Sender,
         connection: ConnectionId,
+        limit: Option<usize>,
         _now: DateTime<Utc>,
-    ) -> Result<PresenceChange, RepoError> {
+    ) -> Result<Option<PresenceChange>, RepoError> {
         let args = [
             connection.to_string(),
             self.ttl_ms.to_string(),
             Self::state_ttl(),
+            limit.unwrap_or(0).to_string(),
         ];
-        self.change(
+        self.change_within(
             &self.connect,
             tenant,
             user,
@@ -399,6 +435,7 @@ impl PresenceStore for RedisPresence {
             connection.to_string(),
             self.ttl_ms.to_string(),
             Self::state_ttl(),
+            "0".to_owned(),
         ];
         self.change(
             &self.connect,

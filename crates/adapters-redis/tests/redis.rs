@@ -498,6 +498,54 @@ async fn a_user_is_online_while_any_connection_is_open_on_any_node() {
 }
 
 #[tokio::test]
+async fn the_connection_limit_counts_every_node_and_holds_under_races() {
+    let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
+    let tenant = TenantId::new_v4();
+    let pharmacist = staff();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                store
+                    .connect_within(tenant, pharmacist, ConnectionId::new(), Some(5), at(0))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    for task in tasks {
+        admitted.extend(task.await.unwrap());
+    }
+    assert_eq!(admitted.len(), 5, "exactly the limit is admitted");
+    assert_eq!(admitted.iter().filter(|c| c.changed).count(), 1);
+    // Refused connections left nothing behind; one closing makes room.
+    let open = a.connect_within(tenant, pharmacist, ConnectionId::new(), None, at(1));
+    let tab = ConnectionId::new();
+    assert!(open.await.unwrap().is_some(), "no limit: admitted");
+    let refused = b.connect_within(tenant, pharmacist, tab, Some(6), at(1));
+    assert!(refused.await.unwrap().is_none());
+    let other = staff();
+    let theirs = b.connect_within(tenant, other, ConnectionId::new(), Some(1), at(1));
+    assert!(theirs.await.unwrap().is_some(), "each user has a count");
+}
+
+#[tokio::test]
+async fn connections_of_a_crashed_node_stop_counting_toward_the_limit() {
+    let (_keys, a, b) = two_nodes(Duration::from_millis(300)).await;
+    let tenant = TenantId::new_v4();
+    let pharmacist = staff();
+    let crashed = a.connect_within(tenant, pharmacist, ConnectionId::new(), Some(1), at(0));
+    assert!(crashed.await.unwrap().is_some());
+    let refused = b.connect_within(tenant, pharmacist, ConnectionId::new(), Some(1), at(0));
+    assert!(refused.await.unwrap().is_none());
+    // Node a never refreshes: once its connection expires, there is room.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let admitted = b.connect_within(tenant, pharmacist, ConnectionId::new(), Some(1), at(1));
+    assert!(admitted.await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn a_chosen_status_shows_while_connected_and_resets_offline() {
     let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
     let tenant = TenantId::new_v4();

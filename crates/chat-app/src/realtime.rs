@@ -151,7 +151,23 @@ pub struct PresenceChange {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait PresenceStore: Send + Sync {
-    /// Records an open connection.
+    /// Records an open connection, unless `user` already has `limit` (when
+    /// given) live connections on all nodes together: then nothing is
+    /// recorded and the answer is `None`. Counting and recording are one
+    /// step, so racing connections cannot overshoot the limit.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the store fails.
+    async fn connect_within(
+        &self,
+        tenant: TenantId,
+        user: Sender,
+        connection: ConnectionId,
+        limit: Option<usize>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PresenceChange>, RepoError>;
+
+    /// Records an open connection, whatever the user's other connections.
     ///
     /// # Errors
     /// [`RepoError`] when the store fails.
@@ -161,7 +177,15 @@ pub trait PresenceStore: Send + Sync {
         user: Sender,
         connection: ConnectionId,
         now: DateTime<Utc>,
-    ) -> Result<PresenceChange, RepoError>;
+    ) -> Result<PresenceChange, RepoError> {
+        self.connect_within(tenant, user, connection, None, now)
+            .await?
+            .ok_or_else(|| {
+                RepoError::Unexpected(anyhow::anyhow!(
+                    "presence store refused a connection without a limit"
+                ))
+            })
+    }
 
     /// Records a closed connection; the user goes offline with the last
     /// one, with `last_seen_at = now`.
@@ -281,16 +305,23 @@ impl InMemoryPresence {
 
 #[async_trait]
 impl PresenceStore for InMemoryPresence {
-    async fn connected(
+    async fn connect_within(
         &self,
         tenant: TenantId,
         user: Sender,
         connection: ConnectionId,
+        limit: Option<usize>,
         _now: DateTime<Utc>,
-    ) -> Result<PresenceChange, RepoError> {
-        Ok(self.update(tenant, user, |entry| {
-            entry.connections.insert(connection);
-        }))
+    ) -> Result<Option<PresenceChange>, RepoError> {
+        let mut admitted = false;
+        let change = self.update(tenant, user, |entry| {
+            let full = limit.is_some_and(|limit| entry.connections.len() >= limit);
+            admitted = entry.connections.contains(&connection) || !full;
+            if admitted {
+                entry.connections.insert(connection);
+            }
+        });
+        Ok(admitted.then_some(change))
     }
 
     async fn disconnected(
@@ -411,6 +442,34 @@ impl PresenceService {
             )
             .await?;
         Ok(self.announce(principal.tenant(), change).await)
+    }
+
+    /// A connection of `principal` opens if they have fewer than `limit`
+    /// (when given) open on all nodes; `None` when refused, and then
+    /// nothing was recorded.
+    ///
+    /// # Errors
+    /// [`ChatError::Unexpected`] when the store fails.
+    pub async fn connect_within(
+        &self,
+        principal: &Principal,
+        connection: ConnectionId,
+        limit: Option<usize>,
+    ) -> Result<Option<Presence>, ChatError> {
+        let change = self
+            .store
+            .connect_within(
+                principal.tenant(),
+                principal.as_sender(),
+                connection,
+                limit,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(match change {
+            Some(change) => Some(self.announce(principal.tenant(), change).await),
+            None => None,
+        })
     }
 
     /// A connection of `principal` closed.
@@ -538,7 +597,7 @@ impl ChatService {
     /// # Errors
     /// [`ChatError::NotFound`] when the conversation is not the
     /// principal's to write in; [`ChatError::Unexpected`].
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn typing(
         &self,
         principal: &Principal,
@@ -580,7 +639,7 @@ impl ChatService {
     ///
     /// # Errors
     /// [`ChatError::NotFound`]; [`ChatError::Unexpected`].
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn receipts(
         &self,
         principal: &Principal,
@@ -658,6 +717,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(asked, vec![gone]);
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_refused_until_one_closes() {
+        let mut events = MockEventPublisher::new();
+        // The pharmacist, then the colleague, come online.
+        expect_presence(&mut events, PresenceStatus::Online, 2);
+        let presence = service(events);
+        let pharmacist = staff(TenantId::new_v4());
+        let colleague = staff(pharmacist.tenant());
+        let tabs: Vec<ConnectionId> = (0..3).map(|_| ConnectionId::new()).collect();
+        for tab in &tabs[..2] {
+            let admitted = presence.connect_within(&pharmacist, *tab, Some(2)).await;
+            assert!(admitted.unwrap().is_some());
+        }
+        // Full: a third is refused, the same one again is not a new one, and
+        // another user has a count of their own.
+        let refused = presence.connect_within(&pharmacist, tabs[2], Some(2)).await;
+        assert!(refused.unwrap().is_none());
+        let again = presence.connect_within(&pharmacist, tabs[0], Some(2)).await;
+        assert!(again.unwrap().is_some());
+        let other = presence
+            .connect_within(&colleague, ConnectionId::new(), Some(2))
+            .await;
+        assert!(other.unwrap().is_some());
+        presence.disconnected(&pharmacist, tabs[0]).await.unwrap();
+        let admitted = presence.connect_within(&pharmacist, tabs[2], Some(2)).await;
+        assert!(admitted.unwrap().is_some());
+        let unlimited = presence
+            .connect_within(&pharmacist, ConnectionId::new(), None)
+            .await;
+        assert!(unlimited.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -191,7 +191,7 @@ impl ChatService {
     /// # Errors
     /// [`ChatError::Forbidden`] for customers and for staff naming another
     /// clinician; [`ChatError::Unexpected`] on storage failure.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn get_or_create_conversation(
         &self,
         principal: &Principal,
@@ -226,7 +226,7 @@ impl ChatService {
     ///
     /// # Errors
     /// [`ChatError::Unexpected`] on storage failure.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn list_conversations(
         &self,
         principal: &Principal,
@@ -268,7 +268,7 @@ impl ChatService {
     /// # Errors
     /// [`ChatError::NotFound`] when missing or not readable by `principal`;
     /// [`ChatError::Unexpected`] on storage failure.
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn get_conversation(
         &self,
         principal: &Principal,
@@ -287,7 +287,7 @@ impl ChatService {
     /// # Errors
     /// [`ChatError::Invalid`] for an empty patch; [`ChatError::NotFound`];
     /// [`ChatError::Forbidden`] for customers; [`ChatError::Unexpected`].
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn update_conversation(
         &self,
         principal: &Principal,
@@ -320,7 +320,7 @@ impl ChatService {
     /// # Errors
     /// [`ChatError::NotFound`] when the conversation is missing or not
     /// readable; [`ChatError::Unexpected`] on storage failure.
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn list_messages(
         &self,
         principal: &Principal,
@@ -355,7 +355,7 @@ impl ChatService {
     /// [`ChatError::AttachmentNotFound`] for an
     /// attachment, that is not the sender's to use here;
     /// [`ChatError::Unexpected`].
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn send_message(
         &self,
         principal: &Principal,
@@ -436,7 +436,7 @@ impl ChatService {
     ///
     /// # Errors
     /// [`ChatError::NotFound`]; [`ChatError::Unexpected`].
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn mark(
         &self,
         principal: &Principal,
@@ -476,7 +476,7 @@ impl ChatService {
     ///
     /// # Errors
     /// [`ChatError::Unexpected`] on storage failure.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn unread_total(&self, principal: &Principal) -> Result<u64, ChatError> {
         Ok(self
             .ports
@@ -525,7 +525,7 @@ impl ChatService {
     /// [`ChatError::MessageNotFound`] for a message that is not one of its
     /// messages; [`ChatError::Forbidden`] for someone else's message;
     /// [`ChatError::Conflict`] for a deleted one; [`ChatError::Unexpected`].
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err(level = "debug"))]
     pub async fn edit_message(
         &self,
         principal: &Principal,
@@ -573,7 +573,7 @@ impl ChatService {
     /// [`ChatError::MessageNotFound`] for the message;
     /// [`ChatError::Forbidden`] for someone else's message (unless an
     /// admin); [`ChatError::Unexpected`].
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err(level = "debug"))]
     pub async fn delete_message(
         &self,
         principal: &Principal,

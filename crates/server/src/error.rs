@@ -79,6 +79,21 @@ impl ApiError {
         }
     }
 
+    /// 429 `rate_limited` for a WebSocket beyond the caller's `limit` of
+    /// open ones.
+    pub fn too_many_connections(limit: usize) -> Self {
+        Self {
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many open connections: at most {limit} WebSockets per user; close one and retry"
+                ),
+            )
+        }
+    }
+
     /// 415 `unsupported_media_type`.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(

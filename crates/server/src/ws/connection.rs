@@ -21,11 +21,11 @@ use chat_domain::{ConversationId, PresenceStatus, Principal, Seq};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{CloseReason, ConnControl, EchoKey, Outbound};
 use super::protocol::{self, ClientFrame, Frame};
-use super::Realtime;
+use super::{Realtime, Seat};
 use crate::dto::{self, MessageDto};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -38,6 +38,10 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames waiting for the writer.
 const WRITER_QUEUE: usize = 64;
+/// How long a closing connection's last frames and close frame may take to
+/// be read: a client that stopped reading gets this long to catch up and
+/// see why it was closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Sends received and not yet stored, per connection; beyond it the client's
 /// next frames wait in the socket (events keep flowing).
 const SEND_QUEUE: usize = 32;
@@ -182,22 +186,15 @@ fn chat_error(err: ChatError) -> (&'static str, String) {
 }
 
 /// Serves one upgraded socket until it closes.
-pub async fn run(
-    socket: WebSocket,
-    principal: Principal,
-    rt: Arc<Realtime>,
-    metrics: Arc<Metrics>,
-) {
-    let id = ConnectionId::new();
+pub(super) async fn run(socket: WebSocket, seat: Seat, rt: Arc<Realtime>, metrics: Arc<Metrics>) {
+    let (id, principal) = (seat.id(), seat.principal());
     let (tx, mut events) = mpsc::channel(rt.settings.queue_capacity);
     let control = ConnControl::child_of(&rt.shutdown);
     rt.hub.register(id, principal, tx, control.clone());
-    if let Err(err) = rt.presence.connected(&principal, id).await {
-        tracing::warn!(error = ?err, "presence unavailable");
-    }
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel(WRITER_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, out_rx));
+    let (closer, closing) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(sink, out_rx, closing));
     let now = Instant::now();
     let mut connection = Connection {
         id,
@@ -221,53 +218,102 @@ pub async fn run(
     // the socket goes.
     connection.drain_sends().await;
     connection.stop_typing().await;
+    let mut writer_done = false;
     if let Some(frame) = close_frame {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            connection.out.send(WsMessage::Close(Some(frame))),
-        )
-        .await;
+        // Ahead of anything still to be queued, behind what is: acks of
+        // the sends just drained go first.
+        let _ = closer.send(frame);
         // Complete the closing handshake: read (and discard) until the
-        // client's close, briefly. Dropping a socket with unread client data
-        // makes the kernel reset it, and the client would lose our close
-        // frame and the frames before it.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // client's close, while the writer gets the close frame out and
+        // briefly after. Dropping a socket with unread client data makes
+        // the kernel reset it, and the client would lose our close frame
+        // and the frames before it.
+        let handshake = async {
             while let Some(Ok(message)) = stream.next().await {
                 if matches!(message, WsMessage::Close(_)) {
                     break;
                 }
             }
-        })
-        .await;
+        };
+        let written = async {
+            let _ = (&mut writer).await;
+            writer_done = true;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        tokio::select! {
+            () = handshake => {}
+            () = written => {}
+        }
     }
     drop(connection.out);
     drop(stream);
-    if tokio::time::timeout(Duration::from_secs(2), writer)
-        .await
-        .is_err()
+    if !writer_done
+        && tokio::time::timeout(CLOSE_GRACE + Duration::from_secs(1), writer)
+            .await
+            .is_err()
     {
         tracing::debug!(connection = %id, "writer did not finish: socket dropped");
     }
-    if let Err(err) = rt.presence.disconnected(&principal, id).await {
-        tracing::warn!(error = ?err, "presence unavailable");
-    }
+    seat.release().await;
     tracing::debug!(connection = %id, "websocket closed");
 }
 
 /// Writes frames until the queue closes; a write that takes longer than
 /// [`WRITE_TIMEOUT`] (a client that stopped reading) ends the connection.
+///
+/// A close frame from `closing` overtakes whatever is being written: the
+/// frames already queued, then the close, get [`CLOSE_GRACE`] together to
+/// go out. A client that stopped reading and starts again within it reads
+/// them and learns why it was closed (1013 when it fell behind).
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut queue: mpsc::Receiver<WsMessage>,
+    closing: oneshot::Receiver<CloseFrame>,
 ) {
-    while let Some(message) = queue.recv().await {
-        let closing = matches!(message, WsMessage::Close(_));
-        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
-            Ok(Ok(())) if !closing => {}
-            _ => break,
+    let mut closing = Some(closing);
+    let close = loop {
+        let message = tokio::select! {
+            biased;
+            frame = close_asked(&mut closing) => break Some(frame),
+            message = queue.recv() => message,
+        };
+        let Some(message) = message else {
+            break None;
+        };
+        // Dropping a write half-way is safe: what the socket accepted of
+        // the frame stays buffered and is written before the next frame.
+        tokio::select! {
+            biased;
+            written = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)) => {
+                if !matches!(written, Ok(Ok(()))) {
+                    break None;
+                }
+            }
+            frame = close_asked(&mut closing) => break Some(frame),
         }
+    };
+    if let Some(frame) = close {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Ok(message) = queue.try_recv() {
+                sink.feed(message).await?;
+            }
+            sink.send(WsMessage::Close(Some(frame))).await
+        })
+        .await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// The close frame, once asked for; never when the connection ends
+/// without one (the queue then just drains).
+async fn close_asked(closing: &mut Option<oneshot::Receiver<CloseFrame>>) -> CloseFrame {
+    if let Some(receiver) = closing {
+        if let Ok(frame) = receiver.await {
+            return frame;
+        }
+        *closing = None;
+    }
+    std::future::pending().await
 }
 
 /// Validates a `send_message` frame into a send of `principal`.
@@ -724,6 +770,11 @@ impl Connection {
     /// Replays, in `seq` order, every message after each cursor, skipping
     /// what this connection already sent live; later live events for those
     /// conversations continue without gap or duplicate.
+    ///
+    /// At most `resume_max_messages` are replayed per conversation: the
+    /// ack says, per conversation, how many were, whether that was all
+    /// (`recovered`) and up to which seq, so a client pages the rest over
+    /// REST rather than guess.
     async fn resume(
         &mut self,
         rid: Option<&Value>,
@@ -733,6 +784,7 @@ impl Connection {
         let limit = PageLimit::parse(PageLimit::MAX)?;
         let mut replayed_total = 0usize;
         let mut failures = Vec::new();
+        let mut resumed = serde_json::Map::new();
         let mut cursors: Vec<(uuid::Uuid, u64)> = cursors.into_iter().collect();
         cursors.sort_unstable();
         for (conversation, cursor) in cursors {
@@ -746,31 +798,40 @@ impl Connection {
             let known = self.tracks.get(&conversation).copied();
             let mut replayed = 0usize;
             let mut last_sent = cursor;
-            let outcome: Result<(), ChatError> = async {
+            let outcome: Result<bool, ChatError> = async {
                 loop {
                     let page = self
                         .rt
                         .service
-                        .list_messages(&self.principal, conversation, MessageCursor::After(after), limit)
+                        .list_messages(
+                            &self.principal,
+                            conversation,
+                            MessageCursor::After(after),
+                            limit,
+                        )
                         .await?;
                     for message in &page.messages {
                         let seq = message.seq.get();
-                        after = message.seq;
                         if known.is_some_and(|t| (t.lo..=t.hi).contains(&seq)) {
+                            after = message.seq;
                             continue;
                         }
                         if replayed >= max {
-                            return Err(ChatError::Invalid(format!(
-                                "more than {max} messages missed in {conversation}: page the rest over REST"
-                            )));
+                            return Ok(false);
                         }
-                        let frame = protocol::event("new_message", json!({"message": MessageDto::from(message.clone())}));
-                        self.emit(frame).await.map_err(|Gone| ChatError::Unexpected(anyhow::anyhow!("connection gone")))?;
+                        after = message.seq;
+                        let frame = protocol::event(
+                            "new_message",
+                            json!({"message": MessageDto::from(message.clone())}),
+                        );
+                        self.emit(frame).await.map_err(|Gone| {
+                            ChatError::Unexpected(anyhow::anyhow!("connection gone"))
+                        })?;
                         replayed += 1;
                         last_sent = last_sent.max(seq);
                     }
                     if !page.has_more {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
             }
@@ -782,24 +843,31 @@ impl Connection {
                 self.tracks.insert(conversation, Track { lo, hi });
             }
             replayed_total += replayed;
-            if let Err(err) = outcome {
-                let (code, message) = chat_error(err);
-                failures.push(json!({"conversation_id": conversation.to_string(), "code": code, "message": message}));
+            match outcome {
+                Ok(recovered) => {
+                    resumed.insert(
+                        conversation.to_string(),
+                        json!({"replayed": replayed, "recovered": recovered, "up_to_seq": after.get()}),
+                    );
+                }
+                Err(err) => {
+                    let (code, message) = chat_error(err);
+                    failures.push(json!({"conversation_id": conversation.to_string(), "code": code, "message": message}));
+                }
             }
         }
-        if failures.is_empty() {
-            Ok(protocol::ack(
-                rid,
-                Some(("replayed", json!(replayed_total))),
-            ))
+        let recovered = failures.is_empty() && resumed.values().all(|c| c["recovered"] == true);
+        let mut frame = if failures.is_empty() {
+            json!({"type": "ack"})
         } else {
             let code = failures[0]["code"].clone();
-            let mut frame = json!({"type": "error", "code": code, "message": "some conversations could not be resumed", "failures": failures, "replayed": replayed_total});
-            if let Some(id) = rid {
-                frame["request_id"] = id.clone();
-            }
-            Ok(Utf8Bytes::from(frame.to_string()))
-        }
+            json!({"type": "error", "code": code, "message": "some conversations could not be resumed", "failures": failures})
+        };
+        frame["replayed"] = json!(replayed_total);
+        frame["recovered"] = json!(recovered);
+        frame["conversations"] = Value::Object(resumed);
+        frame["request_id"] = rid.cloned().unwrap_or(Value::Null);
+        Ok(Utf8Bytes::from(frame.to_string()))
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::dto::SenderDto;
+use crate::extract::client_wording;
 
 /// The most cursors one `resume` frame may carry.
 pub const MAX_RESUME_CURSORS: usize = 1000;
@@ -122,7 +123,8 @@ pub struct Parsed {
 }
 
 fn fields<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, FrameError> {
-    serde_json::from_value(Value::Object(object)).map_err(|e| FrameError(e.to_string()))
+    serde_json::from_value(Value::Object(object))
+        .map_err(|e| FrameError(client_wording(&e.to_string())))
 }
 
 /// Parses one text frame.
@@ -132,7 +134,10 @@ pub fn parse(text: &str) -> Parsed {
         Err(e) => {
             return Parsed {
                 request_id: None,
-                frame: Err(FrameError(format!("frame is not valid JSON: {e}"))),
+                frame: Err(FrameError(format!(
+                    "frame is not valid JSON: {}",
+                    client_wording(&e.to_string())
+                ))),
             }
         }
     };
@@ -309,6 +314,48 @@ mod tests {
             let message = error_of(text);
             assert!(message.contains(expected), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn frame_errors_name_no_rust_types() {
+        let conversation = Uuid::now_v7();
+        let cases = [
+            (
+                json!({"type": "send_message", "conversation_id": "nope", "client_msg_id": "c"}),
+                "expected a UUID",
+            ),
+            (
+                json!({"type": "send_message", "conversation_id": 5, "client_msg_id": "c"}),
+                "invalid type: integer `5`, expected a UUID",
+            ),
+            (
+                json!({"type": "send_message", "conversation_id": conversation, "client_msg_id": "c", "attachment_ids": "a"}),
+                r#"invalid type: string "a", expected a sequence"#,
+            ),
+            (
+                json!({"type": "read", "conversation_id": conversation, "up_to_seq": -1}),
+                "invalid value: integer `-1`, expected a non-negative integer",
+            ),
+            (
+                json!({"type": "typing", "conversation_id": conversation, "is_typing": "yes"}),
+                r#"invalid type: string "yes", expected a boolean"#,
+            ),
+            (
+                json!({"type": "resume", "cursors": [1, 2]}),
+                "invalid type: sequence, expected an object",
+            ),
+            (
+                json!({"type": "resume", "cursors": {"nope": 1}}),
+                "expected a UUID",
+            ),
+        ];
+        for (frame, expected) in cases {
+            assert_eq!(error_of(&frame.to_string()), expected, "{frame}");
+        }
+        assert_eq!(
+            error_of("{"),
+            "frame is not valid JSON: EOF while parsing an object at line 1 column 1"
+        );
     }
 
     #[test]

@@ -374,6 +374,20 @@ impl Client {
         Self { socket }
     }
 
+    /// Tries to connect and expects a refusal before the upgrade: its
+    /// status and JSON error body.
+    pub async fn refused(app: &TestApp, token: &str) -> (StatusCode, Value) {
+        let url = format!("{}?token={token}", app.ws_url());
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status();
+                let body = response.body().as_deref().unwrap_or_default();
+                (status, serde_json::from_slice(body).unwrap_or(Value::Null))
+            }
+            other => panic!("expected a refusal before the upgrade, got {other:?}"),
+        }
+    }
+
     pub async fn send(&mut self, value: Value) {
         self.socket
             .send(Message::text(value.to_string()))

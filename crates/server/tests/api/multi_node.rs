@@ -305,6 +305,22 @@ async fn a_customer_on_one_node_and_staff_on_the_other_converse_with_typing_rece
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_limit_of_a_user_counts_their_connections_on_every_node() {
+    let cluster = Cluster::start_with(&[("CHAT_WS_MAX_CONNECTIONS_PER_USER", "2")]).await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let token = a.staff(StaffUserId::new_v4());
+    let on_a = Client::connect(a, &token).await;
+    let on_b = Client::connect(b, &token).await;
+    for node in [a, b] {
+        let (status, body) = Client::refused(node, &token).await;
+        assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["error"]["code"], "rate_limited");
+    }
+    drop((on_a, on_b));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reconnects_to_the_other_node_resumes_exactly_what_it_missed() {
     let cluster = Cluster::start().await;
     let (a, b) = (&cluster.a, &cluster.b);

@@ -3,6 +3,7 @@
 //! without gap or duplicate, receipts, typing, presence, backpressure,
 //! heartbeats, hostile frames and graceful shutdown.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chat_domain::{CustomerId, StaffUserId, TenantId};
@@ -18,11 +19,13 @@ use crate::helpers::{send_frame, Chat, Client, Db, TestApp, WAIT};
 
 both_databases!(
     a_bad_or_missing_token_is_refused_before_the_upgrade,
+    websockets_beyond_the_per_user_limit_are_refused_until_one_closes,
     sends_are_acked_after_commit_and_reach_everyone_allowed_and_nobody_else,
     a_rest_send_fans_out_like_a_websocket_send,
     a_replayed_client_msg_id_acks_the_original_and_emits_nothing_new,
     ten_clients_sending_concurrently_receive_every_message_once_in_seq_order,
     a_client_offline_for_100_messages_resumes_exactly_those_then_live_follows,
+    a_resume_beyond_the_replay_cap_says_what_it_did_not_recover,
     read_and_delivered_receipts_are_stored_and_broadcast,
     typing_is_relayed_to_the_others_and_stops_by_itself,
     presence_follows_connections_and_chosen_status,
@@ -66,6 +69,55 @@ async fn a_bad_or_missing_token_is_refused_before_the_upgrade(db: Db) {
     };
     assert_eq!(pong, json!({"type": "pong", "request_id": 7}));
     assert_eq!(app.realtime.hub.connection_count(), 1);
+}
+
+async fn websockets_beyond_the_per_user_limit_are_refused_until_one_closes(db: Db) {
+    let app = TestApp::spawn_with(db, &[("CHAT_WS_MAX_CONNECTIONS_PER_USER", "3")]).await;
+    let Chat {
+        staff,
+        customer_token,
+        ..
+    } = app.chat().await;
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        tabs.push(Client::connect(&app, &customer_token).await);
+    }
+    let (status, body) = Client::refused(&app, &customer_token).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3"),
+        "{body}"
+    );
+    // Others have their own count, and the open ones work.
+    let mut colleague = Client::connect(&app, &staff).await;
+    assert_eq!(
+        colleague.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+    assert_eq!(
+        tabs[0].request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+    app.wait_connections(4).await;
+    // Closing one makes room for the next.
+    drop(tabs.pop());
+    app.wait_connections(3).await;
+    let deadline = Instant::now() + WAIT;
+    let admitted = loop {
+        let url = format!("{}?token={customer_token}", app.ws_url());
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((socket, _)) => break socket,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("no room after a close: {err}"),
+        }
+    };
+    drop(admitted);
 }
 
 async fn sends_are_acked_after_commit_and_reach_everyone_allowed_and_nobody_else(db: Db) {
@@ -298,6 +350,8 @@ async fn a_client_offline_for_100_messages_resumes_exactly_those_then_live_follo
             Some("new_message") => seqs.push(frame["message"]["seq"].as_u64().unwrap()),
             Some("ack") => {
                 assert_eq!(frame["request_id"], "r");
+                assert_eq!(frame["recovered"], true, "{frame}");
+                assert_eq!(frame["conversations"][&id]["recovered"], true);
                 acked = true;
             }
             _ => panic!("unexpected {frame}"),
@@ -332,6 +386,60 @@ async fn a_client_offline_for_100_messages_resumes_exactly_those_then_live_follo
         client.request(json!({"type": "ping"})).await["type"],
         "pong"
     );
+}
+
+async fn a_resume_beyond_the_replay_cap_says_what_it_did_not_recover(db: Db) {
+    let app = TestApp::spawn_with(db, &[("CHAT_WS_RESUME_MAX_MESSAGES", "10")]).await;
+    let Chat { staff, id, .. } = app.chat().await;
+    let other = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    for i in 0..25 {
+        app.send(&staff, &id, &format!("missed {i}")).await;
+    }
+    for i in 0..3 {
+        app.send(&staff, &other, &format!("few {i}")).await;
+    }
+    let mut client = Client::connect(&app, &staff).await;
+    app.wait_connections(1).await;
+    client
+        .send(json!({"type": "resume", "request_id": "r", "cursors": {id.clone(): 2, other.clone(): 0}}))
+        .await;
+    let mut seqs: HashMap<String, Vec<u64>> = HashMap::new();
+    let ack = loop {
+        let frame = client.next().await;
+        match frame["type"].as_str() {
+            Some("new_message") => seqs
+                .entry(
+                    frame["message"]["conversation_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+                .or_default()
+                .push(frame["message"]["seq"].as_u64().unwrap()),
+            Some("ack") => break frame,
+            _ => panic!("unexpected {frame}"),
+        }
+    };
+    assert_eq!(ack["replayed"], 13, "{ack}");
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_eq!(
+        ack["conversations"][&id],
+        json!({"replayed": 10, "recovered": false, "up_to_seq": 12})
+    );
+    assert_eq!(
+        ack["conversations"][&other],
+        json!({"replayed": 3, "recovered": true, "up_to_seq": 3})
+    );
+    assert_eq!(seqs[&id], (3..=12).collect::<Vec<_>>());
+    assert_eq!(seqs[&other], vec![1, 2, 3]);
+    // The rest pages over REST from where the replay stopped.
+    let rest = app
+        .get(
+            &format!("/api/v1/chat/conversations/{id}/messages?after=12&limit=100"),
+            &staff,
+        )
+        .await;
+    assert_eq!(rest.body["messages"].as_array().unwrap().len(), 13);
 }
 
 async fn read_and_delivered_receipts_are_stored_and_broadcast(db: Db) {
@@ -638,7 +746,21 @@ async fn a_client_that_never_reads_is_disconnected_without_slowing_the_others(db
         worst < Duration::from_secs(2),
         "healthy delivery delayed by {worst:?}"
     );
-    drop(stuck);
+    // It reads only now, after the server gave up on it: what was already
+    // queued, then why it was closed.
+    let mut stuck = stuck;
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match stuck.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the close frame arrives");
+    assert_eq!(code, Some(CloseCode::Again), "1013: reconnect and resume");
 }
 
 async fn silent_connections_are_dropped_by_the_heartbeat(db: Db) {
