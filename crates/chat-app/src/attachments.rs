@@ -4,9 +4,15 @@
 //! unwanted type is refused before the rest is read), then every byte goes
 //! through a [`Metered`] stream on its way to the [`FileStorage`], which
 //! counts, hashes and checks it and fails the stream as soon as the limit
-//! is passed. Only a file that passed every check (and the scanner, when
-//! one is configured) gets a metadata record; anything refused is removed
-//! from storage before the error is returned.
+//! is passed. A Word file is also kept (within the limit) until its last
+//! byte, when its structure is read off the async threads before the stream
+//! ends: one with macros fails the stream, so the store keeps nothing. Only
+//! a file that passed every check (and the scanner, when one is configured)
+//! gets a metadata record; anything refused is removed from storage before
+//! the error is returned.
+//!
+//! An upload not yet sent in a message is its uploader's draft: nobody else
+//! may download it, even in its conversation.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +22,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chat_domain::{
-    Action, Attachment, AttachmentId, AttachmentName, ConversationId, NewAttachment, Principal,
-    Sha256Digest, StorageKey,
+    Action, Attachment, AttachmentId, AttachmentName, ConversationId, MediaType, NewAttachment,
+    Principal, Sha256Digest, StorageKey,
 };
 use futures::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
@@ -222,7 +228,7 @@ impl AttachmentService {
     /// for refused content (nothing is kept);
     /// [`AttachmentError::Interrupted`], [`AttachmentError::ScannerUnavailable`]
     /// or [`AttachmentError::Unexpected`] otherwise.
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, attachment_id, size), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, attachment_id, size), err(level = "debug"))]
     pub async fn upload(
         &self,
         principal: &Principal,
@@ -249,7 +255,8 @@ impl AttachmentService {
             max_bytes,
             seen: 0,
             hasher: Some(Sha256::new()),
-            check: sniffed.content_check(),
+            check: Some(sniffed.content_check()),
+            verdict: None,
             report: report.clone(),
             done: false,
         };
@@ -263,7 +270,11 @@ impl AttachmentService {
             .map_err(|_| AttachmentError::Unexpected(anyhow::anyhow!("upload meter poisoned")))?
             .clone();
         if let Some(refused) = outcome.refused {
-            // The store was told the stream failed, so it kept nothing.
+            // The store was told the stream failed, so it kept nothing; one
+            // that says it kept the file anyway gets it removed.
+            if stored.is_ok() {
+                self.discard(&key).await;
+            }
             return Err(match refused {
                 Refusal::TooLarge => AttachmentError::TooLarge { max_bytes },
                 Refusal::Content(rejection_) => rejection(rejection_),
@@ -342,15 +353,17 @@ impl AttachmentService {
         }
     }
 
-    /// The attachment `id` for someone who may read its conversation: a
+    /// The attachment `id` for someone who may read its conversation (and,
+    /// while it is not sent in a message yet, only for its uploader): a
     /// redirect to a signed URL when configured and possible, else its
     /// bytes.
     ///
     /// # Errors
     /// [`AttachmentError::NotFound`] when missing or not readable by
     /// `principal` (another tenant, another customer, another clinician's
-    /// thread); [`AttachmentError::Unexpected`] when the store fails.
-    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    /// thread, or anyone but the uploader before it is sent);
+    /// [`AttachmentError::Unexpected`] when the store fails.
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err(level = "debug"))]
     pub async fn download(
         &self,
         principal: &Principal,
@@ -365,6 +378,11 @@ impl AttachmentService {
         self.chat
             .authorized(principal, attachment.conversation_id, Action::Read)
             .await?;
+        // A draft is the uploader's alone until it is sent; to anyone else
+        // it does not exist yet.
+        if attachment.message_id.is_none() && attachment.uploader != principal.as_sender() {
+            return Err(AttachmentError::NotFound);
+        }
         let unexpected = |err: StorageError| {
             AttachmentError::Unexpected(
                 anyhow::Error::new(err).context(format!("reading attachment {id}")),
@@ -398,7 +416,7 @@ impl AttachmentService {
     /// # Errors
     /// [`AttachmentError::Unexpected`] when the metadata store fails; a
     /// file that cannot be removed is logged and skipped.
-    #[tracing::instrument(skip_all, fields(deleted), err)]
+    #[tracing::instrument(skip_all, fields(deleted), err(level = "debug"))]
     pub async fn sweep_orphans(&self, max_age: Duration) -> Result<usize, AttachmentError> {
         let age = chrono::Duration::from_std(max_age)
             .map_err(|err| AttachmentError::Unexpected(anyhow::Error::new(err)))?;
@@ -433,7 +451,7 @@ impl AttachmentService {
     /// # Errors
     /// [`AttachmentError::Unexpected`] when the metadata store fails; a
     /// file that cannot be removed is logged and skipped.
-    #[tracing::instrument(skip_all, fields(purged), err)]
+    #[tracing::instrument(skip_all, fields(purged), err(level = "debug"))]
     pub async fn purge_deleted(&self) -> Result<usize, AttachmentError> {
         let repository = &self.ports.repository;
         let purged = in_pages(
@@ -518,6 +536,10 @@ struct MeterReport {
     refused: Option<Refusal>,
 }
 
+/// The whole-file verdict of a [`ContentCheck`] that reads a container,
+/// worked out on tokio's blocking threads.
+type Verdict = tokio::task::JoinHandle<Result<MediaType, ContentRejection>>;
+
 /// Passes the upload through to the store while counting, hashing and
 /// checking it. Passing the limit, or failing the whole-file content check
 /// at the end, turns into an error item, so the store never keeps such a
@@ -527,7 +549,11 @@ struct Metered {
     max_bytes: u64,
     seen: u64,
     hasher: Option<Sha256>,
-    check: ContentCheck,
+    /// Taken when the last byte has passed.
+    check: Option<ContentCheck>,
+    /// The container check under way, after the last byte and before the
+    /// stream ends.
+    verdict: Option<Verdict>,
     report: Arc<Mutex<MeterReport>>,
     done: bool,
 }
@@ -547,46 +573,334 @@ impl Metered {
             message,
         ))))
     }
+
+    /// Ends the stream with the content check's verdict: an error item, or
+    /// the end (with the size and digest reported).
+    fn conclude(
+        &mut self,
+        verdict: Result<MediaType, ContentRejection>,
+    ) -> Poll<Option<std::io::Result<Bytes>>> {
+        if let Err(rejection) = verdict {
+            return self.refuse(Refusal::Content(rejection));
+        }
+        self.done = true;
+        let digest = self
+            .hasher
+            .take()
+            .map(|h| Sha256Digest::from_bytes(h.finalize().into()));
+        if let Ok(mut report) = self.report.lock() {
+            report.size = self.seen;
+            report.sha256 = digest;
+        }
+        Poll::Ready(None)
+    }
 }
 
 impl Stream for Metered {
     type Item = std::io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if let Some(verdict) = self.verdict.as_mut() {
+                let joined = std::task::ready!(Pin::new(verdict).poll(cx));
+                self.verdict = None;
+                let verdict = joined.unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "the content check of an upload did not finish");
+                    Err(ContentRejection::Unsupported(
+                        "the file could not be checked, so it is not accepted".to_owned(),
+                    ))
+                });
+                return self.conclude(verdict);
+            }
+            return match self.inner.as_mut().poll_next(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.seen += chunk.len() as u64;
+                    if self.seen > self.max_bytes {
+                        return self.refuse(Refusal::TooLarge);
+                    }
+                    if let Some(hasher) = self.hasher.as_mut() {
+                        hasher.update(&chunk);
+                    }
+                    if let Some(check) = self.check.as_mut() {
+                        check.feed(&chunk);
+                    }
+                    Poll::Ready(Some(Ok(chunk)))
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(err)))
+                }
+                Poll::Ready(None) => {
+                    let check = self
+                        .check
+                        .take()
+                        .expect("the input ends once: the stream is done or awaits the verdict");
+                    // Reading a container costs milliseconds of CPU: not on
+                    // the threads that serve every other request.
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) if check.reads_a_container() => {
+                            self.verdict = Some(runtime.spawn_blocking(move || check.finish()));
+                            continue;
+                        }
+                        _ => self.conclude(check.finish()),
+                    }
+                }
+            };
         }
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.seen += chunk.len() as u64;
-                if self.seen > self.max_bytes {
-                    return self.refuse(Refusal::TooLarge);
-                }
-                if let Some(hasher) = self.hasher.as_mut() {
-                    hasher.update(&chunk);
-                }
-                self.check.feed(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+/// Who may download an upload before it is sent, and the container check of
+/// Word uploads, against mocked stores (the other use cases are tested with
+/// the service's own tests).
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use chat_domain::{
+        Conversation, ConversationKind, ConversationStatus, CustomerId, MessageId, Sender, Seq,
+        StaffRole, StaffUserId, Tags, TenantId,
+    };
+    use chrono::{DateTime, TimeZone as _, Utc};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{
+        AllowAll, MockAttachmentRepository, MockClock, MockConversationRepository,
+        MockEventPublisher, MockFileStorage, MockMessageRepository, MockReadStateRepository, Ports,
+        UuidV7Generator,
+    };
+
+    const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(0x7e_0001));
+    const CUSTOMER: CustomerId = CustomerId::from_uuid(Uuid::from_u128(0xc0_0001));
+    const STAFF: StaffUserId = StaffUserId::from_uuid(Uuid::from_u128(0x5f_0001));
+    const CONVERSATION_ID: ConversationId = ConversationId::from_uuid(Uuid::from_u128(0xc1_0001));
+    const UPLOAD_ID: AttachmentId = AttachmentId::from_uuid(Uuid::from_u128(0xa7_0001));
+    const MESSAGE_ID: MessageId = MessageId::from_uuid(Uuid::from_u128(0x3e_0001));
+    const PDF: &[u8] = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n";
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, 9, 30, 0).unwrap()
+    }
+
+    fn customer() -> Principal {
+        Principal::customer(TENANT, CUSTOMER)
+    }
+
+    fn staff() -> Principal {
+        Principal::staff(TENANT, STAFF, StaffRole::Staff)
+    }
+
+    /// The customer's shared-inbox conversation, which staff may read.
+    fn inbox() -> Conversation {
+        Conversation {
+            id: CONVERSATION_ID,
+            tenant: TENANT,
+            kind: ConversationKind::Customer {
+                customer_id: CUSTOMER,
+                clinician: None,
+            },
+            status: ConversationStatus::Open,
+            assignee: None,
+            tags: Tags::default(),
+            last_seq: Seq::from_u64(4).unwrap(),
+            created_at: now(),
+            updated_at: now(),
+            last_activity_at: now(),
+        }
+    }
+
+    /// The customer's upload in [`inbox`], sent in `message` or not yet.
+    fn customer_upload(message: Option<MessageId>) -> Attachment {
+        Attachment {
+            id: UPLOAD_ID,
+            tenant: TENANT,
+            conversation_id: CONVERSATION_ID,
+            uploader: Sender::Customer(CUSTOMER),
+            name: AttachmentName::sanitize(Some("rx.pdf"), MediaType::Pdf),
+            media_type: MediaType::Pdf,
+            size: PDF.len() as u64,
+            sha256: Sha256Digest::from_bytes([1; 32]),
+            storage_key: StorageKey::for_attachment(
+                TENANT,
+                CONVERSATION_ID,
+                UPLOAD_ID,
+                MediaType::Pdf,
+                now(),
+            ),
+            created_at: now(),
+            message_id: message,
+        }
+    }
+
+    fn body(bytes: Vec<u8>) -> ByteStream {
+        let pieces: Vec<std::io::Result<Bytes>> = bytes
+            .chunks(1000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(pieces).boxed()
+    }
+
+    /// Reads a body to its end the way a store does.
+    async fn drain(mut body: ByteStream) -> Result<u64, StorageError> {
+        let mut stored = 0;
+        while let Some(chunk) = body.next().await {
+            stored += chunk.map_err(StorageError::Body)?.len() as u64;
+        }
+        Ok(stored)
+    }
+
+    /// The service over `conversations`, `repository` and `storage`; every
+    /// other port panics when used.
+    fn service(
+        conversations: MockConversationRepository,
+        repository: MockAttachmentRepository,
+        storage: MockFileStorage,
+    ) -> AttachmentService {
+        let clock = || {
+            let mut clock = MockClock::new();
+            clock.expect_now().return_const(now());
+            Arc::new(clock)
+        };
+        let chat = ChatService::new(Ports {
+            conversations: Arc::new(conversations),
+            messages: Arc::new(MockMessageRepository::new()),
+            read_states: Arc::new(MockReadStateRepository::new()),
+            events: Arc::new(MockEventPublisher::new()),
+            policy: Arc::new(AllowAll),
+            clock: clock(),
+            ids: Arc::new(UuidV7Generator),
+        });
+        AttachmentService::new(
+            chat,
+            AttachmentPorts {
+                repository: Arc::new(repository),
+                storage: Arc::new(storage),
+                scanner: None,
+                clock: clock(),
+            },
+            AttachmentSettings {
+                max_bytes: 1024 * 1024,
+                signed_url_ttl: None,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn an_upload_not_yet_sent_is_not_found_for_anyone_but_its_uploader() {
+        #[rustfmt::skip]
+        let cases = [
+            ("its uploader, before it is sent",           customer(), None,             true),
+            ("staff of the conversation, before it is sent", staff(), None,             false),
+            ("staff of the conversation, once it is sent",   staff(), Some(MESSAGE_ID), true),
+            ("its uploader, once it is sent",             customer(), Some(MESSAGE_ID), true),
+        ];
+        for (who, principal, message, downloads) in cases {
+            let mut repository = MockAttachmentRepository::new();
+            repository
+                .expect_find_attachment()
+                .withf(|tenant, id| *tenant == TENANT && *id == UPLOAD_ID)
+                .times(1)
+                .return_once(move |_, _| Ok(Some(customer_upload(message))));
+            // Everyone here may read the conversation.
+            let mut conversations = MockConversationRepository::new();
+            conversations
+                .expect_find()
+                .withf(|tenant, id| *tenant == TENANT && *id == CONVERSATION_ID)
+                .times(1)
+                .return_once(|_, _| Ok(Some(inbox())));
+            let mut storage = MockFileStorage::new();
+            if downloads {
+                storage
+                    .expect_get()
+                    .times(1)
+                    .returning(|_| Ok(body(PDF.to_vec())));
+            } else {
+                storage.expect_get().never();
+                storage.expect_signed_url().never();
             }
-            Poll::Ready(Some(Err(err))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(err)))
+            let result = service(conversations, repository, storage)
+                .download(&principal, UPLOAD_ID)
+                .await;
+            match (downloads, result) {
+                (true, Ok(Download::Stream { attachment, .. })) => {
+                    assert_eq!(attachment.id, UPLOAD_ID, "{who}");
+                }
+                (false, Err(AttachmentError::NotFound)) => {}
+                (_, other) => panic!("{who}: {other:?}"),
             }
-            Poll::Ready(None) => {
-                if let Err(rejection) = self.check.finish() {
-                    return self.refuse(Refusal::Content(rejection));
+        }
+    }
+
+    /// A DOCX package of `parts`.
+    fn docx(parts: &[(&str, &str)]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, content) in parts {
+            writer
+                .start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(content.as_bytes()).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    // Multi-threaded: the mocked store blocks its thread while the stream
+    // waits for the container check on the blocking threads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_word_upload_with_macros_fails_its_stream_and_nothing_is_kept() {
+        let types = r#"<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#;
+        let document = "<w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"/>";
+        let clean = docx(&[
+            ("[Content_Types].xml", types),
+            ("word/document.xml", document),
+        ]);
+        let with_macros = docx(&[
+            ("[Content_Types].xml", types),
+            ("word/document.xml", document),
+            ("word/VBAPROJECT.BIN", "VBA"),
+        ]);
+        for (what, data, accepted) in [("clean", clean, true), ("with macros", with_macros, false)]
+        {
+            let mut conversations = MockConversationRepository::new();
+            conversations
+                .expect_find()
+                .times(1)
+                .return_once(|_, _| Ok(Some(inbox())));
+            let mut storage = MockFileStorage::new();
+            storage
+                .expect_put()
+                .withf(|_, media, _, _| *media == MediaType::Docx)
+                .times(1)
+                .returning(|_, _, body, _| {
+                    tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current().block_on(drain(body))
+                    })
+                });
+            // The store saw the stream fail, so there is nothing to remove.
+            storage.expect_delete().never();
+            let mut repository = MockAttachmentRepository::new();
+            if accepted {
+                repository
+                    .expect_insert_attachment()
+                    .withf(|new| new.media_type == MediaType::Docx)
+                    .times(1)
+                    .returning(|new| Ok(new.clone().into_attachment()));
+            } else {
+                repository.expect_insert_attachment().never();
+            }
+            let result = service(conversations, repository, storage)
+                .upload(&customer(), CONVERSATION_ID, Some("rx.docx"), body(data))
+                .await;
+            match (accepted, result) {
+                (true, Ok(attachment)) => assert_eq!(attachment.media_type, MediaType::Docx),
+                (false, Err(AttachmentError::UnsupportedType(reason))) => {
+                    assert!(reason.contains("macros"), "{what}: {reason}");
                 }
-                self.done = true;
-                let digest = self
-                    .hasher
-                    .take()
-                    .map(|h| Sha256Digest::from_bytes(h.finalize().into()));
-                if let Ok(mut report) = self.report.lock() {
-                    report.size = self.seen;
-                    report.sha256 = digest;
-                }
-                Poll::Ready(None)
+                (_, other) => panic!("{what}: {other:?}"),
             }
         }
     }

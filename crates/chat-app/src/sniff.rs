@@ -1,16 +1,24 @@
 //! Content sniffing: which [`MediaType`] an upload really is, decided from
-//! its bytes alone, and the checks that run over the whole stream.
+//! its bytes alone, and the check of the whole file once it has arrived.
 //!
 //! The head (the first [`SNIFF_BYTES`]) decides the family by its magic
 //! bytes (through the `infer` crate) and is searched for markup that a
 //! browser would run: a PDF that is also an HTML page is refused. Word files
-//! are containers (OLE2 or ZIP) whose telling parts may sit anywhere, so
-//! their check finishes only when the last byte has passed:
-//! [`ContentCheck`] looks for the parts a Word file must have and for the
-//! macro projects it must not.
+//! are containers whose telling parts may sit anywhere, so [`ContentCheck`]
+//! keeps them whole and reads their structure once the last byte has passed:
+//! the ZIP package of a DOCX (its part names, `[Content_Types].xml` and every
+//! relationship part) and the OLE2 directory of a DOC. Either must have the
+//! parts a Word file has, and none of those of a macro project, whatever
+//! case their names are written in.
+
+use std::collections::HashSet;
+use std::io::{Cursor, Read as _};
+use std::path::Path;
 
 use chat_domain::MediaType;
 use memchr::memmem;
+use quick_xml::events::Event;
+use quick_xml::XmlVersion;
 
 /// How many leading bytes decide the type.
 pub const SNIFF_BYTES: usize = 8 * 1024;
@@ -34,16 +42,35 @@ const ACTIVE_MARKERS: &[&[u8]] = &[
     b"javascript:",
 ];
 
-/// `WordDocument`, the stream every Word 97-2003 file has, as an OLE2
-/// directory stores names (UTF-16LE).
-const OLE_WORD_DOCUMENT: &[u8] = b"W\0o\0r\0d\0D\0o\0c\0u\0m\0e\0n\0t\0";
-/// `_VBA_PROJECT`, the stream of a macro project in an OLE2 file.
-const OLE_VBA_PROJECT: &[u8] = b"_\0V\0B\0A\0_\0P\0R\0O\0J\0E\0C\0T\0";
-/// ZIP entry names are stored uncompressed in every local header and in the
-/// central directory, so a streaming search sees them.
-const DOCX_CONTENT_TYPES: &[u8] = b"[Content_Types].xml";
-const DOCX_MAIN_PART: &[u8] = b"word/document.xml";
-const DOCX_MACROS: &[u8] = b"vbaProject.bin";
+/// The most entries (ZIP parts, OLE2 directory entries) a Word file may
+/// have: far more than any real document, few enough to list quickly.
+const MAX_CONTAINER_ENTRIES: usize = 10_000;
+/// The most a DOCX XML part that is read ([`CONTENT_TYPES_PART`] and the
+/// relationship parts) may inflate to.
+const MAX_XML_PART_BYTES: u64 = 1024 * 1024;
+/// The most all the XML parts read from one DOCX may inflate to together.
+const MAX_XML_TOTAL_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The part that declares every part's content type, lowercased (OPC part
+/// names compare case-insensitively).
+const CONTENT_TYPES_PART: &str = "[content_types].xml";
+/// The main part of a Word document, lowercased.
+const DOCX_MAIN_PART: &str = "word/document.xml";
+/// Fragments of the content types of macro-enabled documents and templates
+/// and of VBA projects, their signatures and data, lowercased.
+const MACRO_CONTENT_TYPES: &[&str] = &[
+    "macroenabled",
+    "vnd.ms-office.vbaproject",
+    "vnd.ms-word.vbadata",
+];
+/// The OLE2 storages and streams of a VBA project, lowercased: a `VBA`
+/// storage (under `Macros` in a Word file, anywhere in an embedded object)
+/// holding the `_VBA_PROJECT` stream, beside a `PROJECT` stream (and its
+/// `PROJECTwm` name map).
+const OLE_MACRO_STORAGES: &[&str] = &["vba"];
+const OLE_MACRO_STREAMS: &[&str] = &["_vba_project", "project", "projectwm"];
+/// The stream every Word 97-2003 file has at its root, lowercased.
+const OLE_WORD_DOCUMENT: &str = "worddocument";
 
 /// Why an upload's content is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,23 +87,53 @@ impl ContentRejection {
     fn unsupported(reason: impl Into<String>) -> Self {
         Self::Unsupported(reason.into())
     }
+
+    fn macros(media_type: MediaType, what: impl std::fmt::Display) -> Self {
+        Self::unsupported(format!(
+            "the {} carries macros ({what}), which are never accepted",
+            word_kind(media_type)
+        ))
+    }
+
+    fn not_word(media_type: MediaType) -> Self {
+        Self::unsupported(format!(
+            "the container is not a {}: send JPEG, PNG, GIF, WebP, PDF, DOC or DOCX",
+            word_kind(media_type)
+        ))
+    }
+
+    fn unreadable(media_type: MediaType, why: &str) -> Self {
+        Self::unsupported(format!(
+            "the {} cannot be checked ({why}), so it is not accepted",
+            word_kind(media_type)
+        ))
+    }
 }
 
-/// What the head decided, and what the rest of the stream must confirm.
+fn word_kind(media_type: MediaType) -> &'static str {
+    match media_type {
+        MediaType::Doc => "Word 97-2003 file",
+        _ => "Word file",
+    }
+}
+
+/// What the head decided; [`Sniffed::content_check`] confirms it over the
+/// whole file.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Sniffed {
     /// The type, as far as the head can tell.
     pub media_type: MediaType,
-    /// Byte strings that must occur somewhere in the file.
-    required: &'static [&'static [u8]],
-    /// Byte strings that must not occur anywhere in the file.
-    forbidden: &'static [&'static [u8]],
 }
 
 impl Sniffed {
-    /// A checker for the whole stream.
+    /// A checker for the whole file.
     pub fn content_check(&self) -> ContentCheck {
-        ContentCheck::new(self.media_type, self.required, self.forbidden)
+        let container = matches!(self.media_type, MediaType::Doc | MediaType::Docx);
+        ContentCheck {
+            media_type: self.media_type,
+            spool: container.then(Vec::new),
+        }
     }
 }
 
@@ -111,152 +168,414 @@ pub fn sniff(head: &[u8]) -> Result<Sniffed, ContentRejection> {
             String::from_utf8_lossy(marker)
         )));
     }
-    let plain = |media_type| Sniffed {
-        media_type,
-        required: &[],
-        forbidden: &[],
-    };
-    let sniffed = if infer::image::is_jpeg(head) {
-        plain(MediaType::Jpeg)
+    let media_type = if infer::image::is_jpeg(head) {
+        MediaType::Jpeg
     } else if infer::image::is_png(head) {
-        plain(MediaType::Png)
+        MediaType::Png
     } else if infer::image::is_gif(head) {
-        plain(MediaType::Gif)
+        MediaType::Gif
     } else if infer::image::is_webp(head) {
-        plain(MediaType::Webp)
+        MediaType::Webp
     } else if head.starts_with(b"%PDF-") {
         // `infer` also accepts a PDF header further in; a file that opens
         // as something else first is a polyglot.
-        plain(MediaType::Pdf)
+        MediaType::Pdf
     } else if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
-        Sniffed {
-            media_type: MediaType::Doc,
-            required: &[OLE_WORD_DOCUMENT],
-            forbidden: &[OLE_VBA_PROJECT],
-        }
+        MediaType::Doc
     } else if head.starts_with(b"PK\x03\x04") {
-        Sniffed {
-            media_type: MediaType::Docx,
-            required: &[DOCX_CONTENT_TYPES, DOCX_MAIN_PART],
-            forbidden: &[DOCX_MACROS],
-        }
+        MediaType::Docx
     } else {
         let what = infer::get(head).map_or("unknown", |t| t.mime_type());
         return Err(ContentRejection::unsupported(format!(
             "file type {what} is not accepted: send JPEG, PNG, GIF, WebP, PDF, DOC or DOCX"
         )));
     };
-    Ok(sniffed)
+    Ok(Sniffed { media_type })
 }
 
-/// The whole-stream part of sniffing: feed every chunk, then [`finish`].
+/// The whole-file part of sniffing: feed every chunk, then [`finish`].
+///
+/// A Word file is kept in memory until [`finish`] reads its structure, so
+/// the caller bounds the size of what it feeds (uploads stop at their
+/// limit); other types keep nothing.
 ///
 /// [`finish`]: ContentCheck::finish
-#[derive(Debug, Clone)]
 pub struct ContentCheck {
     media_type: MediaType,
-    required: Vec<(&'static [u8], bool)>,
-    forbidden: &'static [&'static [u8]],
-    /// The tail of the previous chunk, so needles across a boundary match.
-    carry: Vec<u8>,
-    overlap: usize,
-    violation: Option<&'static [u8]>,
+    /// The whole file, for the containers whose structure is read.
+    spool: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ContentCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentCheck")
+            .field("media_type", &self.media_type)
+            .field("spooled", &self.spool.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl ContentCheck {
-    fn new(
-        media_type: MediaType,
-        required: &'static [&'static [u8]],
-        forbidden: &'static [&'static [u8]],
-    ) -> Self {
-        let longest = required
-            .iter()
-            .chain(forbidden)
-            .map(|n| n.len())
-            .max()
-            .unwrap_or(0);
-        Self {
-            media_type,
-            required: required.iter().map(|n| (*n, false)).collect(),
-            forbidden,
-            carry: Vec::new(),
-            overlap: longest.saturating_sub(1),
-            violation: None,
+    /// Looks at the next chunk of the file.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if let Some(spool) = &mut self.spool {
+            spool.extend_from_slice(chunk);
         }
     }
 
-    /// Looks at the next chunk of the file.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        if self.overlap == 0 || self.violation.is_some() {
-            return;
-        }
-        // Search the carried tail and the chunk's start together, then the
-        // chunk itself: no copy of the chunk is made.
-        let take = chunk.len().min(self.overlap);
-        let mut seam = std::mem::take(&mut self.carry);
-        seam.extend_from_slice(&chunk[..take]);
-        for window in [&seam[..], chunk] {
-            for (needle, found) in &mut self.required {
-                if !*found && memmem::find(window, needle).is_some() {
-                    *found = true;
-                }
-            }
-            if let Some(bad) = self
-                .forbidden
-                .iter()
-                .find(|n| memmem::find(window, n).is_some())
-            {
-                self.violation = Some(bad);
-            }
-        }
-        let keep_from = seam.len().saturating_sub(self.overlap);
-        if chunk.len() >= self.overlap {
-            self.carry = chunk[chunk.len() - self.overlap..].to_vec();
-        } else {
-            self.carry = seam[keep_from..].to_vec();
-        }
+    /// Whether [`ContentCheck::finish`] reads a container: work worth doing
+    /// off an async runtime's threads (a few milliseconds for a large file).
+    pub fn reads_a_container(&self) -> bool {
+        self.spool.is_some()
     }
 
     /// The verdict once every byte was fed.
     ///
     /// # Errors
-    /// [`ContentRejection::Unsupported`] when a required part is missing or a
-    /// forbidden one occurred.
-    pub fn finish(&self) -> Result<MediaType, ContentRejection> {
-        let kind = match self.media_type {
-            MediaType::Doc => "Word 97-2003 file",
-            _ => "Word file",
+    /// [`ContentRejection::Unsupported`] when a Word file lacks the parts a
+    /// Word file has, carries a macro project (by part name, content type,
+    /// relationship or OLE2 storage and stream names), or cannot be read
+    /// within the limits (damaged, encrypted, or too many or too large parts
+    /// to check).
+    pub fn finish(self) -> Result<MediaType, ContentRejection> {
+        let Some(data) = self.spool else {
+            return Ok(self.media_type);
         };
-        if let Some(bad) = self.violation {
-            return Err(ContentRejection::unsupported(format!(
-                "the {kind} carries macros (`{}`), which are never accepted",
-                String::from_utf8_lossy(bad).replace('\0', "")
-            )));
-        }
-        if self.required.iter().any(|(_, found)| !found) {
-            return Err(ContentRejection::unsupported(format!(
-                "the container is not a {kind}: send JPEG, PNG, GIF, WebP, PDF, DOC or DOCX"
-            )));
+        match self.media_type {
+            MediaType::Docx => inspect_docx(&data)?,
+            MediaType::Doc => inspect_doc(&data)?,
+            _ => {}
         }
         Ok(self.media_type)
     }
 }
 
+/// Checks the ZIP package of a DOCX.
+fn inspect_docx(data: &[u8]) -> Result<(), ContentRejection> {
+    const KIND: MediaType = MediaType::Docx;
+    let config = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    let mut archive = zip::ZipArchive::with_config(config, Cursor::new(data))
+        .map_err(|_| ContentRejection::not_word(KIND))?;
+    if archive.len() > MAX_CONTAINER_ENTRIES {
+        return Err(ContentRejection::unreadable(
+            KIND,
+            "it has more than 10000 parts",
+        ));
+    }
+    // Readers differ on whether they trust the local headers or the central
+    // directory, so both must say the same (and name no part twice).
+    archive
+        .validate_header_consistency()
+        .map_err(|_| ContentRejection::unreadable(KIND, "its ZIP headers disagree"))?;
+
+    let mut seen = HashSet::new();
+    let mut content_types = None;
+    let mut has_main_part = false;
+    let mut relationship_parts = Vec::new();
+    for index in 0..archive.len() {
+        let name = archive
+            .name_for_index(index)
+            .and_then(Result::ok)
+            .ok_or_else(|| ContentRejection::unreadable(KIND, "a part name is unreadable"))?;
+        let part = part_name(&name);
+        if !seen.insert(part.clone()) {
+            return Err(ContentRejection::unreadable(
+                KIND,
+                "two parts have the same name",
+            ));
+        }
+        let file_name = part.rsplit('/').next().unwrap_or_default();
+        if file_name.starts_with("vbaproject") || file_name == "vbadata.xml" {
+            return Err(ContentRejection::macros(
+                KIND,
+                format_args!("part `{name}`"),
+            ));
+        }
+        if part == CONTENT_TYPES_PART {
+            content_types = Some(index);
+        } else if part == DOCX_MAIN_PART {
+            has_main_part = true;
+        } else if part.ends_with(".rels") {
+            relationship_parts.push(index);
+        }
+    }
+    let Some(content_types) = content_types.filter(|_| has_main_part) else {
+        return Err(ContentRejection::not_word(KIND));
+    };
+
+    let mut budget = MAX_XML_TOTAL_BYTES;
+    // Defaults (by extension) and overrides (by part) alike: either gives a
+    // part the type Word loads it as.
+    let xml = read_xml_part(&mut archive, content_types, &mut budget)?;
+    for content_type in attribute_values(&xml, &["Default", "Override"], "ContentType")? {
+        let lower = content_type.trim().to_ascii_lowercase();
+        if MACRO_CONTENT_TYPES.iter().any(|m| lower.contains(m)) {
+            return Err(ContentRejection::macros(
+                KIND,
+                format_args!("content type `{}`", content_type.trim()),
+            ));
+        }
+    }
+    for index in relationship_parts {
+        let xml = read_xml_part(&mut archive, index, &mut budget)?;
+        for kind in attribute_values(&xml, &["Relationship"], "Type")? {
+            // `.../relationships/vbaProject`, `vbaProjectSignature` (and its
+            // Agile and V3 forms) and `wordVbaData`.
+            let last = kind
+                .trim()
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if last.starts_with("vbaproject") || last == "wordvbadata" {
+                return Err(ContentRejection::macros(
+                    KIND,
+                    format_args!("relationship `{}`", kind.trim()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An OPC part name as it compares: lowercase, `/`-separated, relative.
+fn part_name(zip_name: &str) -> String {
+    zip_name
+        .replace('\\', "/")
+        .trim_start_matches('/')
+        .to_lowercase()
+}
+
+/// Inflates the XML part at `index`, within [`MAX_XML_PART_BYTES`] and what
+/// is left of `budget`, and decodes it to text.
+fn read_xml_part(
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    index: usize,
+    budget: &mut u64,
+) -> Result<String, ContentRejection> {
+    const KIND: MediaType = MediaType::Docx;
+    let limit = MAX_XML_PART_BYTES.min(*budget);
+    let part = archive
+        .by_index(index)
+        .map_err(|_| ContentRejection::unreadable(KIND, "a part is encrypted or damaged"))?;
+    let mut bytes = Vec::new();
+    part.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|_| ContentRejection::unreadable(KIND, "a part is damaged"))?;
+    let read = bytes.len() as u64;
+    if read > limit {
+        return Err(ContentRejection::unreadable(
+            KIND,
+            "its XML parts are too large",
+        ));
+    }
+    *budget -= read;
+    xml_text(&bytes).ok_or_else(|| ContentRejection::unreadable(KIND, "an XML part is not text"))
+}
+
+/// XML bytes as text: UTF-8, or UTF-16 (which OPC also allows) told by its
+/// byte order mark or its first `<`.
+fn xml_text(bytes: &[u8]) -> Option<String> {
+    fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Option<String> {
+        if !bytes.len().is_multiple_of(2) {
+            return None;
+        }
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|pair| unit([pair[0], pair[1]]))
+            .collect();
+        String::from_utf16(&units).ok()
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        String::from_utf8(rest.to_vec()).ok()
+    } else if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
+        utf16(rest, u16::from_le_bytes)
+    } else if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+        utf16(rest, u16::from_be_bytes)
+    } else if bytes.starts_with(b"<\0") {
+        utf16(bytes, u16::from_le_bytes)
+    } else if bytes.starts_with(b"\0<") {
+        utf16(bytes, u16::from_be_bytes)
+    } else {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+/// The values of `attribute` on every element named one of `elements`
+/// (local names, any namespace prefix, compared case-insensitively), with
+/// character and entity references resolved as an XML reader would.
+fn attribute_values(
+    xml: &str,
+    elements: &[&str],
+    attribute: &str,
+) -> Result<Vec<String>, ContentRejection> {
+    let malformed = || ContentRejection::unreadable(MediaType::Docx, "an XML part is malformed");
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut values = Vec::new();
+    loop {
+        match reader.read_event().map_err(|_| malformed())? {
+            Event::Start(element) | Event::Empty(element) => {
+                let name = element.local_name();
+                if !elements
+                    .iter()
+                    .any(|e| name.as_ref().eq_ignore_ascii_case(e.as_bytes()))
+                {
+                    continue;
+                }
+                for attr in element.attributes() {
+                    let attr = attr.map_err(|_| malformed())?;
+                    if attr
+                        .key
+                        .local_name()
+                        .as_ref()
+                        .eq_ignore_ascii_case(attribute.as_bytes())
+                    {
+                        let value = attr
+                            .decoded_and_normalized_value(XmlVersion::Implicit1_0, reader.decoder())
+                            .map_err(|_| malformed())?;
+                        values.push(value.into_owned());
+                    }
+                }
+            }
+            Event::Eof => return Ok(values),
+            _ => {}
+        }
+    }
+}
+
+/// Checks the OLE2 directory of a DOC: every storage and stream, at any
+/// depth, by its UTF-16 name.
+fn inspect_doc(data: &[u8]) -> Result<(), ContentRejection> {
+    const KIND: MediaType = MediaType::Doc;
+    let file =
+        cfb::CompoundFile::open(Cursor::new(data)).map_err(|_| ContentRejection::not_word(KIND))?;
+    let mut has_word_stream = false;
+    for (count, entry) in file.walk().enumerate() {
+        if count >= MAX_CONTAINER_ENTRIES {
+            return Err(ContentRejection::unreadable(
+                KIND,
+                "it has more than 10000 entries",
+            ));
+        }
+        let name = entry.name().to_lowercase();
+        let macro_entry = if entry.is_storage() {
+            OLE_MACRO_STORAGES.contains(&name.as_str())
+        } else {
+            entry.is_stream() && OLE_MACRO_STREAMS.contains(&name.as_str())
+        };
+        if macro_entry {
+            return Err(ContentRejection::macros(
+                KIND,
+                format_args!("`{}`", entry.path().display()),
+            ));
+        }
+        if entry.is_stream()
+            && name == OLE_WORD_DOCUMENT
+            && entry.path().parent() == Some(Path::new("/"))
+        {
+            has_word_stream = true;
+        }
+    }
+    if !has_word_stream {
+        return Err(ContentRejection::not_word(KIND));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+
+    use zip::write::SimpleFileOptions;
+
     use super::*;
 
-    fn docx_like(entries: &[&str]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for name in entries {
-            out.extend_from_slice(b"PK\x03\x04\x14\0\0\0\x08\0");
-            out.extend_from_slice(&[0u8; 16]);
-            out.extend_from_slice(&u16::try_from(name.len()).unwrap().to_le_bytes());
-            out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&[0x5a; 300]);
+    const CLEAN_CONTENT_TYPES: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
+<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
+<Default Extension="xml" ContentType="application/xml"/>
+<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>
+<Override PartName="/word/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.styles+xml"/>
+</Types>"#;
+    const PACKAGE_RELS: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/>
+</Relationships>"#;
+    const DOCUMENT: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>Take one tablet twice a day.</w:t></w:r></w:p></w:body></w:document>"#;
+    const STYLES: &str = r#"<?xml version="1.0" encoding="UTF-8"?><w:styles xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"/>"#;
+    const DOCUMENT_RELS: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/>
+</Relationships>"#;
+    const MACRO_CONTENT_TYPES_XML: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
+<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
+<Default Extension="xml" ContentType="application/xml"/>
+<Override PartName="/word/document.xml" ContentType="application/vnd.ms-word.document.macroEnabled.main+xml"/>
+<Override PartName="/word/macros.bin" ContentType="application/vnd.ms-office.vbaProject"/>
+</Types>"#;
+
+    /// Relationships of the main part: styles, and one of type `kind` to
+    /// `target`.
+    fn document_rels_with(kind: &str, target: &str) -> String {
+        DOCUMENT_RELS.replace(
+            "</Relationships>",
+            &format!(
+                "<Relationship Id=\"rId9\" Type=\"http://schemas.microsoft.com/office/2006/relationships/{kind}\" Target=\"{target}\"/>\n</Relationships>"
+            ),
+        )
+    }
+
+    /// A real ZIP package (deflated) of `parts`.
+    fn zip_of(parts: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, content) in parts {
+            writer
+                .start_file(*name, SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(content).unwrap();
         }
-        out
+        writer.finish().unwrap().into_inner()
+    }
+
+    /// A clean DOCX, with `content_types` and `document_rels` for its
+    /// `[Content_Types].xml` and main part relationships, and `extra` parts.
+    fn docx_with(content_types: &str, document_rels: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut parts: Vec<(&str, &[u8])> = vec![
+            ("[Content_Types].xml", content_types.as_bytes()),
+            ("_rels/.rels", PACKAGE_RELS.as_bytes()),
+            ("word/document.xml", DOCUMENT.as_bytes()),
+            ("word/styles.xml", STYLES.as_bytes()),
+            ("word/_rels/document.xml.rels", document_rels.as_bytes()),
+        ];
+        parts.extend_from_slice(extra);
+        zip_of(&parts)
+    }
+
+    fn clean_docx() -> Vec<u8> {
+        docx_with(CLEAN_CONTENT_TYPES, DOCUMENT_RELS, &[])
+    }
+
+    /// A compound file with a stream at each of `streams` (`/`-separated
+    /// paths; their storages are created on the way).
+    fn ole_of(streams: &[&str]) -> Vec<u8> {
+        let mut file = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
+        for path in streams {
+            if let Some(parent) = Path::new(path)
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                file.create_storage_all(parent).unwrap();
+            }
+            let mut stream = file.create_stream(path).unwrap();
+            stream.write_all(&[0x5a; 600]).unwrap();
+        }
+        file.flush().unwrap();
+        file.into_inner().into_inner()
     }
 
     fn check_all(data: &[u8], chunk: usize) -> Result<MediaType, ContentRejection> {
@@ -272,10 +591,6 @@ mod tests {
     fn accepted_types_are_recognised_by_their_magic_bytes() {
         let mut webp = b"RIFF\x24\0\0\0WEBPVP8 ".to_vec();
         webp.extend_from_slice(&[0; 20]);
-        let mut doc = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
-        doc.extend_from_slice(&[0; 600]);
-        doc.extend_from_slice(OLE_WORD_DOCUMENT);
-        let docx = docx_like(&["[Content_Types].xml", "_rels/.rels", "word/document.xml"]);
         #[rustfmt::skip]
         let cases: Vec<(&str, Vec<u8>, MediaType)> = vec![
             ("jpeg", b"\xFF\xD8\xFF\xE0\0\x10JFIF\0".to_vec(), MediaType::Jpeg),
@@ -283,8 +598,8 @@ mod tests {
             ("gif",  b"GIF89a\x01\0\x01\0".to_vec(),             MediaType::Gif),
             ("webp", webp,                                       MediaType::Webp),
             ("pdf",  b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj".to_vec(), MediaType::Pdf),
-            ("doc",  doc,                                        MediaType::Doc),
-            ("docx", docx,                                       MediaType::Docx),
+            ("doc",  ole_of(&["WordDocument", "1Table", "\u{5}SummaryInformation"]), MediaType::Doc),
+            ("docx", clean_docx(),                               MediaType::Docx),
         ];
         for (what, data, expected) in cases {
             assert_eq!(check_all(&data, 7), Ok(expected), "{what}");
@@ -292,14 +607,123 @@ mod tests {
     }
 
     #[test]
+    fn clean_word_files_pass_whatever_their_names_case_or_encoding() {
+        let utf16: Vec<u8> = b"\xFF\xFE"
+            .iter()
+            .copied()
+            .chain(
+                CLEAN_CONTENT_TYPES
+                    .replace("UTF-8", "UTF-16")
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        let utf16_docx = zip_of(&[
+            ("[Content_Types].xml", &utf16),
+            ("_rels/.rels", PACKAGE_RELS.as_bytes()),
+            ("word/document.xml", DOCUMENT.as_bytes()),
+        ]);
+        let upper_names = zip_of(&[
+            ("[CONTENT_TYPES].XML", CLEAN_CONTENT_TYPES.as_bytes()),
+            ("_RELS/.RELS", PACKAGE_RELS.as_bytes()),
+            ("Word/Document.xml", DOCUMENT.as_bytes()),
+        ]);
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<u8>, MediaType)> = vec![
+            ("docx with UTF-16 content types", utf16_docx,                           MediaType::Docx),
+            ("docx with upper-case names",     upper_names,                          MediaType::Docx),
+            ("doc with an embedded sheet",     ole_of(&["WordDocument", "ObjectPool/_1/Workbook"]), MediaType::Doc),
+            ("doc with lower-case names",      ole_of(&["worddocument"]),            MediaType::Doc),
+        ];
+        for (what, data, expected) in cases {
+            assert_eq!(check_all(&data, 4096), Ok(expected), "{what}");
+        }
+    }
+
+    #[test]
+    fn word_files_with_macros_are_unsupported() {
+        let macros_bin: &[u8] = b"\x01\x02VBA project";
+        let vba_rels = document_rels_with("vbaProject", "macros.bin");
+        let plain_bin_types = CLEAN_CONTENT_TYPES.replace(
+            "<Default Extension=\"xml\"",
+            "<Default Extension=\"bin\" ContentType=\"application/octet-stream\"/><Default Extension=\"xml\"",
+        );
+        let vba_by_extension = CLEAN_CONTENT_TYPES.replace(
+            "<Default Extension=\"xml\"",
+            "<Default Extension=\"bin\" ContentType=\"application/vnd.ms-office.vbaProject\"/><Default Extension=\"xml\"",
+        );
+        let escaped_docm = CLEAN_CONTENT_TYPES.replace(
+            "wordprocessingml.document.main+xml",
+            "wordprocessingml.document.macro&#69;nabled.main+xml",
+        );
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("docm: macro-enabled type, vbaProject relationship to word/macros.bin",
+                docx_with(MACRO_CONTENT_TYPES_XML, &vba_rels, &[("word/macros.bin", macros_bin)]), "macroEnabled"),
+            ("a macro-enabled main part alone",
+                docx_with(&MACRO_CONTENT_TYPES_XML.replace("<Override PartName=\"/word/macros.bin\" ContentType=\"application/vnd.ms-office.vbaProject\"/>", ""), DOCUMENT_RELS, &[]), "macroEnabled"),
+            ("a macro-enabled type behind a character reference",
+                docx_with(&escaped_docm, DOCUMENT_RELS, &[]), "macroEnabled"),
+            ("a vbaProject default content type",
+                docx_with(&vba_by_extension, &vba_rels, &[("word/macros.bin", macros_bin)]), "vnd.ms-office.vbaProject"),
+            ("a vbaProject relationship alone",
+                docx_with(&plain_bin_types, &vba_rels, &[("word/macros.bin", macros_bin)]), "relationships/vbaProject"),
+            ("a vbaProjectSignature relationship",
+                docx_with(&plain_bin_types, &document_rels_with("vbaProjectSignature", "sig.bin"), &[("word/sig.bin", macros_bin)]), "vbaProjectSignature"),
+            ("a wordVbaData relationship",
+                docx_with(CLEAN_CONTENT_TYPES, &document_rels_with("wordVbaData", "data.xml"), &[("word/data.xml", b"<wne:vbaSuppData/>")]), "wordVbaData"),
+            ("a part word/VBAPROJECT.BIN",
+                docx_with(CLEAN_CONTENT_TYPES, DOCUMENT_RELS, &[("word/VBAPROJECT.BIN", macros_bin)]), "word/VBAPROJECT.BIN"),
+            ("a part word/vbaProject.bin",
+                docx_with(CLEAN_CONTENT_TYPES, DOCUMENT_RELS, &[("word/vbaProject.bin", macros_bin)]), "word/vbaProject.bin"),
+            ("doc with Macros/VBA/_VBA_PROJECT",
+                ole_of(&["WordDocument", "Macros/VBA/_VBA_PROJECT", "Macros/VBA/dir", "Macros/PROJECT"]), "VBA"),
+            ("doc with lower-case vba storage and streams",
+                ole_of(&["WordDocument", "macros/vba/_vba_project"]), "vba"),
+            ("doc with a PROJECT stream alone",
+                ole_of(&["WordDocument", "Macros/PROJECT"]), "PROJECT"),
+            ("doc embedding an object with macros",
+                ole_of(&["WordDocument", "ObjectPool/_1/_VBA_PROJECT_CUR/VBA/ThisWorkbook"]), "VBA"),
+        ];
+        for (what, data, named) in cases {
+            for chunk in [1000, data.len()] {
+                match check_all(&data, chunk) {
+                    Err(ContentRejection::Unsupported(reason)) => {
+                        assert!(reason.contains("macros"), "{what}: {reason}");
+                        assert!(reason.contains(named), "{what}: {reason}");
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn everything_else_is_unsupported() {
-        let mut zip_of_other = docx_like(&["[Content_Types].xml", "xl/workbook.xml"]);
-        zip_of_other.extend_from_slice(b"PK\x01\x02");
-        let mut xls = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
-        xls.extend_from_slice(&[0; 600]);
-        xls.extend_from_slice(b"W\0o\0r\0k\0b\0o\0o\0k\0");
-        let mut docm = docx_like(&["[Content_Types].xml", "word/document.xml"]);
-        docm.extend_from_slice(&docx_like(&["word/vbaProject.bin"]));
+        let zip_of_a_spreadsheet = zip_of(&[
+            ("[Content_Types].xml", CLEAN_CONTENT_TYPES.as_bytes()),
+            ("xl/workbook.xml", b"<workbook/>"),
+        ]);
+        let zip_without_content_types = zip_of(&[("word/document.xml", DOCUMENT.as_bytes())]);
+        let mut cut_docx = clean_docx();
+        cut_docx.truncate(cut_docx.len() / 2);
+        let mut cut_doc = ole_of(&["WordDocument"]);
+        cut_doc.truncate(cut_doc.len() / 2);
+        let same_name_twice = docx_with(
+            CLEAN_CONTENT_TYPES,
+            DOCUMENT_RELS,
+            &[("WORD/DOCUMENT.XML", DOCUMENT.as_bytes())],
+        );
+        let malformed_rels = docx_with(
+            CLEAN_CONTENT_TYPES,
+            "<Relationships><Relationship Type=\"x",
+            &[],
+        );
+        let unknown_entity = docx_with(
+            &CLEAN_CONTENT_TYPES.replace("main+xml", "main+xml&macro;"),
+            DOCUMENT_RELS,
+            &[],
+        );
         #[rustfmt::skip]
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("elf executable",          b"\x7fELF\x02\x01\x01\0\0\0\0\0".to_vec()),
@@ -312,9 +736,17 @@ mod tests {
             ("pdf header not at start", b"<html>\n%PDF-1.4\n".to_vec()),
             ("gif with a script",       b"GIF89a/*<script>alert(1)</script>*/".to_vec()),
             ("jpeg with an svg",        b"\xFF\xD8\xFF\xE0<svg onload=alert(1)>".to_vec()),
-            ("zip of a spreadsheet",    zip_of_other),
-            ("ole2 that is not word",   xls),
-            ("word with macros",        docm),
+            ("zip of a spreadsheet",    zip_of_a_spreadsheet),
+            ("zip without content types", zip_without_content_types),
+            ("ole2 that is not word",   ole_of(&["Workbook"])),
+            ("word stream not at the root", ole_of(&["Other/WordDocument"])),
+            ("truncated docx",          cut_docx),
+            ("truncated doc",           cut_doc),
+            ("zip magic, no zip",       b"PK\x03\x04 word/document.xml [Content_Types].xml".to_vec()),
+            ("ole2 magic, no ole2",     b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1W\0o\0r\0d\0D\0o\0c\0u\0m\0e\0n\0t\0".to_vec()),
+            ("one part name twice",     same_name_twice),
+            ("malformed relationships", malformed_rels),
+            ("undeclared xml entity",   unknown_entity),
             ("javascript url",          b"%PDF-1.4 javascript:alert(1)".to_vec()),
         ];
         for (what, data) in cases {
@@ -327,20 +759,66 @@ mod tests {
     }
 
     #[test]
-    fn needles_split_across_chunks_are_found() {
-        let docx = docx_like(&["[Content_Types].xml", "word/document.xml"]);
-        for chunk in [1, 2, 3, 16, 17, 64, docx.len()] {
+    fn zip_bombs_are_refused_within_the_limits() {
+        // One relationship part inflating past 1 MiB.
+        let padding = " ".repeat(usize::try_from(MAX_XML_PART_BYTES).unwrap());
+        let huge_rels = format!("{DOCUMENT_RELS}<!--{padding}-->");
+        let inflating = docx_with(CLEAN_CONTENT_TYPES, &huge_rels, &[]);
+        assert!(inflating.len() < 64 * 1024, "{}", inflating.len());
+        // Relationship parts each within the limit, past the total together.
+        let big_rels = format!("{DOCUMENT_RELS}<!--{}-->", &padding[..900 * 1024]);
+        let names: Vec<String> = (0..10)
+            .map(|i| format!("word/_rels/p{i}.xml.rels"))
+            .collect();
+        let many: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|name| (name.as_str(), big_rels.as_bytes()))
+            .collect();
+        let inflating_together = docx_with(CLEAN_CONTENT_TYPES, DOCUMENT_RELS, &many);
+        // More entries than any document has.
+        let names: Vec<String> = (0..=MAX_CONTAINER_ENTRIES)
+            .map(|i| format!("word/media/{i}.png"))
+            .collect();
+        let crowded: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        let crowded = docx_with(CLEAN_CONTENT_TYPES, DOCUMENT_RELS, &crowded);
+        for (what, data) in [
+            ("one inflating part", inflating),
+            ("parts inflating together", inflating_together),
+            ("10001 parts", crowded),
+        ] {
+            match check_all(&data, 64 * 1024) {
+                Err(ContentRejection::Unsupported(reason)) => {
+                    assert!(reason.contains("cannot be checked"), "{what}: {reason}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_matter() {
+        let docx = clean_docx();
+        let docm = docx_with(
+            CLEAN_CONTENT_TYPES,
+            DOCUMENT_RELS,
+            &[("word/vbaProject.bin", b"VBA")],
+        );
+        for chunk in [1, 3, 17, 64, docx.len()] {
             assert_eq!(
                 check_all(&docx, chunk),
                 Ok(MediaType::Docx),
                 "chunk {chunk}"
             );
-        }
-        let mut docm = docx.clone();
-        docm.extend_from_slice(b"word/vbaProject.bin");
-        for chunk in [1, 5, 13, 1000] {
             assert!(check_all(&docm, chunk).is_err(), "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn only_word_files_are_kept_for_the_container_check() {
+        let pdf = sniff(b"%PDF-1.4\n").unwrap().content_check();
+        assert!(!pdf.reads_a_container());
+        let docx = sniff(&clean_docx()).unwrap().content_check();
+        assert!(docx.reads_a_container());
     }
 
     #[test]

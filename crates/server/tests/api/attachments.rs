@@ -1,7 +1,9 @@
-//! Attachments end to end: a photo from customer to staff, hostile uploads,
-//! who may download and attach what, scanning, the orphan sweep, deleted
+//! Attachments end to end: a photo from customer to staff, hostile uploads
+//! and Word files with macros, who may download and attach what (an upload
+//! not yet sent only its uploader), scanning, the orphan sweep, deleted
 //! messages' files and S3.
 
+use std::io::{Cursor, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +18,8 @@ use crate::helpers::{Chat, Db, Reply, TestApp};
 both_databases!(
     a_customer_photo_reaches_staff_byte_for_byte,
     hostile_uploads_get_their_4xx_and_leave_nothing_behind,
+    word_files_with_macros_get_415_and_leave_nothing_behind,
+    an_upload_not_yet_sent_is_downloadable_only_by_its_uploader,
     other_tenants_and_other_customers_get_404_on_download_and_on_attaching,
     sends_refuse_attachments_of_another_conversation_reused_or_too_many,
     uploads_need_a_multipart_file_field,
@@ -280,6 +284,158 @@ async fn hostile_uploads_get_their_4xx_and_leave_nothing_behind(db: Db) {
         "{files:?}"
     );
     assert!(!Path::new("/etc/passwd.pdf").exists());
+}
+
+const DOCX_TYPE: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+
+const CONTENT_TYPES: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Default Extension="bin" ContentType="application/octet-stream"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#;
+const PACKAGE_RELS: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#;
+const DOCUMENT: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>Dosage plan</w:t></w:r></w:p></w:body></w:document>"#;
+
+/// A DOCX package: `content_types`, the package relationships, the main
+/// part, and `extra` parts.
+fn docx(content_types: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let parts = [
+        ("[Content_Types].xml", content_types),
+        ("_rels/.rels", PACKAGE_RELS),
+        ("word/document.xml", DOCUMENT),
+    ];
+    for (name, content) in parts.iter().chain(extra) {
+        writer
+            .start_file(*name, zip::write::SimpleFileOptions::default())
+            .expect("zip entry");
+        writer.write_all(content.as_bytes()).expect("zip write");
+    }
+    writer.finish().expect("zip").into_inner()
+}
+
+/// A Word 97-2003 file: a compound file with a stream at each of `streams`.
+fn doc(streams: &[&str]) -> Vec<u8> {
+    let mut file = cfb::CompoundFile::create(Cursor::new(Vec::new())).expect("cfb");
+    for path in streams {
+        if let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            file.create_storage_all(parent).expect("cfb storage");
+        }
+        let mut stream = file.create_stream(path).expect("cfb stream");
+        stream.write_all(&[0x5a; 700]).expect("cfb write");
+    }
+    file.flush().expect("cfb flush");
+    file.into_inner().into_inner()
+}
+
+async fn word_files_with_macros_get_415_and_leave_nothing_behind(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let Chat {
+        id: conversation,
+        customer_token: token,
+        ..
+    } = app.chat().await;
+    let docm_types = CONTENT_TYPES
+        .replace(
+            "wordprocessingml.document.main+xml",
+            "wordprocessingml.document.macroEnabled.main+xml",
+        )
+        .replace(
+            "</Types>",
+            r#"<Override PartName="/word/macros.bin" ContentType="application/vnd.ms-office.vbaProject"/></Types>"#,
+        );
+    let vba_relationship = r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId7" Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" Target="macros.bin"/></Relationships>"#;
+
+    #[rustfmt::skip]
+    let cases: Vec<(&str, &str, &str, Vec<u8>)> = vec![
+        ("a macro-enabled package with a vbaProject relationship to word/macros.bin", "rx.docx", DOCX_TYPE,
+            docx(&docm_types, &[("word/_rels/document.xml.rels", vba_relationship), ("word/macros.bin", "VBA")])),
+        ("a vbaProject relationship in a plain package", "rx.docx", DOCX_TYPE,
+            docx(CONTENT_TYPES, &[("word/_rels/document.xml.rels", vba_relationship), ("word/macros.bin", "VBA")])),
+        ("a part named word/VBAPROJECT.BIN", "rx.docx", DOCX_TYPE,
+            docx(CONTENT_TYPES, &[("word/VBAPROJECT.BIN", "VBA")])),
+        ("a DOC with Macros/VBA/_VBA_PROJECT", "rx.doc", "application/msword",
+            doc(&["WordDocument", "Macros/VBA/_VBA_PROJECT", "Macros/PROJECT"])),
+        ("a DOC with lower-case VBA names", "rx.doc", "application/msword",
+            doc(&["WordDocument", "macros/vba/_vba_project"])),
+    ];
+    for (what, name, declared, data) in cases {
+        let reply = upload(&app, &token, &conversation, name, declared, &data).await;
+        reply.expect_error(415, "unsupported_media_type");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("macros"), "{what}: {message}");
+    }
+    assert!(
+        stored_files(&storage_dir(&app)).is_empty(),
+        "refused Word files left files behind"
+    );
+
+    // The same files without macros are accepted.
+    for (name, declared, data, content_type) in [
+        ("plan.docx", DOCX_TYPE, docx(CONTENT_TYPES, &[]), DOCX_TYPE),
+        (
+            "plan.doc",
+            "application/msword",
+            doc(&["WordDocument", "1Table"]),
+            "application/msword",
+        ),
+    ] {
+        let reply = upload(&app, &token, &conversation, name, declared, &data).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{name}: {reply:?}");
+        assert_eq!(reply.body["content_type"], content_type, "{name}");
+    }
+    assert_eq!(stored_files(&storage_dir(&app)).len(), 2);
+}
+
+async fn an_upload_not_yet_sent_is_downloadable_only_by_its_uploader(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let Chat {
+        staff,
+        id: conversation,
+        customer_token,
+        ..
+    } = app.chat().await;
+    let uploaded = upload(
+        &app,
+        &customer_token,
+        &conversation,
+        "rx.pdf",
+        "application/pdf",
+        &pdf("draft"),
+    )
+    .await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{uploaded:?}");
+    let id = uploaded.body["id"].as_str().unwrap().to_owned();
+    let url = uploaded.body["url"].as_str().unwrap().to_owned();
+
+    // Staff of the conversation get what a missing attachment gets.
+    let missing = format!("/api/v1/chat/attachments/{}", uuid::Uuid::now_v7());
+    let expected = TestApp::reply(fetch(&app, &staff, &missing).await).await;
+    expected.expect_error(404, "not_found");
+    let refused = TestApp::reply(fetch(&app, &staff, &url).await).await;
+    assert_eq!(refused.status, expected.status, "{refused:?}");
+    assert_eq!(refused.body, expected.body);
+    // Its uploader may look at it before sending.
+    let own = fetch(&app, &customer_token, &url).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(own.bytes().await.unwrap().as_ref(), pdf("draft").as_slice());
+
+    let sent = send_files(
+        &app,
+        &customer_token,
+        &conversation,
+        json!({"body": "my prescription", "attachment_ids": [id]}),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    let response = fetch(&app, &staff, &url).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        pdf("draft").as_slice()
+    );
 }
 
 async fn other_tenants_and_other_customers_get_404_on_download_and_on_attaching(db: Db) {
@@ -728,6 +884,14 @@ async fn s3_storage_serves_downloads_through_short_lived_signed_urls(db: Db) {
     let uploaded = upload(&app, &token, &conversation, "scan.png", "image/png", &photo).await;
     assert_eq!(uploaded.status, StatusCode::CREATED, "{uploaded:?}");
     let url = uploaded.body["url"].as_str().unwrap();
+    let sent = send_files(
+        &app,
+        &token,
+        &conversation,
+        json!({"attachment_ids": [uploaded.body["id"]]}),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
 
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
