@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use chat_domain::{CustomerId, StaffUserId};
+use chat_domain::{CustomerId, StaffUserId, TenantId};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::both_databases;
-use crate::helpers::{Chat, Db, TestApp, AUDIENCE, ISSUER, JWT_SECRET};
+use crate::helpers::{Chat, Db, Reply, TestApp, AUDIENCE, ISSUER, JWT_SECRET};
 
 both_databases!(
     missing_and_garbage_tokens_are_401,
@@ -62,24 +62,41 @@ fn alg_none(claims: &Value) -> String {
     )
 }
 
-/// Minimal base64url without padding, so the test needs no extra crate.
+/// A token of exactly these header and claims texts, so that members may
+/// repeat, signed with HS256 and `secret`.
+fn raw_token(header: &str, claims: &str, secret: &str) -> String {
+    use base64_url as b64;
+    let message = format!(
+        "{}.{}",
+        b64::encode(header.as_bytes()),
+        b64::encode(claims.as_bytes())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(secret.as_bytes()),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{signature}")
+}
+
+#[track_caller]
+fn expect_refusal(reply: &Reply, reason: &str) {
+    reply.expect_error(401, "unauthenticated");
+    assert_eq!(
+        reply.body["error"]["message"],
+        format!("invalid token: {reason}"),
+        "{reply:?}"
+    );
+}
+
+/// Base64url without padding, as JWT segments are written.
 mod base64_url {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     pub fn encode(input: &[u8]) -> String {
-        let mut out = String::new();
-        for chunk in input.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..=chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
+        URL_SAFE_NO_PAD.encode(input)
     }
 }
 
@@ -263,9 +280,111 @@ async fn expired_customer_tokens_are_401(db: Db) {
             past + chrono::Duration::from_std(Duration::from_secs(60)).unwrap(),
         )
         .unwrap();
-    app.get("/api/v1/chat/conversations", &expired)
-        .await
-        .expect_error(401, "unauthenticated");
+    let reply = app.get("/api/v1/chat/conversations", &expired).await;
+    expect_refusal(&reply, "token has expired");
+    // Signed with the server's key too, but dated an hour ahead.
+    let ahead = chrono::Utc::now() + chrono::Duration::hours(1);
+    let from_the_future = tokens
+        .issue(
+            app.tenant,
+            customer,
+            ahead,
+            ahead + chrono::Duration::hours(1),
+        )
+        .unwrap();
+    let reply = app
+        .get("/api/v1/chat/conversations", &from_the_future)
+        .await;
+    expect_refusal(&reply, "token issued in the future");
+}
+
+#[tokio::test]
+async fn tokens_not_valid_yet_or_open_to_two_readings_are_401_with_the_reason() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let base = claims(&app);
+    let later = now() + 3600;
+    // Within the leeway (30 s by default), a clock slightly ahead is fine.
+    for claim in ["nbf", "iat"] {
+        let token = sign(
+            &with(base.clone(), claim, json!(now() + 10)),
+            Algorithm::HS256,
+            JWT_SECRET,
+        );
+        let reply = app.get("/api/v1/chat/conversations", &token).await;
+        assert_eq!(reply.status, StatusCode::OK, "{claim}: {reply:?}");
+    }
+    let claims_text = base.to_string();
+    let repeated = |member: &str| {
+        format!(
+            "{},{member}}}",
+            claims_text.strip_suffix('}').expect("an object")
+        )
+    };
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let cases = [
+        (
+            "nbf in the future",
+            sign(
+                &with(base.clone(), "nbf", json!(later)),
+                Algorithm::HS256,
+                JWT_SECRET,
+            ),
+            "token is not valid yet",
+        ),
+        (
+            "iat in the future",
+            sign(
+                &with(base.clone(), "iat", json!(later)),
+                Algorithm::HS256,
+                JWT_SECRET,
+            ),
+            "token issued in the future",
+        ),
+        (
+            "crit header",
+            raw_token(
+                r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#,
+                &claims_text,
+                JWT_SECRET,
+            ),
+            "token header has a crit parameter, and no extension is supported",
+        ),
+        (
+            "repeated header parameter",
+            raw_token(
+                r#"{"alg":"HS256","typ":"JWT","typ":"JWT"}"#,
+                &claims_text,
+                JWT_SECRET,
+            ),
+            "token header repeats a parameter",
+        ),
+        (
+            "repeated tenant_id",
+            raw_token(
+                header,
+                &repeated(&format!(r#""tenant_id":"{}""#, TenantId::new_v4())),
+                JWT_SECRET,
+            ),
+            "token repeats a claim",
+        ),
+        (
+            "repeated role",
+            raw_token(header, &repeated(r#""role":"admin""#), JWT_SECRET),
+            "token repeats a claim",
+        ),
+    ];
+    for (what, token, reason) in cases {
+        let reply = app.get("/api/v1/chat/conversations", &token).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}: {reply:?}");
+        expect_refusal(&reply, reason);
+    }
+    // The same token without its repeated member is accepted: the refusal
+    // is for the repetition, not for what it says.
+    let single = raw_token(header, &claims_text, JWT_SECRET);
+    assert_eq!(
+        app.get("/api/v1/chat/conversations", &single).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

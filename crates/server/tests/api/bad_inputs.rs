@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::both_databases;
-use crate::helpers::{Db, TestApp};
+use crate::helpers::{Client, Db, TestApp};
 
 both_databases!(
     malformed_json_is_a_400,
@@ -20,6 +20,7 @@ both_databases!(
     unknown_routes_and_methods_answer_in_the_error_shape,
     refused_writes_store_nothing,
     sends_beyond_the_rate_limit_get_429_with_retry_after,
+    parse_errors_name_no_rust_types,
 );
 
 async fn malformed_json_is_a_400(db: Db) {
@@ -372,4 +373,108 @@ async fn sends_beyond_the_rate_limit_get_429_with_retry_after(db: Db) {
     // Another sender is not held back, and nothing extra was stored.
     let colleague = app.staff(StaffUserId::new_v4());
     assert_eq!(app.send(&colleague, &id, "mine").await.body["seq"], 4);
+}
+
+/// What a message must not contain: Rust type names and their syntax.
+const TYPE_NAME_MARKS: [&str; 6] = ["struct", "enum ", "::", "Uuid", "Option<", "Vec<"];
+
+#[track_caller]
+fn assert_no_type_names(what: &str, message: &str) {
+    for mark in TYPE_NAME_MARKS {
+        assert!(!message.contains(mark), "{what}: {message}");
+    }
+}
+
+async fn parse_errors_name_no_rust_types(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let staff = app.staff(StaffUserId::new_v4());
+    let id = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    let conversations = "/api/v1/chat/conversations";
+    let messages = format!("{conversations}/{id}/messages");
+    let read = format!("{conversations}/{id}/read");
+    let cases = [
+        (conversations.to_owned(), json!("x"), "expected an object"),
+        (
+            conversations.to_owned(),
+            json!({"customer_id": "not-a-uuid"}),
+            "customer_id: expected a UUID",
+        ),
+        (
+            messages.clone(),
+            json!({"attachment_ids": ["nope"]}),
+            "attachment_ids[0]: expected a UUID",
+        ),
+        (
+            messages.clone(),
+            json!({"attachment_ids": "nope"}),
+            "expected a sequence",
+        ),
+        (
+            messages.clone(),
+            json!({"body": "hi", "reply_to": 5}),
+            "reply_to: invalid type: integer `5`, expected a UUID",
+        ),
+        (
+            read.clone(),
+            json!({"up_to_seq": -1}),
+            "expected a non-negative integer",
+        ),
+        (read.clone(), json!([]), "expected an object"),
+        (
+            "/api/v1/chat/customer-token".to_owned(),
+            json!({"customer_id": "x"}),
+            "customer_id: expected a UUID",
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let reply = app.post(&path, &staff, body.clone()).await;
+        reply.expect_error(400, "invalid_request");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{path} {body}: {message}");
+        assert_no_type_names(&format!("{path} {body}"), message);
+    }
+    let reply = app
+        .patch(
+            &format!("{conversations}/{id}"),
+            &staff,
+            json!({"assignee_id": 5}),
+        )
+        .await;
+    reply.expect_error(400, "invalid_request");
+    assert_no_type_names(
+        "patch",
+        reply.body["error"]["message"].as_str().unwrap_or_default(),
+    );
+
+    let mut client = Client::connect(&app, &staff).await;
+    let frames = [
+        (
+            json!({"type": "send_message", "conversation_id": "nope", "body": "x", "client_msg_id": "a"}),
+            "expected a UUID",
+        ),
+        (
+            json!({"type": "send_message", "conversation_id": id, "body": "x", "client_msg_id": "a", "attachment_ids": [7]}),
+            "expected a UUID",
+        ),
+        (
+            json!({"type": "read", "conversation_id": id, "up_to_seq": -3}),
+            "expected a non-negative integer",
+        ),
+        (
+            json!({"type": "resume", "cursors": [1, 2]}),
+            "expected an object",
+        ),
+        (
+            json!({"type": "resume", "cursors": {"nope": 1}}),
+            "expected a UUID",
+        ),
+    ];
+    for (frame, expected) in frames {
+        let error = client.request(frame.clone()).await;
+        assert_eq!(error["type"], "error", "{frame}: {error}");
+        assert_eq!(error["code"], "invalid_request", "{frame}: {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{frame}: {message}");
+        assert_no_type_names(&frame.to_string(), message);
+    }
 }
