@@ -398,8 +398,18 @@ async fn a_resume_beyond_the_replay_cap_says_what_it_did_not_recover(db: Db) {
     for i in 0..3 {
         app.send(&staff, &other, &format!("few {i}")).await;
     }
-    let mut client = Client::connect(&app, &staff).await;
+    // The live events of those sends must have passed the dispatcher before
+    // the client connects, or some would reach it live and not be replayed:
+    // a colleague's socket sees a later message, so everything before it
+    // has been dispatched.
+    let mut colleague = Client::connect(&app, &app.staff(StaffUserId::new_v4())).await;
     app.wait_connections(1).await;
+    let barrier = app.open_conversation(&staff, CustomerId::new_v4()).await;
+    app.send(&staff, &barrier, "barrier").await;
+    while colleague.next_of("new_message").await["message"]["conversation_id"] != barrier.as_str() {
+    }
+    let mut client = Client::connect(&app, &staff).await;
+    app.wait_connections(2).await;
     client
         .send(json!({"type": "resume", "request_id": "r", "cursors": {id.clone(): 2, other.clone(): 0}}))
         .await;
