@@ -5,7 +5,6 @@
 //! Hosts that run their own axum application can mount [`router`] under
 //! their own routes instead of running [`Application`].
 
-pub mod attachments;
 pub mod auth;
 pub mod cli;
 pub mod config;

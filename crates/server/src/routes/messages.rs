@@ -1,23 +1,79 @@
-//! Changes to one message: edit (its sender) and soft delete (its sender or
-//! a tenant admin). Both are announced in real time.
+//! Messages of a conversation: history, send, edit (its sender) and soft
+//! delete (its sender or a tenant admin). Sends, edits and deletes are
+//! announced in real time.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::routing::patch;
+use axum::http::StatusCode;
+use axum::routing::{get, patch};
 use axum::{Json, Router};
-use chat_domain::{ConversationId, MessageBody, MessageId};
+use chat_app::MessageCursor;
+use chat_domain::{ConversationId, MessageBody, MessageId, Seq};
 use serde::Deserialize;
 
-use crate::dto::MessageDto;
+use super::page_limit;
+use crate::dto::{self, ListMessagesQuery, MessageDto, MessagePageDto, SendMessageRequest};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, ApiQuery, Caller, PathId};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route(
-        "/conversations/{id}/messages/{message_id}",
-        patch(edit).delete(delete),
-    )
+    Router::new()
+        .route("/conversations/{id}/messages", get(history).post(send))
+        .route(
+            "/conversations/{id}/messages/{message_id}",
+            patch(edit).delete(delete),
+        )
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    PathId(id): PathId<ConversationId>,
+    ApiQuery(query): ApiQuery<ListMessagesQuery>,
+) -> Result<Json<MessagePageDto>, ApiError> {
+    let seq = |raw: u64, name: &str| {
+        Seq::from_u64(raw).map_err(|e| ApiError::invalid(format!("{name}: {e}")))
+    };
+    let cursor = match (query.before, query.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("give either before or after, not both"))
+        }
+        (Some(before), None) => MessageCursor::Before(seq(before, "before")?),
+        (None, Some(after)) => MessageCursor::After(seq(after, "after")?),
+        (None, None) => MessageCursor::Latest,
+    };
+    let page = state
+        .service
+        .list_messages(&principal, id, cursor, page_limit(query.limit)?)
+        .await?;
+    Ok(Json(page.into()))
+}
+
+async fn send(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    PathId(id): PathId<ConversationId>,
+    ApiJson(request): ApiJson<SendMessageRequest>,
+) -> Result<(StatusCode, Json<MessageDto>), ApiError> {
+    state
+        .send_limiter()
+        .check(&principal)
+        .map_err(ApiError::rate_limited)?;
+    let send = dto::send_message(
+        request.body.as_deref(),
+        request.attachment_ids,
+        request.reply_to,
+        request.client_msg_id.as_deref(),
+    )?;
+    let outcome = state.service.send_message(&principal, id, send).await?;
+    let status = if outcome.created {
+        state.metrics.message_sent();
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(outcome.message.into())))
 }
 
 /// `PATCH .../messages/{message_id}`.

@@ -1,10 +1,14 @@
-//! The HTTP routes: one module per area, assembled by [`router`].
+//! The HTTP routes: one module per resource, assembled by [`router`].
+//! A new route goes into the module of the resource its path names
+//! (`conversations`, `messages`, `receipts`, `presence`, `attachments`,
+//! `tokens`, `health`); a new resource gets a module and one `merge` line.
 
 mod attachments;
 mod conversations;
 mod health;
 mod messages;
-mod realtime;
+mod presence;
+mod receipts;
 mod tokens;
 
 use axum::extract::DefaultBodyLimit;
@@ -12,8 +16,17 @@ use axum::http::{header, HeaderValue, Method};
 use axum::routing::get;
 use axum::Router;
 
+use chat_app::PageLimit;
+
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The page size of a `limit` query parameter, the default when absent.
+fn page_limit(raw: Option<u32>) -> Result<PageLimit, ApiError> {
+    raw.map_or(Ok(PageLimit::DEFAULT), |l| {
+        PageLimit::parse(l).map_err(ApiError::from)
+    })
+}
 
 /// Every route of the server with its state: the REST API under
 /// `/api/v1/chat`, plus `/health`, `/ready` and `/metrics`. Hosts can `merge` or `nest`
@@ -25,7 +38,8 @@ pub fn router(state: AppState) -> Router {
         .merge(attachments::router())
         .merge(tokens::router())
         .merge(messages::router())
-        .merge(realtime::router())
+        .merge(receipts::router())
+        .merge(presence::router())
         .merge(crate::ws::router());
     Router::new()
         .nest("/api/v1/chat", api)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chat_domain::{CustomerId, StaffUserId, TenantId};
-use chat_server::attachments::StorageSettings;
+use chat_server::config::StorageSettings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

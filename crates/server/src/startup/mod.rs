@@ -1,22 +1,20 @@
 //! Building and running the server: adapters chosen by configuration, the
 //! router with tracing and timeouts, graceful shutdown on SIGINT/SIGTERM.
+//!
+//! [`Application::build`] only assembles; each kind of adapter is chosen in
+//! its own module: `store` (SQLite or PostgreSQL), `realtime` (Redis or
+//! in-process bus and presence) and `attachments` (file store, scanner,
+//! sweeper).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use adapters_postgres::PostgresStore;
-use adapters_redis::{RedisEventBus, RedisPresence, RedisSettings};
-use adapters_sqlite::SqliteStore;
 use anyhow::Context;
-use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::Router;
-use chat_app::{
-    AttachmentRepository, BusPublisher, ChatService, EventBus, InMemoryPresence, InProcessBus,
-    Ports, PresenceService, PresenceStore, SystemClock,
-};
+use chat_app::{BusPublisher, ChatService, PresenceService, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,23 +23,16 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, CustomerTokens, StaffVerifier};
-use crate::config::{DatabaseSettings, Settings};
-use crate::state::{AppState, Readiness};
+use crate::config::Settings;
+use crate::state::AppState;
 use crate::ws::{Hub, Realtime};
 
-#[async_trait]
-impl Readiness for SqliteStore {
-    async fn check(&self) -> anyhow::Result<()> {
-        self.ping().await
-    }
-}
+mod attachments;
+mod realtime;
+mod store;
 
-#[async_trait]
-impl Readiness for PostgresStore {
-    async fn check(&self) -> anyhow::Result<()> {
-        self.ping().await
-    }
-}
+use realtime::{announce_expired_presence, realtime_adapters, send_limiter};
+use store::Store;
 
 /// A bound, ready-to-run server.
 pub struct Application {
@@ -62,41 +53,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (bus, presence_store) = realtime_adapters(&settings).await?;
         let events = Arc::new(BusPublisher(bus.clone()));
-        let (ports, readiness, attachment_records): (
-            Ports,
-            Arc<dyn Readiness>,
-            Arc<dyn AttachmentRepository>,
-        ) = match &settings.database {
-            DatabaseSettings::Sqlite { path } => {
-                let store = Arc::new(
-                    SqliteStore::connect(path)
-                        .await
-                        .with_context(|| format!("opening SQLite database {}", path.display()))?,
-                );
-                tracing::info!(path = %path.display(), "using SQLite");
-                (
-                    Ports::from_store(store.clone(), events.clone()),
-                    store.clone(),
-                    store,
-                )
-            }
-            DatabaseSettings::Postgres {
-                url,
-                max_connections,
-            } => {
-                let store = Arc::new(
-                    PostgresStore::connect(url.expose(), *max_connections)
-                        .await
-                        .context("connecting to PostgreSQL (CHAT_DATABASE_URL)")?,
-                );
-                tracing::info!("using PostgreSQL");
-                (
-                    Ports::from_store(store.clone(), events.clone()),
-                    store.clone(),
-                    store,
-                )
-            }
-        };
+        let store = Store::open(&settings.database, events.clone()).await?;
+        let ports = store.ports;
         let auth = Authenticator {
             staff: StaffVerifier::new(&settings.staff_jwt)?,
             customers: CustomerTokens::new(&settings.customer_token_secret),
@@ -125,9 +83,8 @@ impl Application {
             ));
         }
         let attachments =
-            crate::attachments::service(&settings.attachments, attachment_records, service.clone())
-                .await?;
-        crate::attachments::spawn_orphan_sweeper(
+            attachments::service(&settings.attachments, store.attachments, service.clone()).await?;
+        attachments::spawn_orphan_sweeper(
             attachments.clone(),
             &settings.attachments,
             realtime.shutdown.clone(),
@@ -136,7 +93,7 @@ impl Application {
         let state = AppState {
             service,
             auth: Arc::new(auth),
-            readiness,
+            readiness: store.readiness,
             customer_token_max_ttl: settings.customer_token_max_ttl,
             max_request_bytes: settings.max_request_bytes,
             metrics: metrics.clone(),
@@ -243,76 +200,6 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// The event bus and presence store: Redis when configured (several
-/// nodes), in-process otherwise.
-async fn realtime_adapters(
-    settings: &Settings,
-) -> anyhow::Result<(Arc<dyn EventBus>, Arc<dyn PresenceStore>)> {
-    match &settings.realtime.redis_url {
-        None => Ok((
-            Arc::new(InProcessBus::default()),
-            Arc::new(InMemoryPresence::default()),
-        )),
-        Some(url) => {
-            let realtime = &settings.realtime;
-            let redis = RedisSettings {
-                presence_ttl: realtime.redis_presence_ttl,
-                ..RedisSettings::new(url.expose(), realtime.redis_prefix.as_str())
-            };
-            let bus = RedisEventBus::connect(&redis)
-                .await
-                .context("connecting the event bus to Redis (CHAT_REDIS_URL)")?;
-            let presence = RedisPresence::connect(&redis)
-                .await
-                .context("connecting presence to Redis (CHAT_REDIS_URL)")?;
-            tracing::info!(
-                prefix = %realtime.redis_prefix,
-                presence_ttl = ?realtime.redis_presence_ttl,
-                "using Redis for cross-node events and presence"
-            );
-            Ok((Arc::new(bus), Arc::new(presence)))
-        }
-    }
-}
-
-/// The per-sender send limiter, with a background task that forgets idle
-/// senders every minute so its memory stays bounded.
-fn send_limiter(settings: &Settings) -> crate::limits::SendLimiter {
-    let limiter =
-        crate::limits::SendLimiter::new(settings.send_rate_per_minute, settings.send_burst);
-    let sweeper = limiter.clone();
-    tokio::spawn(async move {
-        let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            every_minute.tick().await;
-            sweeper.forget_idle();
-        }
-    });
-    limiter
-}
-
-/// Announces, every `every` until `shutdown`, the users whose connections
-/// expired in the presence store. Every node runs it; the store hands each
-/// user to one of them.
-async fn announce_expired_presence(
-    presence: PresenceService,
-    every: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => match presence.announce_expired().await {
-                Ok(0) => {}
-                Ok(announced) => tracing::info!(announced, "users of lost connections announced offline"),
-                Err(err) => tracing::warn!(error = ?err, "cannot announce expired presence"),
-            },
-        }
     }
 }
 

@@ -1,22 +1,20 @@
-//! REST views of real-time state: presence and receipts.
+//! Presence over REST: who of a list of staff and customers is online.
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chat_domain::{ConversationId, CustomerId, Sender, StaffUserId};
+use chat_domain::{CustomerId, Sender, StaffUserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::dto::time;
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, Caller, PathId, StaffCaller};
+use crate::extract::{ApiQuery, StaffCaller};
 use crate::state::AppState;
 use crate::ws::protocol::sender;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/presence", get(presence))
-        .route("/conversations/{id}/receipts", get(receipts))
+    Router::new().route("/presence", get(presence))
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,22 +80,4 @@ async fn presence(
             })
             .collect(),
     )))
-}
-
-/// `GET /conversations/{id}/receipts`: every participant's read and
-/// delivered markers, from which a sender derives each message's status.
-async fn receipts(
-    State(state): State<AppState>,
-    Caller(principal): Caller,
-    PathId(id): PathId<ConversationId>,
-) -> Result<Json<Value>, ApiError> {
-    let states = state.service.receipts(&principal, id).await?;
-    Ok(Json(json!({
-        "receipts": states.into_iter().map(|s| json!({
-            "reader": sender(s.reader),
-            "last_read_seq": s.last_read_seq.get(),
-            "last_delivered_seq": s.last_delivered_seq.get(),
-            "updated_at": time(s.updated_at),
-        })).collect::<Vec<_>>(),
-    })))
 }

@@ -1,0 +1,82 @@
+//! The real-time adapters chosen by configuration (Redis or in-process)
+//! and the background tasks of the transport: the send limiter's idle
+//! sweep and the announcement of expired presence.
+
+use std::sync::Arc;
+
+use adapters_redis::{RedisEventBus, RedisPresence, RedisSettings};
+use anyhow::Context;
+use chat_app::{EventBus, InMemoryPresence, InProcessBus, PresenceService, PresenceStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+
+/// The event bus and presence store: Redis when configured (several
+/// nodes), in-process otherwise.
+pub(super) async fn realtime_adapters(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn EventBus>, Arc<dyn PresenceStore>)> {
+    match &settings.realtime.redis_url {
+        None => Ok((
+            Arc::new(InProcessBus::default()),
+            Arc::new(InMemoryPresence::default()),
+        )),
+        Some(url) => {
+            let realtime = &settings.realtime;
+            let redis = RedisSettings {
+                presence_ttl: realtime.redis_presence_ttl,
+                ..RedisSettings::new(url.expose(), realtime.redis_prefix.as_str())
+            };
+            let bus = RedisEventBus::connect(&redis)
+                .await
+                .context("connecting the event bus to Redis (CHAT_REDIS_URL)")?;
+            let presence = RedisPresence::connect(&redis)
+                .await
+                .context("connecting presence to Redis (CHAT_REDIS_URL)")?;
+            tracing::info!(
+                prefix = %realtime.redis_prefix,
+                presence_ttl = ?realtime.redis_presence_ttl,
+                "using Redis for cross-node events and presence"
+            );
+            Ok((Arc::new(bus), Arc::new(presence)))
+        }
+    }
+}
+
+/// The per-sender send limiter, with a background task that forgets idle
+/// senders every minute so its memory stays bounded.
+pub(super) fn send_limiter(settings: &Settings) -> crate::limits::SendLimiter {
+    let limiter =
+        crate::limits::SendLimiter::new(settings.send_rate_per_minute, settings.send_burst);
+    let sweeper = limiter.clone();
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            sweeper.forget_idle();
+        }
+    });
+    limiter
+}
+
+/// Announces, every `every` until `shutdown`, the users whose connections
+/// expired in the presence store. Every node runs it; the store hands each
+/// user to one of them.
+pub(super) async fn announce_expired_presence(
+    presence: PresenceService,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => match presence.announce_expired().await {
+                Ok(0) => {}
+                Ok(announced) => tracing::info!(announced, "users of lost connections announced offline"),
+                Err(err) => tracing::warn!(error = ?err, "cannot announce expired presence"),
+            },
+        }
+    }
+}
