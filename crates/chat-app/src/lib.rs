@@ -35,6 +35,7 @@ mod attachments;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 mod error;
+pub mod feed;
 mod files;
 #[cfg(test)]
 mod message_change_tests;
@@ -50,6 +51,7 @@ pub use attachments::{
     Download, DEFAULT_MAX_ATTACHMENT_BYTES,
 };
 pub use error::ChatError;
+pub use feed::{OrderedFeed, ORDER_IDLE};
 pub use files::{
     AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
     StorageError,

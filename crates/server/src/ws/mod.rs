@@ -1,9 +1,27 @@
 //! The WebSocket transport: `GET /api/v1/chat/ws`, authenticated before the
 //! upgrade, then one task per connection fed by this node's [`Hub`].
+//!
+//! Where things go:
+//! - `protocol/`: the wire: client frames (`client.rs`) and every server
+//!   frame (`server.rs`, [`protocol::ServerFrame`]);
+//! - `cmd/`: one handler per client frame;
+//! - `connection/`: one connection's lifecycle, writer, send pipeline,
+//!   typing, resume tracking and abuse counting;
+//! - `hub/`: this node's registry of connections and the fan-out, with the
+//!   audience rule (who hears a conversation);
+//! - `dispatch.rs`: bus events (through `chat_app::OrderedFeed`) to frames
+//!   and audiences;
+//! - `outbound.rs`: what the hub queues for a connection, and how it closes
+//!   one;
+//! - `seat.rs`: a connection's place in presence and the per-user limit.
 
+mod cmd;
 mod connection;
+mod dispatch;
 pub mod hub;
+pub mod outbound;
 pub mod protocol;
+mod seat;
 
 use std::sync::Arc;
 
@@ -13,13 +31,15 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use chat_app::{ChatService, ConnectionId, PresenceService};
+use chat_app::{ChatService, PresenceService};
 use chat_domain::Principal;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use hub::{CloseReason, Hub};
+pub use hub::Hub;
+pub use outbound::CloseReason;
+pub(crate) use seat::Seat;
 
 use crate::auth::AuthError;
 use crate::config::RealtimeSettings;
@@ -116,80 +136,4 @@ async fn upgrade(
         .max_frame_size(limit)
         .on_failed_upgrade(|err| tracing::debug!(error = %err, "websocket upgrade failed"))
         .on_upgrade(move |socket| tasks.track_future(connection::run(socket, seat, rt, metrics))))
-}
-
-/// A connection counted in presence (and toward the caller's limit) from
-/// before the upgrade; released when dropped, so an upgrade that never
-/// completes does not keep a place.
-pub(crate) struct Seat {
-    principal: Principal,
-    id: ConnectionId,
-    /// Where the connection is recorded; `None` once released.
-    presence: Option<PresenceService>,
-}
-
-impl Seat {
-    /// Records a connection of `principal`, or refuses it with 429 when
-    /// they already have the configured number open on all nodes. When
-    /// presence is unavailable the connection is let in uncounted: chat
-    /// goes on without presence.
-    async fn take(rt: &Realtime, principal: Principal) -> Result<Self, ApiError> {
-        let id = ConnectionId::new();
-        let limit = rt.settings.max_connections_per_user;
-        let presence = rt.presence.clone();
-        match presence
-            .connect_within(&principal, id, (limit > 0).then_some(limit))
-            .await
-        {
-            Ok(Some(_)) => Ok(Self {
-                principal,
-                id,
-                presence: Some(presence),
-            }),
-            Ok(None) => Err(ApiError::too_many_connections(limit)),
-            Err(err) => {
-                tracing::warn!(error = ?err, "presence unavailable");
-                Ok(Self {
-                    principal,
-                    id,
-                    presence: None,
-                })
-            }
-        }
-    }
-
-    /// The connection's id.
-    pub(crate) fn id(&self) -> ConnectionId {
-        self.id
-    }
-
-    /// Whose connection it is.
-    pub(crate) fn principal(&self) -> Principal {
-        self.principal
-    }
-
-    /// Records the connection closed.
-    pub(crate) async fn release(mut self) {
-        if let Some(presence) = self.presence.take() {
-            if let Err(err) = presence.disconnected(&self.principal, self.id).await {
-                tracing::warn!(error = ?err, "presence unavailable");
-            }
-        }
-    }
-}
-
-impl Drop for Seat {
-    fn drop(&mut self) {
-        let Some(presence) = self.presence.take() else {
-            return;
-        };
-        let (principal, id) = (self.principal, self.id);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(err) = presence.disconnected(&principal, id).await {
-                    tracing::warn!(error = ?err, "presence unavailable");
-                }
-            });
-        }
-    }
 }

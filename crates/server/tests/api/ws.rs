@@ -37,6 +37,7 @@ both_databases!(
     websocket_sends_share_the_rate_limit,
     a_pending_send_does_not_hold_up_what_its_sender_receives,
     pipelined_sends_are_acked_in_order_each_before_its_own_echo,
+    answers_keep_their_exact_bytes_on_the_wire,
 );
 
 async fn a_bad_or_missing_token_is_refused_before_the_upgrade(db: Db) {
@@ -1117,5 +1118,56 @@ async fn pipelined_sends_are_acked_in_order_each_before_its_own_echo(db: Db) {
             })
             .expect("every acked message is delivered");
         assert!(at < echo_at, "ack after its echo: {frame}");
+    }
+}
+
+/// The next text frame exactly as it came off the socket.
+async fn raw_text(client: &mut Client) -> String {
+    loop {
+        let message = tokio::time::timeout(WAIT, client.socket.next())
+            .await
+            .expect("a frame within the deadline")
+            .expect("socket still open")
+            .expect("frame readable");
+        match message {
+            Message::Text(text) => return text.as_str().to_owned(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn answers_keep_their_exact_bytes_on_the_wire(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let Chat { staff, id, .. } = app.chat().await;
+    let mut client = Client::connect(&app, &staff).await;
+    let cases = [
+        (json!({"type": "ping"}), r#"{"type":"pong"}"#.to_owned()),
+        (
+            json!({"type": "ping", "request_id": 7}),
+            r#"{"request_id":7,"type":"pong"}"#.to_owned(),
+        ),
+        (
+            json!({"type": "typing", "conversation_id": id, "is_typing": false, "request_id": "t-1"}),
+            r#"{"request_id":"t-1","type":"ack"}"#.to_owned(),
+        ),
+        (
+            json!({"type": "set_status", "status": "away", "request_id": "s"}),
+            r#"{"request_id":"s","type":"ack"}"#.to_owned(),
+        ),
+        (
+            json!({"type": "launch"}),
+            r#"{"code":"invalid_request","message":"unknown frame type `launch`","type":"error"}"#
+                .to_owned(),
+        ),
+        (
+            json!({"type": "resume", "cursors": {}, "request_id": "r"}),
+            r#"{"conversations":{},"recovered":true,"replayed":0,"request_id":"r","type":"ack"}"#
+                .to_owned(),
+        ),
+    ];
+    for (frame, expected) in cases {
+        client.send(frame.clone()).await;
+        assert_eq!(raw_text(&mut client).await, expected, "{frame}");
     }
 }

@@ -1,17 +1,17 @@
-//! The WebSocket wire protocol (API.md): client frames are parsed in two
-//! steps, so every malformed frame gets a precise error that echoes its
-//! `request_id`; server frames are built once and shared between
-//! connections.
+//! Client frames (API.md): parsed in two steps, the envelope (`type`,
+//! `request_id`) then the fields of its type, so every malformed frame
+//! gets a precise error that echoes its `request_id`.
+//!
+//! A new client frame is a struct here, a variant of [`ClientFrame`], a
+//! line in [`parse`], and its handler in `ws/cmd/`.
 
-use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::dto::SenderDto;
 use crate::extract::client_wording;
 
 /// The most cursors one `resume` frame may carry.
@@ -21,7 +21,7 @@ pub const MAX_RESUME_CURSORS: usize = 1000;
 #[derive(Debug)]
 pub enum ClientFrame {
     /// Keepalive.
-    Ping,
+    Ping(PingFrame),
     /// Send a message.
     SendMessage(SendMessageFrame),
     /// Typing indicator.
@@ -36,6 +36,7 @@ pub enum ClientFrame {
     Resume(ResumeFrame),
 }
 
+/// `ping`: nothing but the envelope.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PingFrame {
@@ -176,7 +177,7 @@ pub fn parse(text: &str) -> Parsed {
         }
     };
     let frame = match kind.as_str() {
-        "ping" => fields::<PingFrame>(object).map(|_| ClientFrame::Ping),
+        "ping" => fields(object).map(ClientFrame::Ping),
         "send_message" => fields(object).map(ClientFrame::SendMessage),
         "typing" => fields(object).map(ClientFrame::Typing),
         "read" => fields(object).map(ClientFrame::Read),
@@ -199,56 +200,10 @@ pub fn parse(text: &str) -> Parsed {
     Parsed { request_id, frame }
 }
 
-/// A server frame serialised once, shared by every recipient down to the
-/// socket (cloning it only counts a reference).
-pub type Frame = Utf8Bytes;
-
-fn frame(value: &Value) -> Frame {
-    Utf8Bytes::from(value.to_string())
-}
-
-/// `pong`.
-pub fn pong(request_id: Option<&Value>) -> Frame {
-    let mut value = json!({"type": "pong"});
-    if let Some(id) = request_id {
-        value["request_id"] = id.clone();
-    }
-    frame(&value)
-}
-
-/// `ack`, optionally with more fields (`message`, `replayed`...).
-pub fn ack(request_id: Option<&Value>, extra: Option<(&str, Value)>) -> Frame {
-    let mut value =
-        json!({"type": "ack", "request_id": request_id.cloned().unwrap_or(Value::Null)});
-    if let Some((key, extra)) = extra {
-        value[key] = extra;
-    }
-    frame(&value)
-}
-
-/// `error`.
-pub fn error(request_id: Option<&Value>, code: &str, message: &str) -> Frame {
-    let mut value = json!({"type": "error", "code": code, "message": message});
-    if let Some(id) = request_id {
-        value["request_id"] = id.clone();
-    }
-    frame(&value)
-}
-
-/// An event frame: `{"type": kind, ...fields}`.
-pub fn event(kind: &str, fields: Value) -> Frame {
-    let mut value = fields;
-    value["type"] = Value::String(kind.to_owned());
-    frame(&value)
-}
-
-/// A sender object.
-pub fn sender(sender: chat_domain::Sender) -> Value {
-    serde_json::to_value(SenderDto::from(sender)).unwrap_or(Value::Null)
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn error_of(text: &str) -> String {

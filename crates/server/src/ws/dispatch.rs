@@ -1,0 +1,360 @@
+//! The event dispatcher of one node ([`Hub::run`]): reads the bus through
+//! the ordered feed, so each conversation's messages come once and in
+//! order, turns each event into one [`ServerFrame`], encoded once, and
+//! hands it to the hub with whom it is for.
+//!
+//! A new event is one arm of [`route`]: its frame (a variant in
+//! `protocol/server.rs`) and its audience (a conversation's readers, the
+//! tenant's staff...).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_app::{BusEvent, ChatEvent, EventStream, OrderedFeed};
+use chat_domain::Conversation;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::Hub;
+use super::outbound::{CloseReason, EchoKey, Outbound};
+use super::protocol::ServerFrame;
+
+/// How often the hub forgets the audiences of quiet conversations.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+impl Hub {
+    /// Routes bus events, in delivery order, until `shutdown`. Lost events
+    /// (the dispatcher fell behind, or the bus closed) close every
+    /// connection with 1013, so that each resumes from the database.
+    pub async fn run(self: Arc<Self>, events: EventStream, shutdown: CancellationToken) {
+        let mut feed = OrderedFeed::new(events, self.messages.clone()).into_stream();
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = sweep.tick() => self.sweep(),
+                next = feed.next() => match next {
+                    Some(BusEvent::Event(event)) => route(&self, event).await,
+                    Some(BusEvent::Lagged(missed)) => {
+                        // Some connections may have missed events: make them
+                        // all reconnect and resume from the database.
+                        tracing::error!(missed, "event dispatcher fell behind: asking every connection to resume");
+                        self.close_all(CloseReason::Resync);
+                    }
+                    None => {
+                        tracing::error!("event bus closed: asking every connection to resume");
+                        self.close_all(CloseReason::Resync);
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Queues `frame`, an event of `conversation`, for its readers.
+async fn to_readers(hub: &Hub, conversation: &Conversation, frame: &ServerFrame) {
+    let out = Outbound::of_conversation(conversation.id, frame.encode());
+    hub.to_readers(conversation, |_| true, &out).await;
+}
+
+/// Delivers one event to whom it concerns.
+pub(super) async fn route(hub: &Hub, event: ChatEvent) {
+    match event {
+        ChatEvent::MessageCreated {
+            conversation,
+            message,
+        } => {
+            let out = Outbound {
+                conversation: Some(conversation.id),
+                seq: Some(message.seq.get()),
+                echo: message
+                    .client_msg_id
+                    .as_ref()
+                    .map(|key| EchoKey::new(message.sender, key)),
+                frame: ServerFrame::new_message(message).encode(),
+            };
+            hub.to_readers(&conversation, |_| true, &out).await;
+        }
+        ChatEvent::MessageUpdated {
+            conversation,
+            message,
+        }
+        | ChatEvent::MessageDeleted {
+            conversation,
+            message,
+        } => to_readers(hub, &conversation, &ServerFrame::message_changed(message)).await,
+        ChatEvent::ConversationUpdated { conversation } => {
+            let frame = ServerFrame::conversation_updated(conversation.clone());
+            to_readers(hub, &conversation, &frame).await;
+        }
+        ChatEvent::ReceiptMoved {
+            conversation,
+            receipt,
+            state,
+        } => {
+            let frame = ServerFrame::receipt_moved(&conversation, receipt, &state);
+            to_readers(hub, &conversation, &frame).await;
+        }
+        ChatEvent::Typing {
+            conversation,
+            sender,
+            is_typing,
+        } => {
+            let frame = ServerFrame::typing(&conversation, sender, is_typing);
+            // The other participants only; never held behind a send.
+            hub.to_readers(
+                &conversation,
+                |principal| principal.as_sender() != sender,
+                &Outbound::passing(frame.encode()),
+            )
+            .await;
+        }
+        ChatEvent::PresenceChanged { tenant, presence } => {
+            let out = Outbound::passing(ServerFrame::presence(&presence).encode());
+            // The user's own sockets know their status already.
+            hub.to_staff(
+                tenant,
+                |principal| principal.as_sender() != presence.user,
+                &out,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_app::{AccessPolicy, ConnectionId, MockMessageRepository, PolicyAction};
+    use chat_domain::{
+        ConversationId, CustomerId, Message, NewCustomerConversation, Principal, Sender, Seq,
+        StaffRole, StaffUserId, TenantId,
+    };
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::ws::outbound::{ConnControl, Outbound};
+    use crate::ws::protocol::Frame;
+
+    /// Registers a connection of `principal`; returns its queue.
+    fn connect(hub: &Hub, principal: Principal) -> mpsc::Receiver<Outbound> {
+        let (tx, rx) = mpsc::channel(8);
+        hub.register(ConnectionId::new(), principal, tx, ConnControl::default());
+        rx
+    }
+
+    fn frames(queue: &mut mpsc::Receiver<Outbound>) -> usize {
+        let mut count = 0;
+        while queue.try_recv().is_ok() {
+            count += 1;
+        }
+        count
+    }
+
+    fn created(conversation: &Conversation, message: Message) -> ChatEvent {
+        ChatEvent::MessageCreated {
+            conversation: conversation.clone(),
+            message,
+        }
+    }
+
+    fn hub(policy: Arc<dyn AccessPolicy>) -> Arc<Hub> {
+        Hub::new(Arc::new(MockMessageRepository::new()), policy)
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_readers_of_their_conversation_and_nobody_else() {
+        let hub = hub(Arc::new(chat_app::AllowAll));
+        let tenant = TenantId::new_v4();
+        let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
+        let clinician = StaffUserId::new_v4();
+        let conversation = |clinician| {
+            NewCustomerConversation {
+                id: ConversationId::new_v7(),
+                tenant,
+                customer_id: customer,
+                clinician,
+                now: chrono::Utc::now(),
+            }
+            .prospective()
+        };
+        let (inbox, private) = (conversation(None), conversation(Some(clinician)));
+        let staff = Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff);
+        let mut queues = vec![
+            ("staff", connect(&hub, staff)),
+            (
+                "the clinician",
+                connect(&hub, Principal::staff(tenant, clinician, StaffRole::Staff)),
+            ),
+            (
+                "an admin",
+                connect(
+                    &hub,
+                    Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Admin),
+                ),
+            ),
+            (
+                "the customer",
+                connect(&hub, Principal::customer(tenant, customer)),
+            ),
+            (
+                "the customer's phone",
+                connect(&hub, Principal::customer(tenant, customer)),
+            ),
+            (
+                "another customer",
+                connect(&hub, Principal::customer(tenant, other_customer)),
+            ),
+            (
+                "staff of another tenant",
+                connect(
+                    &hub,
+                    Principal::staff(TenantId::new_v4(), StaffUserId::new_v4(), StaffRole::Admin),
+                ),
+            ),
+            (
+                "the same customer id in another tenant",
+                connect(&hub, Principal::customer(TenantId::new_v4(), customer)),
+            ),
+        ];
+        // (conversation, who gets the event: one flag per queue above)
+        let table = [
+            (&inbox, [true, true, true, true, true, false, false, false]),
+            (
+                &private,
+                [false, true, true, true, true, false, false, false],
+            ),
+        ];
+        for (conversation, expected) in table {
+            let out = Outbound::of_conversation(conversation.id, Frame::from("{}"));
+            hub.to_readers(conversation, |_| true, &out).await;
+            for ((who, queue), expected) in queues.iter_mut().zip(expected) {
+                assert_eq!(
+                    frames(queue),
+                    usize::from(expected),
+                    "{who}, {:?}",
+                    conversation.kind
+                );
+            }
+        }
+
+        // Presence goes to staff only; a closed connection is dropped.
+        route(
+            &hub,
+            ChatEvent::PresenceChanged {
+                tenant,
+                presence: chat_domain::Presence {
+                    user: Sender::Customer(customer),
+                    status: chat_domain::PresenceStatus::Online,
+                    last_seen_at: None,
+                },
+            },
+        )
+        .await;
+        let got: Vec<usize> = queues.iter_mut().map(|(_, q)| frames(q)).collect();
+        assert_eq!(got, [1, 1, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(hub.connection_count(), 8);
+        drop(queues.remove(4));
+        let out = Outbound::of_conversation(inbox.id, Frame::from("{}"));
+        hub.to_readers(&inbox, |_| true, &out).await;
+        assert_eq!(hub.connection_count(), 7, "the phone's connection is gone");
+        hub.unregister(&Principal::customer(tenant, customer), ConnectionId::new());
+        assert_eq!(hub.connection_count(), 7, "unknown ids change nothing");
+    }
+
+    /// A host policy that keeps one staff member out of one customer's
+    /// conversations (say, not of their care team).
+    struct CareTeam {
+        outsider: StaffUserId,
+        customer: CustomerId,
+    }
+
+    #[async_trait::async_trait]
+    impl AccessPolicy for CareTeam {
+        async fn check(
+            &self,
+            principal: &Principal,
+            conversation: &Conversation,
+            _action: PolicyAction,
+        ) -> Result<(), chat_domain::Denied> {
+            let outsider = principal.as_sender() == Sender::Staff(self.outsider);
+            if outsider && conversation.kind.customer_id() == Some(self.customer) {
+                Err(chat_domain::Denied::NotFound)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_host_policy_keeps_conversation_events_from_whom_it_refuses() {
+        let tenant = TenantId::new_v4();
+        let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
+        let outsider = StaffUserId::new_v4();
+        let hub = hub(Arc::new(CareTeam { outsider, customer }));
+        let inbox_of = |customer| {
+            NewCustomerConversation {
+                id: ConversationId::new_v7(),
+                tenant,
+                customer_id: customer,
+                clinician: None,
+                now: chrono::Utc::now(),
+            }
+            .prospective()
+        };
+        let (refused, other) = (inbox_of(customer), inbox_of(other_customer));
+        let mut outsider_queue =
+            connect(&hub, Principal::staff(tenant, outsider, StaffRole::Staff));
+        let mut outsider_phone =
+            connect(&hub, Principal::staff(tenant, outsider, StaffRole::Staff));
+        let mut colleague = connect(
+            &hub,
+            Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff),
+        );
+        let mut the_customer = connect(&hub, Principal::customer(tenant, customer));
+
+        // A message, a receipt-like update and typing: all kept from the
+        // outsider, on every socket of theirs.
+        let message = |conversation: &Conversation| Message {
+            id: chat_domain::MessageId::new_v7(),
+            tenant,
+            conversation_id: conversation.id,
+            seq: Seq::from_u64(1).unwrap(),
+            sender: Sender::Customer(customer),
+            body: None,
+            attachments: Vec::new(),
+            reply_to: None,
+            client_msg_id: None,
+            created_at: chrono::Utc::now(),
+            edited_at: None,
+            deleted_at: None,
+        };
+        route(&hub, created(&refused, message(&refused))).await;
+        route(
+            &hub,
+            ChatEvent::ConversationUpdated {
+                conversation: refused.clone(),
+            },
+        )
+        .await;
+        route(
+            &hub,
+            ChatEvent::Typing {
+                conversation: refused.clone(),
+                sender: Sender::Customer(customer),
+                is_typing: true,
+            },
+        )
+        .await;
+        assert_eq!(frames(&mut outsider_queue), 0);
+        assert_eq!(frames(&mut outsider_phone), 0);
+        assert_eq!(frames(&mut colleague), 3);
+        assert_eq!(frames(&mut the_customer), 2, "not their own typing");
+
+        // Other customers' conversations still reach the outsider.
+        route(&hub, created(&other, message(&other))).await;
+        assert_eq!(frames(&mut outsider_queue), 1);
+        assert_eq!(frames(&mut outsider_phone), 1);
+        assert_eq!(frames(&mut colleague), 1);
+        assert_eq!(frames(&mut the_customer), 0);
+    }
+}
