@@ -29,11 +29,11 @@ use futures::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ChatError;
-use crate::files::{
+use crate::ports::Clock;
+use crate::ports::{
     AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
     StorageError,
 };
-use crate::ports::Clock;
 use crate::sniff::{sniff, ContentCheck, ContentRejection, SNIFF_BYTES};
 use crate::ChatService;
 

@@ -23,7 +23,7 @@ use chat_domain::{
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::files::AttachmentRepository;
+use crate::ports::AttachmentRepository;
 use crate::ports::{
     AppendError, AppendOutcome, ConversationListQuery, ConversationRepository, MessageCursor,
     MessagePage, MessageQuery, MessageRepository, ReadStateRepository, Receipt, ReceiptUpdate,

@@ -35,7 +35,7 @@ mod attachments;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 mod error;
-mod files;
+pub mod memory;
 #[cfg(test)]
 mod message_change_tests;
 pub mod ports;
@@ -50,28 +50,21 @@ pub use attachments::{
     Download, DEFAULT_MAX_ATTACHMENT_BYTES,
 };
 pub use error::ChatError;
-pub use files::{
-    AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
-    StorageError,
-};
-#[cfg(any(test, feature = "mocks"))]
-pub use files::{MockAttachmentRepository, MockFileStorage, MockScanner};
+pub use memory::{broadcast_stream, InMemoryPresence, InProcessBus};
 pub use ports::{
-    AccessPolicy, AllowAll, AppendError, AppendOutcome, ChatEvent, Clock, ConversationCursor,
+    AccessPolicy, AllowAll, AppendError, AppendOutcome, AttachmentRepository, BusEvent,
+    BusPublisher, ByteStream, ChatEvent, Clock, ConnectionId, ConversationCursor,
     ConversationListQuery, ConversationPage, ConversationRepository, ConversationSummary,
-    CursorError, EventPublisher, IdGenerator, MessageCursor, MessagePage, MessageQuery,
-    MessageRepository, PolicyAction, ReadStateRepository, Receipt, ReceiptUpdate, RepoError,
-    SystemClock, UuidV7Generator,
+    CursorError, DownloadHeaders, EventBus, EventPublisher, EventStream, FileStorage, IdGenerator,
+    MessageCursor, MessagePage, MessageQuery, MessageRepository, PolicyAction, PresenceChange,
+    PresenceStore, ReadStateRepository, Receipt, ReceiptUpdate, RepoError, ScanVerdict, Scanner,
+    StorageError, SystemClock, UuidV7Generator,
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{
-    MockAccessPolicy, MockClock, MockConversationRepository, MockEventPublisher, MockIdGenerator,
-    MockMessageRepository, MockReadStateRepository,
+    MockAccessPolicy, MockAttachmentRepository, MockClock, MockConversationRepository,
+    MockEventBus, MockEventPublisher, MockFileStorage, MockIdGenerator, MockMessageRepository,
+    MockPresenceStore, MockReadStateRepository, MockScanner,
 };
-pub use realtime::{
-    broadcast_stream, BusEvent, BusPublisher, ConnectionId, EventBus, EventStream,
-    InMemoryPresence, InProcessBus, PresenceChange, PresenceService, PresenceStore,
-};
-#[cfg(any(test, feature = "mocks"))]
-pub use realtime::{MockEventBus, MockPresenceStore};
+pub use realtime::PresenceService;
 pub use service::{ChatService, PageLimit, Ports, SendMessage, SendOutcome};
