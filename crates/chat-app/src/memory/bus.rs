@@ -52,3 +52,31 @@ impl EventBus for InProcessBus {
         broadcast_stream(self.sender.subscribe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::{Presence, PresenceStatus, Sender, TenantId};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_in_process_bus_reaches_every_subscriber_and_reports_lag() {
+        let bus = InProcessBus::new(2);
+        let mut first = bus.subscribe();
+        let mut second = bus.subscribe();
+        let event = ChatEvent::PresenceChanged {
+            tenant: TenantId::new_v4(),
+            presence: Presence {
+                user: Sender::System,
+                status: PresenceStatus::Online,
+                last_seen_at: None,
+            },
+        };
+        for _ in 0..3 {
+            bus.publish(event.clone()).await;
+        }
+        assert_eq!(first.next().await, Some(BusEvent::Lagged(1)));
+        assert_eq!(first.next().await, Some(BusEvent::Event(event.clone())));
+        assert_eq!(second.next().await, Some(BusEvent::Lagged(1)));
+    }
+}

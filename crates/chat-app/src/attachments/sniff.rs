@@ -144,15 +144,6 @@ impl Sniffed {
 /// [`ContentRejection::Empty`] for no bytes, [`ContentRejection::Unsupported`]
 /// for any type but JPEG, PNG, GIF, WebP, PDF, DOC and DOCX, and for any of
 /// them that carries markup a browser would run.
-///
-/// ```
-/// use chat_app::sniff::{sniff, ContentRejection};
-/// use chat_domain::MediaType;
-///
-/// let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-/// assert_eq!(sniff(png).unwrap().media_type, MediaType::Png);
-/// assert!(matches!(sniff(b"<svg onload=alert(1)>"), Err(ContentRejection::Unsupported(_))));
-/// ```
 pub fn sniff(head: &[u8]) -> Result<Sniffed, ContentRejection> {
     if head.is_empty() {
         return Err(ContentRejection::Empty);
@@ -492,6 +483,16 @@ mod tests {
     use zip::write::SimpleFileOptions;
 
     use super::*;
+
+    #[test]
+    fn a_png_head_is_a_png_and_svg_markup_is_refused() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(sniff(png).unwrap().media_type, MediaType::Png);
+        assert!(matches!(
+            sniff(b"<svg onload=alert(1)>"),
+            Err(ContentRejection::Unsupported(_))
+        ));
+    }
 
     const CLEAN_CONTENT_TYPES: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">

@@ -1,0 +1,310 @@
+//! Messages: history pages, sends (with their attachments, replies and
+//! idempotency keys), edits and deletions. Threads, reactions, pins,
+//! forwarding and mentions extend this area.
+
+use chat_domain::{
+    authorize_access, authorize_message_change, Action, AttachmentId, ClientMsgId, Conversation,
+    ConversationId, Denied, Message, MessageBody, MessageChange, MessageId, NewMessage, Principal,
+    MAX_ATTACHMENTS_PER_MESSAGE,
+};
+
+use crate::error::ChatError;
+use crate::page::PageLimit;
+use crate::ports::{
+    AppendError, AppendOutcome, ChatEvent, MessageCursor, MessagePage, MessageQuery,
+};
+use crate::service::ChatService;
+
+#[cfg(test)]
+mod change_tests;
+#[cfg(test)]
+mod tests;
+
+/// A send request, already validated field by field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendMessage {
+    /// The text; may be left out when attachments are given.
+    pub body: Option<MessageBody>,
+    /// Uploads of the sender in this conversation to attach, in order:
+    /// at most [`MAX_ATTACHMENTS_PER_MESSAGE`], no duplicates.
+    pub attachment_ids: Vec<AttachmentId>,
+    /// The message answered, in the same conversation.
+    pub reply_to: Option<MessageId>,
+    /// The sender's idempotency key.
+    pub client_msg_id: Option<ClientMsgId>,
+}
+
+/// The result of a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// The stored message (the original one on a replay).
+    pub message: chat_domain::Message,
+    /// `false` when the `client_msg_id` had been used already.
+    pub created: bool,
+}
+
+impl ChatService {
+    /// Checks that `principal` may send into conversation `id`. Under a
+    /// policy that refuses nothing, the domain rules decide from the
+    /// conversation's access facts when they are known, and nothing is read
+    /// (the append finds out if the conversation is gone).
+    async fn authorize_send(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+    ) -> Result<(), ChatError> {
+        if self.ports.policy.refuses_nothing() {
+            if let Some(access) = self.access.get(id) {
+                return Ok(authorize_access(principal, &access, Action::Send)?);
+            }
+        }
+        self.authorized(principal, id, Action::Send).await?;
+        Ok(())
+    }
+
+    /// A page of messages by `seq`.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`] when the conversation is missing or not
+    /// readable; [`ChatError::Unexpected`] on storage failure.
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
+    pub async fn list_messages(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        cursor: MessageCursor,
+        limit: PageLimit,
+    ) -> Result<MessagePage, ChatError> {
+        self.authorized(principal, id, Action::Read).await?;
+        Ok(self
+            .ports
+            .messages
+            .list_messages(
+                principal.tenant(),
+                id,
+                MessageQuery {
+                    cursor,
+                    limit: limit.get(),
+                },
+            )
+            .await?)
+    }
+
+    /// Sends a message. Acknowledged only once committed; a replayed
+    /// `client_msg_id` returns the original message and publishes nothing. A
+    /// customer writing into a resolved or archived conversation reopens it.
+    ///
+    /// # Errors
+    /// [`ChatError::Invalid`] without a body or attachment, with more than
+    /// [`MAX_ATTACHMENTS_PER_MESSAGE`] or repeated attachments, with an
+    /// attachment already sent, or with a `reply_to` outside the
+    /// conversation; [`ChatError::NotFound`] for a conversation, and
+    /// [`ChatError::AttachmentNotFound`] for an
+    /// attachment, that is not the sender's to use here;
+    /// [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
+    pub async fn send_message(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        request: SendMessage,
+    ) -> Result<SendOutcome, ChatError> {
+        self.authorize_send(principal, id).await?;
+        check_attachment_ids(request.body.is_some(), &request.attachment_ids)?;
+        let new = NewMessage {
+            id: self.ports.ids.message_id(),
+            tenant: principal.tenant(),
+            conversation_id: id,
+            sender: principal.as_sender(),
+            body: request.body,
+            attachments: request.attachment_ids,
+            reply_to: request.reply_to,
+            client_msg_id: request.client_msg_id,
+            created_at: self.ports.clock.now(),
+        };
+        // A customer's message reopens a resolved or archived conversation;
+        // staff answer without changing its status.
+        let reopen = !principal.is_staff();
+        let outcome = self
+            .ports
+            .messages
+            .append(&new, reopen)
+            .await
+            .map_err(|err| match err {
+                AppendError::ConversationNotFound => ChatError::NotFound,
+                AppendError::ReplyTargetNotFound => {
+                    ChatError::Invalid("reply_to must name a message of this conversation".into())
+                }
+                AppendError::AttachmentNotFound(attachment) => {
+                    ChatError::AttachmentNotFound(attachment)
+                }
+                AppendError::AttachmentAlreadyUsed(attachment) => ChatError::Invalid(format!(
+                    "attachment_ids: {attachment} is already attached to a message"
+                )),
+                AppendError::Unexpected(err) => ChatError::Unexpected(err),
+            })?;
+        match outcome {
+            AppendOutcome::Created {
+                message,
+                conversation,
+                reopened,
+            } => {
+                // Listeners see the conversation as the append left it: its
+                // new last_seq, activity and (re)opened status. A copy only
+                // when a second event needs one.
+                let updated = reopened.then(|| conversation.clone());
+                self.publish(ChatEvent::MessageCreated {
+                    conversation,
+                    message: message.clone(),
+                })
+                .await;
+                if let Some(conversation) = updated {
+                    self.publish(ChatEvent::ConversationUpdated { conversation })
+                        .await;
+                }
+                Ok(SendOutcome {
+                    message,
+                    created: true,
+                })
+            }
+            AppendOutcome::Replayed(message) => Ok(SendOutcome {
+                message,
+                created: false,
+            }),
+        }
+    }
+
+    /// Loads message `message_id` of conversation `id` and checks that
+    /// `principal` may make `change` to it: an edit needs the right to send
+    /// in the conversation, a deletion the right to read it, and both the
+    /// message rules of [`authorize_message_change`].
+    async fn changeable_message(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        message_id: MessageId,
+        change: MessageChange,
+    ) -> Result<(Conversation, Message), ChatError> {
+        let action = match change {
+            MessageChange::Edit => Action::Send,
+            MessageChange::Delete => Action::Read,
+        };
+        let conversation = self.authorized(principal, id, action).await?;
+        let message = self
+            .ports
+            .messages
+            .find_message(principal.tenant(), id, message_id)
+            .await?
+            .ok_or(ChatError::MessageNotFound)?;
+        // The conversation is readable (checked above): a refusal to see is
+        // about the message.
+        authorize_message_change(principal, &conversation, &message, change).map_err(|denied| {
+            match denied {
+                Denied::NotFound => ChatError::MessageNotFound,
+                Denied::Forbidden => ChatError::Forbidden,
+            }
+        })?;
+        Ok((conversation, message))
+    }
+
+    /// Replaces the text of one of the principal's own messages.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`] for an unknown or unreadable conversation,
+    /// [`ChatError::MessageNotFound`] for a message that is not one of its
+    /// messages; [`ChatError::Forbidden`] for someone else's message;
+    /// [`ChatError::Conflict`] for a deleted one; [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err(level = "debug"))]
+    pub async fn edit_message(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        message_id: MessageId,
+        body: MessageBody,
+    ) -> Result<Message, ChatError> {
+        let (conversation, message) = self
+            .changeable_message(principal, id, message_id, MessageChange::Edit)
+            .await?;
+        if message.deleted_at.is_some() {
+            return Err(ChatError::Conflict("the message was deleted".into()));
+        }
+        let edited = self
+            .ports
+            .messages
+            .edit_message(
+                principal.tenant(),
+                id,
+                message_id,
+                &body,
+                self.ports.clock.now(),
+            )
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        if edited.deleted_at.is_some() {
+            return Err(ChatError::Conflict("the message was deleted".into()));
+        }
+        self.publish(ChatEvent::MessageUpdated {
+            conversation,
+            message: edited.clone(),
+        })
+        .await;
+        Ok(edited)
+    }
+
+    /// Deletes a message softly: its sender may, and so may a tenant admin.
+    /// Deleting a deleted message returns it unchanged and announces
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`] for the conversation,
+    /// [`ChatError::MessageNotFound`] for the message;
+    /// [`ChatError::Forbidden`] for someone else's message (unless an
+    /// admin); [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err(level = "debug"))]
+    pub async fn delete_message(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        message_id: MessageId,
+    ) -> Result<Message, ChatError> {
+        let (conversation, message) = self
+            .changeable_message(principal, id, message_id, MessageChange::Delete)
+            .await?;
+        if message.deleted_at.is_some() {
+            return Ok(message);
+        }
+        let deleted = self
+            .ports
+            .messages
+            .delete_message(principal.tenant(), id, message_id, self.ports.clock.now())
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        self.publish(ChatEvent::MessageDeleted {
+            conversation,
+            message: deleted.clone(),
+        })
+        .await;
+        Ok(deleted)
+    }
+}
+
+/// "A message needs a body or 1..=10 attachments, each named once."
+fn check_attachment_ids(has_body: bool, ids: &[AttachmentId]) -> Result<(), ChatError> {
+    if !has_body && ids.is_empty() {
+        return Err(ChatError::Invalid(
+            "a message needs a body or an attachment".into(),
+        ));
+    }
+    if ids.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+        return Err(ChatError::Invalid(format!(
+            "attachment_ids: at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    if let Some(repeated) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(ChatError::Invalid(format!(
+            "attachment_ids: {repeated} is given twice"
+        )));
+    }
+    Ok(())
+}
