@@ -3,9 +3,9 @@
 //! forwarding and mentions extend this area.
 
 use chat_domain::{
-    authorize_access, authorize_message_change, Action, AttachmentId, ClientMsgId, Conversation,
-    ConversationId, Denied, Message, MessageBody, MessageChange, MessageId, NewMessage, Principal,
-    MAX_ATTACHMENTS_PER_MESSAGE,
+    authorize_access, authorize_message_change, Action, AttachmentId, AttachmentIds,
+    AttachmentIdsError, ClientMsgId, Conversation, ConversationId, Denied, Message, MessageBody,
+    MessageChange, MessageId, NewMessage, Principal, MAX_ATTACHMENTS_PER_MESSAGE,
 };
 
 use crate::error::ChatError;
@@ -25,8 +25,11 @@ mod tests;
 pub struct SendMessage {
     /// The text; may be left out when attachments are given.
     pub body: Option<MessageBody>,
-    /// Uploads of the sender in this conversation to attach, in order:
-    /// at most [`MAX_ATTACHMENTS_PER_MESSAGE`], no duplicates.
+    /// Uploads of the sender in this conversation to attach, in order, as
+    /// the caller gave them. The send checks them as [`AttachmentIds`] (at
+    /// most [`MAX_ATTACHMENTS_PER_MESSAGE`], no duplicates) only once the
+    /// caller may send here, so that a conversation they cannot reach is not
+    /// found whatever the list.
     pub attachment_ids: Vec<AttachmentId>,
     /// The message answered, in the same conversation.
     pub reply_to: Option<MessageId>,
@@ -110,14 +113,14 @@ impl ChatService {
         request: SendMessage,
     ) -> Result<SendOutcome, ChatError> {
         self.authorize_send(principal, id).await?;
-        check_attachment_ids(request.body.is_some(), &request.attachment_ids)?;
+        let attachments = message_attachments(request.body.is_some(), request.attachment_ids)?;
         let new = NewMessage {
             id: self.ports.ids.message_id(),
             tenant: principal.tenant(),
             conversation_id: id,
             sender: principal.as_sender(),
             body: request.body,
-            attachments: request.attachment_ids,
+            attachments: attachments.into_vec(),
             reply_to: request.reply_to,
             client_msg_id: request.client_msg_id,
             created_at: self.ports.clock.now(),
@@ -288,23 +291,22 @@ impl ChatService {
     }
 }
 
-/// "A message needs a body or 1..=10 attachments, each named once."
-fn check_attachment_ids(has_body: bool, ids: &[AttachmentId]) -> Result<(), ChatError> {
+/// "A message needs a body or 1..=10 attachments, each named once": the
+/// attachments as a validated list.
+fn message_attachments(has_body: bool, ids: Vec<AttachmentId>) -> Result<AttachmentIds, ChatError> {
     if !has_body && ids.is_empty() {
         return Err(ChatError::Invalid(
             "a message needs a body or an attachment".into(),
         ));
     }
-    if ids.len() > MAX_ATTACHMENTS_PER_MESSAGE {
-        return Err(ChatError::Invalid(format!(
-            "attachment_ids: at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"
-        )));
-    }
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
-    if let Some(repeated) = ids.iter().find(|id| !seen.insert(**id)) {
-        return Err(ChatError::Invalid(format!(
-            "attachment_ids: {repeated} is given twice"
-        )));
-    }
-    Ok(())
+    AttachmentIds::parse(ids).map_err(|err| {
+        ChatError::Invalid(match err {
+            AttachmentIdsError::TooMany(_) => format!(
+                "attachment_ids: at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"
+            ),
+            AttachmentIdsError::Repeated(repeated) => {
+                format!("attachment_ids: {repeated} is given twice")
+            }
+        })
+    })
 }

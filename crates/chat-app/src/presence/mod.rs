@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chat_domain::{Presence, PresenceStatus, Principal, Sender, TenantId};
+use chat_domain::{ChosenStatus, Presence, Principal, Sender, TenantId};
 
 use crate::error::ChatError;
 use crate::ports::{ChatEvent, Clock, ConnectionId, EventPublisher, PresenceChange, PresenceStore};
@@ -142,26 +142,22 @@ impl PresenceService {
             .await?)
     }
 
-    /// Sets the status `principal` shows (`online`, `away`, `busy`).
+    /// Sets the status `principal` shows while connected (`offline` is no
+    /// choice: [`ChosenStatus`] cannot hold it).
     ///
     /// # Errors
-    /// [`ChatError::Invalid`] for `offline`; [`ChatError::Unexpected`].
+    /// [`ChatError::Unexpected`] when the store fails.
     pub async fn set_status(
         &self,
         principal: &Principal,
-        status: PresenceStatus,
+        status: ChosenStatus,
     ) -> Result<Presence, ChatError> {
-        if status == PresenceStatus::Offline {
-            return Err(ChatError::Invalid(
-                chat_domain::PresenceStatusError.to_string(),
-            ));
-        }
         let change = self
             .store
             .set_status(
                 principal.tenant(),
                 principal.as_sender(),
-                status,
+                status.into(),
                 self.clock.now(),
             )
             .await?;

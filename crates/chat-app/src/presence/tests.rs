@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
 use chat_domain::{
-    CustomerId, Presence, PresenceStatus, Principal, Sender, StaffRole, StaffUserId, TenantId,
+    ChosenStatus, CustomerId, Presence, PresenceStatus, Principal, Sender, StaffRole, StaffUserId,
+    TenantId,
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -111,13 +112,13 @@ async fn a_chosen_status_shows_while_connected_and_resets_offline() {
     let tab = ConnectionId::new();
     presence.connected(&pharmacist, tab).await.unwrap();
     let away = presence
-        .set_status(&pharmacist, PresenceStatus::Away)
+        .set_status(&pharmacist, ChosenStatus::Away)
         .await
         .unwrap();
     assert_eq!(away.status, PresenceStatus::Away);
     // Setting the same status again changes nothing and announces nothing.
     presence
-        .set_status(&pharmacist, PresenceStatus::Away)
+        .set_status(&pharmacist, ChosenStatus::Away)
         .await
         .unwrap();
     presence.disconnected(&pharmacist, tab).await.unwrap();
@@ -177,16 +178,6 @@ async fn users_whose_connections_expired_are_announced_offline_batch_by_batch() 
 async fn stores_without_expiry_have_nothing_to_announce() {
     let presence = service(MockEventPublisher::new());
     assert_eq!(presence.announce_expired().await.unwrap(), 0);
-}
-
-#[tokio::test]
-async fn offline_cannot_be_chosen() {
-    let presence = service(MockEventPublisher::new());
-    let err = presence
-        .set_status(&staff(TenantId::new_v4()), PresenceStatus::Offline)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ChatError::Invalid(_)));
 }
 
 #[tokio::test]
