@@ -82,9 +82,9 @@ mod typing;
 
 pub use attachments::{
     download_headers, AttachmentError, AttachmentPorts, AttachmentService, AttachmentSettings,
-    Download, DEFAULT_MAX_ATTACHMENT_BYTES,
+    Download, MacroSign, UnreadableContainer, UnsupportedContent, DEFAULT_MAX_ATTACHMENT_BYTES,
 };
-pub use error::ChatError;
+pub use error::{ChatError, Conflict, Field, Reason, Resource};
 pub use memory::{broadcast_stream, InMemoryPresence, InProcessBus};
 pub use messages::{SendMessage, SendOutcome};
 pub use page::PageLimit;

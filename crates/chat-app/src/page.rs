@@ -1,6 +1,6 @@
 //! [`PageLimit`]: the validated page size every list takes.
 
-use crate::error::ChatError;
+use crate::error::{ChatError, Field, Reason};
 
 /// A validated page size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,15 +15,28 @@ impl PageLimit {
     /// Validates a page size (1..=[`PageLimit::MAX`]).
     ///
     /// # Errors
-    /// [`ChatError::Invalid`] outside that range.
+    /// [`ChatError::Invalid`] about [`Field::Limit`] outside that range.
+    ///
+    /// ```
+    /// use chat_app::{ChatError, Field, PageLimit, Reason};
+    ///
+    /// assert_eq!(PageLimit::parse(20).unwrap().get(), 20);
+    /// assert!(matches!(
+    ///     PageLimit::parse(0),
+    ///     Err(ChatError::Invalid { field: Field::Limit, reason: Reason::OutOfRange { min: 1, max: 200 } })
+    /// ));
+    /// ```
     pub fn parse(raw: u32) -> Result<Self, ChatError> {
         if (1..=Self::MAX).contains(&raw) {
             Ok(Self(raw))
         } else {
-            Err(ChatError::Invalid(format!(
-                "limit must be between 1 and {}",
-                Self::MAX
-            )))
+            Err(ChatError::invalid(
+                Field::Limit,
+                Reason::OutOfRange {
+                    min: 1,
+                    max: u64::from(Self::MAX),
+                },
+            ))
         }
     }
 
@@ -44,6 +57,10 @@ mod tests {
     use super::*;
     use crate::test_support::assert_invalid;
 
+    fn between_1_and_200() -> Reason {
+        Reason::OutOfRange { min: 1, max: 200 }
+    }
+
     #[test]
     fn page_limit_accepts_one_and_the_maximum() {
         assert_eq!(PageLimit::parse(1).unwrap().get(), 1);
@@ -53,15 +70,24 @@ mod tests {
 
     #[test]
     fn page_limit_of_zero_is_invalid() {
-        assert_invalid(&PageLimit::parse(0).unwrap_err(), "between 1 and 200");
+        assert_invalid(
+            &PageLimit::parse(0).unwrap_err(),
+            Field::Limit,
+            between_1_and_200(),
+        );
     }
 
     #[test]
     fn page_limit_above_the_maximum_is_invalid() {
-        assert_invalid(&PageLimit::parse(201).unwrap_err(), "between 1 and 200");
+        assert_invalid(
+            &PageLimit::parse(201).unwrap_err(),
+            Field::Limit,
+            between_1_and_200(),
+        );
         assert_invalid(
             &PageLimit::parse(u32::MAX).unwrap_err(),
-            "between 1 and 200",
+            Field::Limit,
+            between_1_and_200(),
         );
     }
 

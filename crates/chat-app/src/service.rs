@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chat_domain::{authorize, Action, Conversation, ConversationId, Principal};
 
 use crate::access_cache::AccessCache;
-use crate::error::ChatError;
+use crate::error::{ChatError, Resource};
 use crate::ports::{
     AccessPolicy, AllowAll, ChatEvent, Clock, ConversationRepository, EventPublisher, IdGenerator,
     MessageRepository, PolicyAction, ReadStateRepository, SystemClock, UuidV7Generator,
@@ -89,7 +89,7 @@ impl ChatService {
             .conversations
             .find(principal.tenant(), id)
             .await?
-            .ok_or(ChatError::NotFound)?;
+            .ok_or(ChatError::NotFound(Resource::Conversation))?;
         self.access.remember(conversation.id, conversation.access());
         authorize(principal, &conversation, action)?;
         self.ports

@@ -18,6 +18,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::FutureExt as _;
 use uuid::Uuid;
 
+use crate::error::{Field, Reason, Resource};
 use crate::ports::{ChatEvent, ConversationSummary, PolicyAction};
 use crate::{
     ChatError, ChatService, MockAccessPolicy, MockClock, MockConversationRepository,
@@ -232,13 +233,14 @@ pub(crate) fn assert_unexpected(err: &ChatError) {
     }
 }
 
-pub(crate) fn assert_invalid(err: &ChatError, needle: &str) {
+/// Asserts that `err` is [`ChatError::Invalid`] about `field`, for `reason`.
+pub(crate) fn assert_invalid(err: &ChatError, field: Field, reason: Reason) {
     match err {
-        ChatError::Invalid(message) => assert!(
-            message.contains(needle),
-            "message {message:?} does not mention {needle:?}"
-        ),
-        other => panic!("expected ChatError::Invalid, got {other:?}"),
+        ChatError::Invalid {
+            field: got_field,
+            reason: got_reason,
+        } => assert_eq!((*got_field, *got_reason), (field, reason)),
+        other => panic!("expected ChatError::Invalid about {field}, got {other:?}"),
     }
 }
 
@@ -475,7 +477,7 @@ pub(crate) async fn assert_denied<T, Fut>(
         .await;
 
         let as_expected = match row.expected {
-            Denied::NotFound => matches!(err, ChatError::NotFound),
+            Denied::NotFound => matches!(err, ChatError::NotFound(Resource::Conversation)),
             Denied::Forbidden => matches!(err, ChatError::Forbidden),
         };
         assert!(

@@ -13,6 +13,11 @@
 //!
 //! An upload not yet sent in a message is its uploader's draft: nobody else
 //! may download it, even in its conversation.
+//!
+//! Errors: its own [`AttachmentError`], since uploads fail in ways no other
+//! area does (size, type, malware, an unreachable scanner); the typed causes
+//! of [`ChatError`] from the shared access check carry over into it. Why a
+//! file's content is refused is typed too ([`UnsupportedContent`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +34,8 @@ use futures::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
 
 use self::sniff::{sniff, ContentCheck, ContentRejection, SNIFF_BYTES};
-use crate::error::ChatError;
+pub use self::sniff::{MacroSign, UnreadableContainer, UnsupportedContent};
+use crate::error::{ChatError, Conflict, Field, Reason};
 use crate::ports::Clock;
 use crate::ports::{
     AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
@@ -98,8 +104,8 @@ pub enum AttachmentError {
         max_bytes: u64,
     },
     /// The content is not an accepted type, or is active content.
-    #[error("{0}")]
-    UnsupportedType(String),
+    #[error(transparent)]
+    UnsupportedType(UnsupportedContent),
     /// The scanner found malware.
     #[error("the file is infected ({0})")]
     Infected(String),
@@ -107,9 +113,19 @@ pub enum AttachmentError {
     /// transport limit cut it).
     #[error("the upload was interrupted")]
     Interrupted(#[source] std::io::Error),
-    /// The request is malformed.
-    #[error("invalid request: {0}")]
-    Invalid(String),
+    /// A parameter of the request is not acceptable (as
+    /// [`ChatError::Invalid`]).
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which parameter.
+        field: Field,
+        /// What is wrong with it.
+        reason: Reason,
+    },
+    /// The request conflicts with the state of what it names (as
+    /// [`ChatError::Conflict`]).
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
     /// The scanner could not be reached or did not finish: the upload is
     /// refused rather than kept unscanned.
     #[error("the malware scanner is unavailable")]
@@ -122,11 +138,10 @@ pub enum AttachmentError {
 impl From<ChatError> for AttachmentError {
     fn from(err: ChatError) -> Self {
         match err {
-            ChatError::NotFound | ChatError::MessageNotFound | ChatError::AttachmentNotFound(_) => {
-                Self::NotFound
-            }
+            ChatError::NotFound(_) => Self::NotFound,
             ChatError::Forbidden => Self::Forbidden,
-            ChatError::Invalid(message) | ChatError::Conflict(message) => Self::Invalid(message),
+            ChatError::Invalid { field, reason } => Self::Invalid { field, reason },
+            ChatError::Conflict(conflict) => Self::Conflict(conflict),
             ChatError::Unexpected(err) => Self::Unexpected(err),
         }
     }
@@ -613,9 +628,7 @@ impl Stream for Metered {
                 self.verdict = None;
                 let verdict = joined.unwrap_or_else(|err| {
                     tracing::error!(error = %err, "the content check of an upload did not finish");
-                    Err(ContentRejection::Unsupported(
-                        "the file could not be checked, so it is not accepted".to_owned(),
-                    ))
+                    Err(ContentRejection::Unsupported(UnsupportedContent::Unchecked))
                 });
                 return self.conclude(verdict);
             }

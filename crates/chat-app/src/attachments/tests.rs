@@ -663,6 +663,11 @@ mod drafts_and_containers {
             match (accepted, result) {
                 (true, Ok(attachment)) => assert_eq!(attachment.media_type, MediaType::Docx),
                 (false, Err(AttachmentError::UnsupportedType(reason))) => {
+                    assert!(
+                        matches!(reason, UnsupportedContent::Macros { .. }),
+                        "{what}: {reason:?}"
+                    );
+                    let reason = reason.to_string();
                     assert!(reason.contains("macros"), "{what}: {reason}");
                 }
                 (_, other) => panic!("{what}: {other:?}"),

@@ -1,13 +1,16 @@
 //! Conversations: getting or creating one, listing them, reading one with
 //! its unread count, changing its status, assignee or tags, and the unread
 //! total over all of them.
+//!
+//! Its share of [`ChatError`]: `NotFound(Resource::Conversation)`,
+//! `Forbidden`, `Invalid { field: Field::Patch, .. }` and `Unexpected`.
 
 use chat_domain::{
     authorize_create, conversation_scope, Action, Conversation, ConversationId, ConversationPatch,
     ConversationStatus, CustomerId, NewCustomerConversation, Principal, StaffUserId,
 };
 
-use crate::error::ChatError;
+use crate::error::{ChatError, Field, Reason, Resource};
 use crate::page::PageLimit;
 use crate::ports::{
     ChatEvent, ConversationCursor, ConversationListQuery, ConversationPage, ConversationSummary,
@@ -115,13 +118,14 @@ impl ChatService {
             .conversations
             .find_summary(principal.tenant(), id, principal.as_sender())
             .await?
-            .ok_or(ChatError::NotFound)
+            .ok_or(ChatError::NotFound(Resource::Conversation))
     }
 
     /// Changes status, assignee or tags. Staff only.
     ///
     /// # Errors
-    /// [`ChatError::Invalid`] for an empty patch; [`ChatError::NotFound`];
+    /// [`ChatError::Invalid`] ([`Field::Patch`], [`Reason::Empty`]) for an
+    /// empty patch; [`ChatError::NotFound`];
     /// [`ChatError::Forbidden`] for customers; [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn update_conversation(
@@ -132,16 +136,14 @@ impl ChatService {
     ) -> Result<Conversation, ChatError> {
         self.authorized(principal, id, Action::Update).await?;
         if patch.is_empty() {
-            return Err(ChatError::Invalid(
-                "nothing to update: give status, assignee_id or tags".into(),
-            ));
+            return Err(ChatError::invalid(Field::Patch, Reason::Empty));
         }
         let conversation = self
             .ports
             .conversations
             .update(principal.tenant(), id, &patch, self.ports.clock.now())
             .await?
-            .ok_or(ChatError::NotFound)?;
+            .ok_or(ChatError::NotFound(Resource::Conversation))?;
         self.publish(ChatEvent::ConversationUpdated {
             conversation: conversation.clone(),
         })

@@ -3,6 +3,7 @@ use chat_domain::{
     Denied, NewCustomerConversation, Principal, Sender, StaffUserId, Tags,
 };
 
+use crate::error::{Field, Reason, Resource};
 use crate::ports::{
     ChatEvent, ConversationCursor, ConversationListQuery, ConversationPage, PolicyAction, RepoError,
 };
@@ -164,7 +165,10 @@ async fn creation_hidden_by_the_host_policy_gives_not_found() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+    assert!(
+        matches!(err, ChatError::NotFound(Resource::Conversation)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -526,7 +530,10 @@ async fn a_summary_gone_after_the_check_is_not_found() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+    assert!(
+        matches!(err, ChatError::NotFound(Resource::Conversation)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -702,7 +709,7 @@ async fn an_empty_patch_is_invalid() {
         .await
         .unwrap_err();
 
-    assert_invalid(&err, "nothing to update");
+    assert_invalid(&err, Field::Patch, Reason::Empty);
 }
 
 #[tokio::test]
@@ -718,7 +725,10 @@ async fn a_conversation_gone_before_the_update_is_not_found_and_publishes_nothin
         .await
         .unwrap_err();
 
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+    assert!(
+        matches!(err, ChatError::NotFound(Resource::Conversation)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

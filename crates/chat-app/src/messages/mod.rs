@@ -1,14 +1,19 @@
 //! Messages: history pages, sends (with their attachments, replies and
 //! idempotency keys), edits and deletions. Threads, reactions, pins,
 //! forwarding and mentions extend this area.
+//!
+//! Its share of [`ChatError`]: `NotFound(Resource::Conversation |
+//! Resource::Message | Resource::Attachment(..))`, `Forbidden`,
+//! `Invalid { field: Field::Body | Field::AttachmentIds | Field::ReplyTo, .. }`,
+//! `Conflict(Conflict::MessageDeleted)` and `Unexpected`.
 
 use chat_domain::{
-    authorize_access, authorize_message_change, Action, AttachmentId, AttachmentIds,
-    AttachmentIdsError, ClientMsgId, Conversation, ConversationId, Denied, Message, MessageBody,
-    MessageChange, MessageId, NewMessage, Principal, MAX_ATTACHMENTS_PER_MESSAGE,
+    authorize_access, authorize_message_change, Action, AttachmentId, AttachmentIds, ClientMsgId,
+    Conversation, ConversationId, Denied, Message, MessageBody, MessageChange, MessageId,
+    NewMessage, Principal,
 };
 
-use crate::error::ChatError;
+use crate::error::{ChatError, Conflict, Field, Reason, Resource};
 use crate::page::PageLimit;
 use crate::ports::{
     AppendError, AppendOutcome, ChatEvent, MessageCursor, MessagePage, MessageQuery,
@@ -27,7 +32,7 @@ pub struct SendMessage {
     pub body: Option<MessageBody>,
     /// Uploads of the sender in this conversation to attach, in order, as
     /// the caller gave them. The send checks them as [`AttachmentIds`] (at
-    /// most [`MAX_ATTACHMENTS_PER_MESSAGE`], no duplicates) only once the
+    /// most [`chat_domain::MAX_ATTACHMENTS_PER_MESSAGE`], no duplicates) only once the
     /// caller may send here, so that a conversation they cannot reach is not
     /// found whatever the list.
     pub attachment_ids: Vec<AttachmentId>,
@@ -68,8 +73,8 @@ impl ChatService {
     /// A page of messages by `seq`.
     ///
     /// # Errors
-    /// [`ChatError::NotFound`] when the conversation is missing or not
-    /// readable; [`ChatError::Unexpected`] on storage failure.
+    /// [`ChatError::NotFound`] ([`Resource::Conversation`]) when the
+    /// conversation is missing or not readable; [`ChatError::Unexpected`] on storage failure.
     #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn list_messages(
         &self,
@@ -98,13 +103,13 @@ impl ChatService {
     /// customer writing into a resolved or archived conversation reopens it.
     ///
     /// # Errors
-    /// [`ChatError::Invalid`] without a body or attachment, with more than
-    /// [`MAX_ATTACHMENTS_PER_MESSAGE`] or repeated attachments, with an
-    /// attachment already sent, or with a `reply_to` outside the
-    /// conversation; [`ChatError::NotFound`] for a conversation, and
-    /// [`ChatError::AttachmentNotFound`] for an
-    /// attachment, that is not the sender's to use here;
-    /// [`ChatError::Unexpected`].
+    /// [`ChatError::Invalid`] about [`Field::Body`] without a body or
+    /// attachment, about [`Field::AttachmentIds`] with more than
+    /// [`chat_domain::MAX_ATTACHMENTS_PER_MESSAGE`] or repeated attachments or with one
+    /// already sent, about [`Field::ReplyTo`] with a `reply_to` outside the
+    /// conversation; [`ChatError::NotFound`] of [`Resource::Conversation`],
+    /// or of [`Resource::Attachment`] for an attachment that is not the
+    /// sender's to use here; [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     pub async fn send_message(
         &self,
@@ -134,16 +139,16 @@ impl ChatService {
             .append(&new, reopen)
             .await
             .map_err(|err| match err {
-                AppendError::ConversationNotFound => ChatError::NotFound,
+                AppendError::ConversationNotFound => ChatError::NotFound(Resource::Conversation),
                 AppendError::ReplyTargetNotFound => {
-                    ChatError::Invalid("reply_to must name a message of this conversation".into())
+                    ChatError::invalid(Field::ReplyTo, Reason::NotInConversation)
                 }
                 AppendError::AttachmentNotFound(attachment) => {
-                    ChatError::AttachmentNotFound(attachment)
+                    ChatError::NotFound(Resource::Attachment(attachment))
                 }
-                AppendError::AttachmentAlreadyUsed(attachment) => ChatError::Invalid(format!(
-                    "attachment_ids: {attachment} is already attached to a message"
-                )),
+                AppendError::AttachmentAlreadyUsed(attachment) => {
+                    ChatError::invalid(Field::AttachmentIds, Reason::AlreadyAttached(attachment))
+                }
                 AppendError::Unexpected(err) => ChatError::Unexpected(err),
             })?;
         match outcome {
@@ -198,12 +203,12 @@ impl ChatService {
             .messages
             .find_message(principal.tenant(), id, message_id)
             .await?
-            .ok_or(ChatError::MessageNotFound)?;
+            .ok_or(ChatError::NotFound(Resource::Message))?;
         // The conversation is readable (checked above): a refusal to see is
         // about the message.
         authorize_message_change(principal, &conversation, &message, change).map_err(|denied| {
             match denied {
-                Denied::NotFound => ChatError::MessageNotFound,
+                Denied::NotFound => ChatError::NotFound(Resource::Message),
                 Denied::Forbidden => ChatError::Forbidden,
             }
         })?;
@@ -213,10 +218,11 @@ impl ChatService {
     /// Replaces the text of one of the principal's own messages.
     ///
     /// # Errors
-    /// [`ChatError::NotFound`] for an unknown or unreadable conversation,
-    /// [`ChatError::MessageNotFound`] for a message that is not one of its
-    /// messages; [`ChatError::Forbidden`] for someone else's message;
-    /// [`ChatError::Conflict`] for a deleted one; [`ChatError::Unexpected`].
+    /// [`ChatError::NotFound`] of [`Resource::Conversation`] for an unknown
+    /// or unreadable conversation, of [`Resource::Message`] for a message
+    /// that is not one of its messages; [`ChatError::Forbidden`] for someone
+    /// else's message; [`ChatError::Conflict`] ([`Conflict::MessageDeleted`])
+    /// for a deleted one; [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err(level = "debug"))]
     pub async fn edit_message(
         &self,
@@ -229,7 +235,7 @@ impl ChatService {
             .changeable_message(principal, id, message_id, MessageChange::Edit)
             .await?;
         if message.deleted_at.is_some() {
-            return Err(ChatError::Conflict("the message was deleted".into()));
+            return Err(ChatError::Conflict(Conflict::MessageDeleted));
         }
         let edited = self
             .ports
@@ -242,9 +248,9 @@ impl ChatService {
                 self.ports.clock.now(),
             )
             .await?
-            .ok_or(ChatError::NotFound)?;
+            .ok_or(ChatError::NotFound(Resource::Conversation))?;
         if edited.deleted_at.is_some() {
-            return Err(ChatError::Conflict("the message was deleted".into()));
+            return Err(ChatError::Conflict(Conflict::MessageDeleted));
         }
         self.publish(ChatEvent::MessageUpdated {
             conversation,
@@ -259,8 +265,8 @@ impl ChatService {
     /// nothing.
     ///
     /// # Errors
-    /// [`ChatError::NotFound`] for the conversation,
-    /// [`ChatError::MessageNotFound`] for the message;
+    /// [`ChatError::NotFound`] of [`Resource::Conversation`] or
+    /// [`Resource::Message`];
     /// [`ChatError::Forbidden`] for someone else's message (unless an
     /// admin); [`ChatError::Unexpected`].
     #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message_id), err(level = "debug"))]
@@ -281,7 +287,7 @@ impl ChatService {
             .messages
             .delete_message(principal.tenant(), id, message_id, self.ports.clock.now())
             .await?
-            .ok_or(ChatError::NotFound)?;
+            .ok_or(ChatError::NotFound(Resource::Conversation))?;
         self.publish(ChatEvent::MessageDeleted {
             conversation,
             message: deleted.clone(),
@@ -295,18 +301,7 @@ impl ChatService {
 /// attachments as a validated list.
 fn message_attachments(has_body: bool, ids: Vec<AttachmentId>) -> Result<AttachmentIds, ChatError> {
     if !has_body && ids.is_empty() {
-        return Err(ChatError::Invalid(
-            "a message needs a body or an attachment".into(),
-        ));
+        return Err(ChatError::invalid(Field::Body, Reason::Required));
     }
-    AttachmentIds::parse(ids).map_err(|err| {
-        ChatError::Invalid(match err {
-            AttachmentIdsError::TooMany(_) => format!(
-                "attachment_ids: at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"
-            ),
-            AttachmentIdsError::Repeated(repeated) => {
-                format!("attachment_ids: {repeated} is given twice")
-            }
-        })
-    })
+    AttachmentIds::parse(ids).map_err(|err| ChatError::invalid(Field::AttachmentIds, err))
 }

@@ -4,11 +4,13 @@ use chat_domain::{
 };
 use uuid::Uuid;
 
+use crate::error::{Field, Reason, Resource};
 use crate::ports::{
     AppendError, AppendOutcome, ChatEvent, MessageCursor, MessagePage, MessageQuery, RepoError,
 };
 use crate::test_support::*;
 use crate::{ChatError, PageLimit, SendMessage, SendOutcome};
+use chat_domain::AttachmentIdsError;
 
 // ---------------------------------------------------------------------------
 // list_messages
@@ -366,7 +368,10 @@ async fn sends_under_a_policy_that_refuses_nothing_read_the_conversation_once() 
             .send_message(&principal, CONVERSATION_ID, request.clone())
             .await
             .unwrap_err();
-        assert!(matches!(err, ChatError::NotFound), "{label}: {err:?}");
+        assert!(
+            matches!(err, ChatError::NotFound(Resource::Conversation)),
+            "{label}: {err:?}"
+        );
     }
 }
 
@@ -417,7 +422,7 @@ async fn a_message_without_a_body_is_invalid() {
         .await
         .unwrap_err();
 
-    assert_invalid(&err, "body");
+    assert_invalid(&err, Field::Body, Reason::Required);
 }
 
 #[tokio::test]
@@ -438,7 +443,7 @@ async fn a_reply_to_a_message_outside_the_conversation_is_invalid() {
         .await
         .unwrap_err();
 
-    assert_invalid(&err, "reply_to");
+    assert_invalid(&err, Field::ReplyTo, Reason::NotInConversation);
 }
 
 #[tokio::test]
@@ -456,7 +461,10 @@ async fn a_conversation_gone_before_the_append_is_not_found() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+    assert!(
+        matches!(err, ChatError::NotFound(Resource::Conversation)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -538,10 +546,18 @@ async fn repeated_or_more_than_ten_attachments_are_invalid() {
     let eleven: Vec<AttachmentId> = (0..11_u128)
         .map(|i| AttachmentId::from_uuid(Uuid::from_u128(0xa7_1000 + i)))
         .collect();
-    for (ids, needle) in [
-        (vec![UPLOAD_ID, UPLOAD_ID], "twice"),
-        (eleven, "at most 10"),
-        (Vec::new(), "body or an attachment"),
+    for (ids, field, reason) in [
+        (
+            vec![UPLOAD_ID, UPLOAD_ID],
+            Field::AttachmentIds,
+            Reason::AttachmentIds(AttachmentIdsError::Repeated(UPLOAD_ID)),
+        ),
+        (
+            eleven,
+            Field::AttachmentIds,
+            Reason::AttachmentIds(AttachmentIdsError::TooMany(11)),
+        ),
+        (Vec::new(), Field::Body, Reason::Required),
     ] {
         let mut h = Harness::new();
         h.authorized(customer(), inbox(), Action::Send);
@@ -551,7 +567,7 @@ async fn repeated_or_more_than_ten_attachments_are_invalid() {
             .send_message(&customer(), CONVERSATION_ID, with_attachments(ids))
             .await
             .unwrap_err();
-        assert_invalid(&err, needle);
+        assert_invalid(&err, field, reason);
     }
 }
 
@@ -574,11 +590,15 @@ async fn attachments_the_store_refuses_are_not_found_or_invalid() {
             .unwrap_err();
         if not_found {
             assert!(
-                matches!(err, ChatError::AttachmentNotFound(id) if id == UPLOAD_ID),
+                matches!(err, ChatError::NotFound(Resource::Attachment(id)) if id == UPLOAD_ID),
                 "{err:?}"
             );
         } else {
-            assert_invalid(&err, "already attached");
+            assert_invalid(
+                &err,
+                Field::AttachmentIds,
+                Reason::AlreadyAttached(UPLOAD_ID),
+            );
         }
     }
 }

@@ -2,12 +2,15 @@
 //! tenant's staff is online. [`PresenceService`] works over the shared
 //! [`PresenceStore`] rather than over [`crate::ChatService`]'s ports:
 //! presence belongs to no conversation.
+//!
+//! Its share of [`ChatError`]: `Forbidden`, `Invalid { field: Field::Users,
+//! .. }` and `Unexpected`.
 
 use std::sync::Arc;
 
 use chat_domain::{ChosenStatus, Presence, Principal, Sender, TenantId};
 
-use crate::error::ChatError;
+use crate::error::{ChatError, Field, Reason};
 use crate::ports::{ChatEvent, Clock, ConnectionId, EventPublisher, PresenceChange, PresenceStore};
 
 #[cfg(test)]
@@ -194,7 +197,7 @@ impl PresenceService {
     /// The presence of `users` of the caller's tenant. Staff only.
     ///
     /// # Errors
-    /// [`ChatError::Forbidden`] for customers; [`ChatError::Invalid`] for
+    /// [`ChatError::Forbidden`] for customers; [`ChatError::Invalid`] ([`Field::Users`]) for
     /// more than [`PresenceService::MAX_QUERY`] users;
     /// [`ChatError::Unexpected`].
     pub async fn presence_of(
@@ -206,10 +209,12 @@ impl PresenceService {
             return Err(ChatError::Forbidden);
         }
         if users.len() > Self::MAX_QUERY {
-            return Err(ChatError::Invalid(format!(
-                "at most {} users per query",
-                Self::MAX_QUERY
-            )));
+            return Err(ChatError::invalid(
+                Field::Users,
+                Reason::TooMany {
+                    max: Self::MAX_QUERY,
+                },
+            ));
         }
         Ok(self.store.get(principal.tenant(), users).await?)
     }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::*;
+use crate::error::{Field, Reason};
 use crate::memory::InMemoryPresence;
 use crate::ports::{MockClock, MockEventPublisher, SystemClock};
 
@@ -202,7 +203,10 @@ async fn presence_queries_are_bounded_and_scoped_to_the_tenant() {
     let too_many = vec![Sender::System; PresenceService::MAX_QUERY + 1];
     assert!(matches!(
         presence.presence_of(&pharmacist, &too_many).await,
-        Err(ChatError::Invalid(_))
+        Err(ChatError::Invalid {
+            field: Field::Users,
+            reason: Reason::TooMany { max: 200 }
+        })
     ));
     // The same user id asked from another tenant is unknown there.
     let other = presence

@@ -1,9 +1,13 @@
 //! Receipts: moving one's read and delivered markers, and listing every
 //! participant's, from which senders derive sent / delivered / read.
+//!
+//! Its share of [`ChatError`]: `NotFound(Resource::Conversation)`,
+//! `Forbidden` and `Unexpected` (an invalid `up_to` is the transport's to
+//! refuse: [`chat_domain::Seq`] is valid once it exists).
 
 use chat_domain::{Action, ConversationId, Principal, ReadState, Seq};
 
-use crate::error::ChatError;
+use crate::error::{ChatError, Resource};
 use crate::ports::{ChatEvent, Receipt};
 use crate::service::ChatService;
 
@@ -37,7 +41,7 @@ impl ChatService {
                 self.ports.clock.now(),
             )
             .await?
-            .ok_or(ChatError::NotFound)?;
+            .ok_or(ChatError::NotFound(Resource::Conversation))?;
         if update.moved {
             self.publish(ChatEvent::ReceiptMoved {
                 conversation,

@@ -1,5 +1,6 @@
 use chat_domain::{Action, CustomerId, Principal, ReadState, Sender, Seq, TenantId};
 
+use crate::error::Resource;
 use crate::ports::{ChatEvent, Receipt, ReceiptUpdate, RepoError};
 use crate::test_support::*;
 use crate::{ChatError, MockEventPublisher};
@@ -168,7 +169,10 @@ async fn a_conversation_gone_before_the_marker_moves_is_not_found() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, ChatError::NotFound), "{err:?}");
+    assert!(
+        matches!(err, ChatError::NotFound(Resource::Conversation)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -219,6 +223,6 @@ async fn receipts_are_listed_for_readers_only() {
     let stranger = Principal::customer(tenant, CustomerId::new_v4());
     assert!(matches!(
         service.receipts(&stranger, found.id).await,
-        Err(ChatError::NotFound)
+        Err(ChatError::NotFound(Resource::Conversation))
     ));
 }

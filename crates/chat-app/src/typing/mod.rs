@@ -1,5 +1,8 @@
 //! Typing indicators: relayed to the conversation's participants, never
 //! stored.
+//!
+//! Its share of [`ChatError`]: `NotFound(Resource::Conversation)`,
+//! `Forbidden` and `Unexpected`.
 
 use chat_domain::{Action, ConversationId, Principal};
 

@@ -1,5 +1,6 @@
 use chat_domain::{CustomerId, Principal, TenantId};
 
+use crate::error::Resource;
 use crate::ports::ChatEvent;
 use crate::test_support::*;
 use crate::{ChatError, MockEventPublisher};
@@ -31,10 +32,10 @@ async fn typing_is_published_for_participants_only() {
 
     let stranger = Principal::customer(tenant, CustomerId::new_v4());
     let err = service.typing(&stranger, found.id, true).await.unwrap_err();
-    assert!(matches!(err, ChatError::NotFound));
+    assert!(matches!(err, ChatError::NotFound(Resource::Conversation)));
     let foreign = staff_in(TenantId::new_v4());
     assert!(matches!(
         service.typing(&foreign, found.id, false).await,
-        Err(ChatError::NotFound)
+        Err(ChatError::NotFound(Resource::Conversation))
     ));
 }

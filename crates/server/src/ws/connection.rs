@@ -568,7 +568,7 @@ impl Connection {
                     .set_status(&self.principal, status)
                     .await
                     .map(|_| protocol::ack(rid, None)),
-                Err(err) => Err(ChatError::Invalid(err.to_string())),
+                Err(err) => Err(ChatError::invalid(chat_app::Field::Status, err)),
             },
             ClientFrame::Resume(frame) => self.resume(rid, frame.cursors).await,
         };
@@ -663,7 +663,7 @@ impl Connection {
         up_to: u64,
     ) -> Result<Frame, ChatError> {
         let up_to =
-            Seq::from_u64(up_to).map_err(|e| ChatError::Invalid(format!("up_to_seq: {e}")))?;
+            Seq::from_u64(up_to).map_err(|e| ChatError::invalid(chat_app::Field::UpTo, e))?;
         let state = self
             .rt
             .service
