@@ -99,9 +99,11 @@ impl ChatService {
         Ok(conversation)
     }
 
-    /// Hands `event` to the publisher. Every use case publishes through
-    /// here.
+    /// Hands `event` to the publisher, after the access cache has seen it
+    /// (see [`AccessCache`] for what an event may drop there). Every use
+    /// case publishes through here.
     pub(crate) async fn publish(&self, event: ChatEvent) {
+        self.access.observe(&event);
         self.ports.events.publish(event).await;
     }
 }

@@ -1,6 +1,7 @@
 use chat_domain::{
-    Action, AttachmentId, ClientMsgId, Conversation, ConversationStatus, Message, MessageBody,
-    MessageId, NewMessage, Principal, Sender,
+    Action, AttachmentId, AttachmentIdsError, ClientMsgId, Conversation, ConversationKind,
+    ConversationPatch, ConversationStatus, Message, MessageBody, MessageId, NewMessage, Principal,
+    Sender,
 };
 use uuid::Uuid;
 
@@ -10,7 +11,6 @@ use crate::ports::{
 };
 use crate::test_support::*;
 use crate::{ChatError, PageLimit, SendMessage, SendOutcome};
-use chat_domain::AttachmentIdsError;
 
 // ---------------------------------------------------------------------------
 // list_messages
@@ -373,6 +373,65 @@ async fn sends_under_a_policy_that_refuses_nothing_read_the_conversation_once() 
             "{label}: {err:?}"
         );
     }
+}
+
+/// Access facts this service learns have changed (here from the
+/// conversation an update returns, which a real store cannot change) are
+/// not trusted any more: the next send reads the conversation again.
+#[tokio::test]
+async fn a_published_conversation_with_other_access_facts_drops_them() {
+    let request = send_request("hi");
+    let new = expected_new_message(Sender::Staff(COLLEAGUE), &request);
+    let stored = new.clone().into_message(seq(5), Vec::new());
+    let moved = Conversation {
+        kind: ConversationKind::Customer {
+            customer_id: CUSTOMER,
+            clinician: Some(CLINICIAN),
+        },
+        ..inbox()
+    };
+    let mut h = Harness::new();
+    h.policy_refuses_nothing = true;
+    // The first send, the update and the send after it: three reads.
+    h.conversations
+        .expect_find()
+        .times(3)
+        .returning(|_, _| Ok(Some(inbox())));
+    h.policy.expect_check().times(3).returning(|_, _, _| Ok(()));
+    let returned = moved.clone();
+    h.conversations
+        .expect_update()
+        .times(1)
+        .return_once(move |_, _, _, _| Ok(Some(returned)));
+    h.messages
+        .expect_append()
+        .times(3)
+        .returning(move |_, _| Ok(created(&inbox(), &stored, false)));
+    h.events.expect_publish().times(4).return_const(());
+    let service = h.service();
+
+    service
+        .send_message(&staff(), CONVERSATION_ID, request.clone())
+        .await
+        .unwrap();
+    // Known now: no read.
+    service
+        .send_message(&staff(), CONVERSATION_ID, request.clone())
+        .await
+        .unwrap();
+    let patch = ConversationPatch {
+        status: Some(ConversationStatus::Resolved),
+        ..ConversationPatch::default()
+    };
+    service
+        .update_conversation(&staff(), CONVERSATION_ID, patch)
+        .await
+        .unwrap();
+    // The update announced other facts: read again.
+    service
+        .send_message(&staff(), CONVERSATION_ID, request)
+        .await
+        .unwrap();
 }
 
 /// A policy that may refuse sees the current conversation on every send.
