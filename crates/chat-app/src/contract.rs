@@ -9,8 +9,16 @@
 //! async fn fresh_store() -> std::sync::Arc<MyStore> { /* ... */ }
 //! chat_app::contract_tests!(fresh_store);
 //! ```
+//!
+//! To add a case, write it here as a private `async fn name<S: Store>(store:
+//! Arc<S>)` and add `name` to the one list, in `contract_cases!` below:
+//! every adapter then runs it, with no change on its side. A case left off
+//! the list does not compile (this module denies dead code). A duty a new
+//! port documents ("MUST ...") gets its case here.
 
 #![allow(clippy::missing_panics_doc)]
+// Every case must be reached from the list of `contract_cases!`.
+#![deny(dead_code)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,7 +31,7 @@ use chat_domain::{
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::files::AttachmentRepository;
+use crate::ports::AttachmentRepository;
 use crate::ports::{
     AppendError, AppendOutcome, ConversationListQuery, ConversationRepository, MessageCursor,
     MessagePage, MessageQuery, MessageRepository, ReadStateRepository, Receipt, ReceiptUpdate,
@@ -44,55 +52,82 @@ impl<T> Store for T where
 {
 }
 
-/// Expands to one `#[tokio::test]` per contract case, each calling
-/// `$factory().await` for a fresh store. The calling crate needs `tokio`
-/// (with `macros` and `rt-multi-thread`) as a dev-dependency.
-#[macro_export]
-macro_rules! contract_tests {
-    ($factory:ident) => {
-        $crate::contract_tests!(@cases $factory;
-            get_or_create_returns_one_conversation_per_customer_and_clinician,
-            concurrent_get_or_create_creates_exactly_once,
-            appends_number_messages_from_one_and_bump_the_conversation,
-            fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate,
-            ten_concurrent_sends_with_one_client_msg_id_store_one_message,
-            a_replayed_client_msg_id_returns_the_original_later_on,
-            client_msg_ids_are_scoped_to_the_sender,
-            reply_to_must_name_a_message_of_the_same_conversation,
-            appending_to_a_missing_or_foreign_conversation_fails,
-            a_customer_message_can_reopen_a_resolved_conversation,
-            message_pages_follow_the_seq_cursor_both_ways,
-            read_state_never_moves_backwards_and_is_capped,
-            delivered_receipts_move_only_the_delivered_marker,
-            unread_counts_follow_the_read_marker,
-            conversation_lists_honour_scope_status_and_order,
-            conversation_list_cursor_walks_every_row_once,
-            updates_apply_only_the_given_fields,
-            a_tenant_never_sees_another_tenants_rows,
-            receipts_list_every_participants_markers,
-            messages_are_edited_and_deleted_in_place,
-            attachments_are_recorded_and_found_only_in_their_tenant,
-            a_message_links_its_attachments_in_order_and_every_read_carries_them,
-            a_message_may_carry_attachments_only,
-            linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing,
-            a_replayed_send_returns_the_original_with_its_attachments,
-            concurrent_sends_attach_one_upload_once,
-            orphans_are_listed_oldest_first_and_deleted_only_while_unattached,
-            deleting_a_message_takes_its_attachments_with_it,
-        );
-    };
-    (@cases $factory:ident; $($case:ident),* $(,)?) => {
-        mod contract {
+/// Declares the cases of the suite, once: the list below is the only one.
+///
+/// From it come [`cases`] (one public entry point per case) and
+/// [`contract_tests!`](crate::contract_tests) (one test per case in every
+/// adapter that invokes it), so a case listed here runs everywhere. The case
+/// functions themselves are private and reached only through [`cases`], and
+/// this module denies dead code: a case function left off the list does
+/// not compile, nor does a listed name without a function.
+macro_rules! contract_cases {
+    ($($case:ident),* $(,)?) => {
+        /// One entry point per contract case, each taking a fresh, empty
+        /// store (what [`contract_tests!`](crate::contract_tests) calls).
+        pub mod cases {
+            use std::sync::Arc;
+
+            use super::Store;
+
             $(
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let store = super::$factory().await;
-                    $crate::contract::$case(store).await;
+                #[doc = concat!("Runs the contract case `", stringify!($case), "` against `store`.")]
+                pub async fn $case<S: Store>(store: Arc<S>) {
+                    super::$case(store).await;
                 }
             )*
         }
+
+        /// Expands to one `#[tokio::test]` per contract case, each calling
+        /// `$factory().await` for a fresh store. The calling crate needs
+        /// `tokio` (with `macros` and `rt-multi-thread`) as a
+        /// dev-dependency.
+        #[macro_export]
+        macro_rules! contract_tests {
+            ($factory:ident) => {
+                mod contract {
+                    $(
+                        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                        async fn $case() {
+                            let store = super::$factory().await;
+                            $crate::contract::cases::$case(store).await;
+                        }
+                    )*
+                }
+            };
+        }
     };
 }
+
+contract_cases!(
+    get_or_create_returns_one_conversation_per_customer_and_clinician,
+    concurrent_get_or_create_creates_exactly_once,
+    appends_number_messages_from_one_and_bump_the_conversation,
+    fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate,
+    ten_concurrent_sends_with_one_client_msg_id_store_one_message,
+    a_replayed_client_msg_id_returns_the_original_later_on,
+    client_msg_ids_are_scoped_to_the_sender,
+    reply_to_must_name_a_message_of_the_same_conversation,
+    appending_to_a_missing_or_foreign_conversation_fails,
+    a_customer_message_can_reopen_a_resolved_conversation,
+    message_pages_follow_the_seq_cursor_both_ways,
+    read_state_never_moves_backwards_and_is_capped,
+    delivered_receipts_move_only_the_delivered_marker,
+    unread_counts_follow_the_read_marker,
+    conversation_lists_honour_scope_status_and_order,
+    conversation_list_cursor_walks_every_row_once,
+    updates_apply_only_the_given_fields,
+    a_tenant_never_sees_another_tenants_rows,
+    receipts_list_every_participants_markers,
+    messages_are_edited_and_deleted_in_place,
+    attachments_are_recorded_and_found_only_in_their_tenant,
+    a_message_links_its_attachments_in_order_and_every_read_carries_them,
+    a_message_may_carry_attachments_only,
+    linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing,
+    a_replayed_send_returns_the_original_with_its_attachments,
+    concurrent_sends_attach_one_upload_once,
+    orphans_are_listed_oldest_first_and_deleted_only_while_unattached,
+    deleting_a_message_takes_its_attachments_with_it,
+);
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0)
@@ -219,7 +254,7 @@ async fn advance<S: Store>(
 
 /// One conversation per (tenant, customer, clinician): asking again returns
 /// it; another clinician or the inbox is another conversation.
-pub async fn get_or_create_returns_one_conversation_per_customer_and_clinician<S: Store>(
+async fn get_or_create_returns_one_conversation_per_customer_and_clinician<S: Store>(
     store: Arc<S>,
 ) {
     let tenant = TenantId::new_v4();
@@ -267,7 +302,7 @@ pub async fn get_or_create_returns_one_conversation_per_customer_and_clinician<S
 }
 
 /// Racing get-or-create calls for one key create one row and all return it.
-pub async fn concurrent_get_or_create_creates_exactly_once<S: Store>(store: Arc<S>) {
+async fn concurrent_get_or_create_creates_exactly_once<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let customer = CustomerId::new_v4();
     let tasks: Vec<_> = (0..10)
@@ -293,7 +328,7 @@ pub async fn concurrent_get_or_create_creates_exactly_once<S: Store>(store: Arc<
 
 /// Seq counts 1, 2, 3; the conversation's last_seq and activity follow, and
 /// the sender's own message counts as read by them.
-pub async fn appends_number_messages_from_one_and_bump_the_conversation<S: Store>(store: Arc<S>) {
+async fn appends_number_messages_from_one_and_bump_the_conversation<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let customer = customer_of(&conversation);
@@ -330,9 +365,7 @@ pub async fn appends_number_messages_from_one_and_bump_the_conversation<S: Store
 
 /// 50 concurrent senders into one conversation: seq 1..=50, no gap, no
 /// duplicate, last_seq 50.
-pub async fn fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate<S: Store>(
-    store: Arc<S>,
-) {
+async fn fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let tasks: Vec<_> = (0..50)
@@ -362,9 +395,7 @@ pub async fn fifty_concurrent_sends_get_seq_1_to_50_without_gap_or_duplicate<S: 
 
 /// The same client_msg_id sent 10 times at once stores one message; every
 /// call returns it.
-pub async fn ten_concurrent_sends_with_one_client_msg_id_store_one_message<S: Store>(
-    store: Arc<S>,
-) {
+async fn ten_concurrent_sends_with_one_client_msg_id_store_one_message<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let sender = customer_of(&conversation);
@@ -397,7 +428,7 @@ pub async fn ten_concurrent_sends_with_one_client_msg_id_store_one_message<S: St
 }
 
 /// A replay long after the original still returns the original, unchanged.
-pub async fn a_replayed_client_msg_id_returns_the_original_later_on<S: Store>(store: Arc<S>) {
+async fn a_replayed_client_msg_id_returns_the_original_later_on<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let sender = Sender::Staff(StaffUserId::new_v4());
@@ -421,7 +452,7 @@ pub async fn a_replayed_client_msg_id_returns_the_original_later_on<S: Store>(st
 }
 
 /// Another sender may use the same client_msg_id: keys are per sender.
-pub async fn client_msg_ids_are_scoped_to_the_sender<S: Store>(store: Arc<S>) {
+async fn client_msg_ids_are_scoped_to_the_sender<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let key = ClientMsgId::parse("same-key").unwrap();
@@ -448,7 +479,7 @@ pub async fn client_msg_ids_are_scoped_to_the_sender<S: Store>(store: Arc<S>) {
 
 /// A reply names a message of the same conversation; anything else stores
 /// nothing.
-pub async fn reply_to_must_name_a_message_of_the_same_conversation<S: Store>(store: Arc<S>) {
+async fn reply_to_must_name_a_message_of_the_same_conversation<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let other = open_inbox(&*store, tenant).await;
@@ -474,7 +505,7 @@ pub async fn reply_to_must_name_a_message_of_the_same_conversation<S: Store>(sto
 }
 
 /// Appending to an unknown conversation, or one of another tenant, fails.
-pub async fn appending_to_a_missing_or_foreign_conversation_fails<S: Store>(store: Arc<S>) {
+async fn appending_to_a_missing_or_foreign_conversation_fails<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let mut foreign = message(&conversation, Sender::System, "sneaky", t0());
@@ -496,7 +527,7 @@ pub async fn appending_to_a_missing_or_foreign_conversation_fails<S: Store>(stor
 /// `reopen` sets a resolved conversation back to open in the same write,
 /// and says so; every append returns the conversation as it left it, alone
 /// (a reply) or batched (a plain message).
-pub async fn a_customer_message_can_reopen_a_resolved_conversation<S: Store>(store: Arc<S>) {
+async fn a_customer_message_can_reopen_a_resolved_conversation<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let customer = customer_of(&conversation);
@@ -553,7 +584,7 @@ pub async fn a_customer_message_can_reopen_a_resolved_conversation<S: Store>(sto
 
 /// Latest and before give newest first; after gives oldest first;
 /// `has_more` tells whether more lie beyond.
-pub async fn message_pages_follow_the_seq_cursor_both_ways<S: Store>(store: Arc<S>) {
+async fn message_pages_follow_the_seq_cursor_both_ways<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let sender = Sender::Staff(StaffUserId::new_v4());
@@ -602,7 +633,7 @@ pub async fn message_pages_follow_the_seq_cursor_both_ways<S: Store>(store: Arc<
 }
 
 /// Read markers only move forward and never past the newest message.
-pub async fn read_state_never_moves_backwards_and_is_capped<S: Store>(store: Arc<S>) {
+async fn read_state_never_moves_backwards_and_is_capped<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let staff = Sender::Staff(StaffUserId::new_v4());
@@ -656,7 +687,7 @@ pub async fn read_state_never_moves_backwards_and_is_capped<S: Store>(store: Arc
 }
 
 /// A delivered receipt moves the delivered marker, never the read one.
-pub async fn delivered_receipts_move_only_the_delivered_marker<S: Store>(store: Arc<S>) {
+async fn delivered_receipts_move_only_the_delivered_marker<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let staff = Sender::Staff(StaffUserId::new_v4());
@@ -689,7 +720,7 @@ pub async fn delivered_receipts_move_only_the_delivered_marker<S: Store>(store: 
 }
 
 /// Unread counts per conversation and in total follow the read markers.
-pub async fn unread_counts_follow_the_read_marker<S: Store>(store: Arc<S>) {
+async fn unread_counts_follow_the_read_marker<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let customer = CustomerId::new_v4();
     let clinician = StaffUserId::new_v4();
@@ -749,7 +780,7 @@ pub async fn unread_counts_follow_the_read_marker<S: Store>(store: Arc<S>) {
 
 /// Lists show what the scope allows, filter by status, newest activity
 /// first, with last message and unread count.
-pub async fn conversation_lists_honour_scope_status_and_order<S: Store>(store: Arc<S>) {
+async fn conversation_lists_honour_scope_status_and_order<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let customer = CustomerId::new_v4();
     let clinician = StaffUserId::new_v4();
@@ -886,7 +917,7 @@ pub async fn conversation_lists_honour_scope_status_and_order<S: Store>(store: A
 
 /// Walking a list page by page returns every conversation exactly once, in
 /// order, also when several share the same activity time.
-pub async fn conversation_list_cursor_walks_every_row_once<S: Store>(store: Arc<S>) {
+async fn conversation_list_cursor_walks_every_row_once<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let mut expected = Vec::new();
     for i in 0..23 {
@@ -931,7 +962,7 @@ pub async fn conversation_list_cursor_walks_every_row_once<S: Store>(store: Arc<
 }
 
 /// A patch changes only the fields it sets; clearing the assignee works.
-pub async fn updates_apply_only_the_given_fields<S: Store>(store: Arc<S>) {
+async fn updates_apply_only_the_given_fields<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let assignee = StaffUserId::new_v4();
@@ -1006,7 +1037,7 @@ pub async fn updates_apply_only_the_given_fields<S: Store>(store: Arc<S>) {
 }
 
 /// Nothing of one tenant is visible or writable through another tenant's id.
-pub async fn a_tenant_never_sees_another_tenants_rows<S: Store>(store: Arc<S>) {
+async fn a_tenant_never_sees_another_tenants_rows<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let intruder = TenantId::new_v4();
     let customer = CustomerId::new_v4();
@@ -1151,7 +1182,7 @@ fn linked(attachment: &Attachment, message: &chat_domain::Message) -> Attachment
 }
 
 /// An upload is stored as given, unattached, and only its tenant finds it.
-pub async fn attachments_are_recorded_and_found_only_in_their_tenant<S: Store>(store: Arc<S>) {
+async fn attachments_are_recorded_and_found_only_in_their_tenant<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let customer = customer_of(&conversation);
@@ -1180,7 +1211,7 @@ pub async fn attachments_are_recorded_and_found_only_in_their_tenant<S: Store>(s
 
 /// A send links its uploads in the given order; the stored message, pages
 /// of history, the replay lookup and conversation summaries all carry them.
-pub async fn a_message_links_its_attachments_in_order_and_every_read_carries_them<S: Store>(
+async fn a_message_links_its_attachments_in_order_and_every_read_carries_them<S: Store>(
     store: Arc<S>,
 ) {
     let tenant = TenantId::new_v4();
@@ -1226,7 +1257,7 @@ pub async fn a_message_links_its_attachments_in_order_and_every_read_carries_the
 
 /// Body or not is the use case's rule; the store keeps a message that only
 /// carries files.
-pub async fn a_message_may_carry_attachments_only<S: Store>(store: Arc<S>) {
+async fn a_message_may_carry_attachments_only<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let staff = Sender::Staff(StaffUserId::new_v4());
@@ -1241,7 +1272,7 @@ pub async fn a_message_may_carry_attachments_only<S: Store>(store: Arc<S>) {
 /// Only the sender's own unattached uploads of this conversation may be
 /// linked. Anything else refuses the whole send: no message, no seq, and the
 /// valid uploads of the same send stay unattached.
-pub async fn linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing<S: Store>(
+async fn linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing<S: Store>(
     store: Arc<S>,
 ) {
     let tenant = TenantId::new_v4();
@@ -1297,7 +1328,7 @@ pub async fn linking_refuses_foreign_used_and_missing_uploads_and_stores_nothing
 
 /// A replay returns the original message with its attachments, and links
 /// nothing again.
-pub async fn a_replayed_send_returns_the_original_with_its_attachments<S: Store>(store: Arc<S>) {
+async fn a_replayed_send_returns_the_original_with_its_attachments<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let customer = customer_of(&conversation);
@@ -1315,7 +1346,7 @@ pub async fn a_replayed_send_returns_the_original_with_its_attachments<S: Store>
 
 /// Ten concurrent sends naming one upload: exactly one carries it, the
 /// others are refused as already used.
-pub async fn concurrent_sends_attach_one_upload_once<S: Store>(store: Arc<S>) {
+async fn concurrent_sends_attach_one_upload_once<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let customer = customer_of(&conversation);
@@ -1347,7 +1378,7 @@ pub async fn concurrent_sends_attach_one_upload_once<S: Store>(store: Arc<S>) {
 
 /// The sweep sees unattached uploads older than the cut-off, oldest first,
 /// across tenants; an attached upload is never listed nor deleted.
-pub async fn orphans_are_listed_oldest_first_and_deleted_only_while_unattached<S: Store>(
+async fn orphans_are_listed_oldest_first_and_deleted_only_while_unattached<S: Store>(
     store: Arc<S>,
 ) {
     let conversation = open_inbox(&*store, TenantId::new_v4()).await;
@@ -1414,7 +1445,7 @@ pub async fn orphans_are_listed_oldest_first_and_deleted_only_while_unattached<S
 
 /// Every participant's markers are listed, for that conversation and tenant
 /// only.
-pub async fn receipts_list_every_participants_markers<S: Store>(store: Arc<S>) {
+async fn receipts_list_every_participants_markers<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let other = open_inbox(&*store, tenant).await;
@@ -1457,7 +1488,7 @@ pub async fn receipts_list_every_participants_markers<S: Store>(store: Arc<S>) {
 /// An edit replaces the text and stamps `edited_at`; a deletion erases the
 /// text, keeps the `seq` and its first time; a deleted message cannot be
 /// edited; nothing is reachable through another tenant or conversation.
-pub async fn messages_are_edited_and_deleted_in_place<S: Store>(store: Arc<S>) {
+async fn messages_are_edited_and_deleted_in_place<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let other = open_inbox(&*store, tenant).await;
@@ -1564,7 +1595,7 @@ pub async fn messages_are_edited_and_deleted_in_place<S: Store>(store: Arc<S>) {
 /// A deleted message's attachments are gone from every read at once, and
 /// listed for their bytes to be removed until their records are purged;
 /// other messages keep theirs.
-pub async fn deleting_a_message_takes_its_attachments_with_it<S: Store>(store: Arc<S>) {
+async fn deleting_a_message_takes_its_attachments_with_it<S: Store>(store: Arc<S>) {
     let tenant = TenantId::new_v4();
     let conversation = open_inbox(&*store, tenant).await;
     let customer = customer_of(&conversation);

@@ -28,52 +28,82 @@
 //! assert_eq!(sent.message.seq.get(), 1);
 //! # Ok(()) }
 //! ```
+//!
+//! # Where things live
+//!
+//! One room per use-case area, each a module with its `impl ChatService`
+//! block (or, for presence, its own service), its share of the errors and
+//! its unit tests (`<area>/tests.rs`):
+//!
+//! - `conversations`: get or create, list, get, update, unread total;
+//! - `messages`: history, send, edit, delete (and, to come, threads,
+//!   reactions, pins, forwarding, mentions);
+//! - `receipts`: read and delivered markers;
+//! - `typing`: typing indicators;
+//! - `presence`: [`PresenceService`], who is online;
+//! - `attachments`: [`AttachmentService`], uploads (with the content
+//!   sniffer, private to it), downloads and the sweeps.
+//!
+//! Rooms kept for what comes next: `membership` (staff channels and direct
+//! conversations: join, leave, add, remove, roles), `search`, `webhooks`
+//! (with their outbox), `audit`; a `feed` module may join them. A new use
+//! case goes in its area's module; a new area gets a new module of the
+//! same shape, listed here. Nothing goes in `service`, which holds only
+//! [`ChatService`], its [`Ports`] and the checks every area shares.
+//!
+//! Beside the rooms:
+//!
+//! - [`ports`]: the traits the use cases drive, one file per area;
+//! - [`memory`]: in-memory adapters of a single node ([`InProcessBus`],
+//!   [`InMemoryPresence`]);
+//! - `contract` (feature `contract-tests`): the suite every store adapter
+//!   runs;
+//! - [`append_batch`]: group-commit plumbing the SQL adapters share.
+//!
+//! Every type other crates use is re-exported at the crate root.
 
 mod access_cache;
 pub mod append_batch;
 mod attachments;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
+mod conversations;
 mod error;
 pub mod feed;
-mod files;
-#[cfg(test)]
-mod message_change_tests;
+pub mod memory;
+mod messages;
+mod page;
 pub mod ports;
-pub mod realtime;
+mod presence;
+mod receipts;
 mod service;
 #[cfg(test)]
-mod service_tests;
-pub mod sniff;
+mod test_support;
+mod typing;
 
 pub use attachments::{
     download_headers, AttachmentError, AttachmentPorts, AttachmentService, AttachmentSettings,
-    Download, DEFAULT_MAX_ATTACHMENT_BYTES,
+    Download, MacroSign, UnreadableContainer, UnsupportedContent, DEFAULT_MAX_ATTACHMENT_BYTES,
 };
-pub use error::ChatError;
+pub use error::{ChatError, Conflict, Field, Reason, Resource};
 pub use feed::{OrderedFeed, ORDER_IDLE};
-pub use files::{
-    AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
-    StorageError,
-};
-#[cfg(any(test, feature = "mocks"))]
-pub use files::{MockAttachmentRepository, MockFileStorage, MockScanner};
+pub use memory::{broadcast_stream, InMemoryPresence, InProcessBus};
+pub use messages::{SendMessage, SendOutcome};
+pub use page::PageLimit;
 pub use ports::{
-    AccessPolicy, AllowAll, AppendError, AppendOutcome, ChatEvent, Clock, ConversationCursor,
+    AccessPolicy, AllowAll, AppendError, AppendOutcome, AttachmentRepository, BusEvent,
+    BusPublisher, ByteStream, ChatEvent, Clock, ConnectionId, ConversationCursor,
     ConversationListQuery, ConversationPage, ConversationRepository, ConversationSummary,
-    CursorError, EventPublisher, IdGenerator, MessageCursor, MessagePage, MessageQuery,
-    MessageRepository, PolicyAction, ReadStateRepository, Receipt, ReceiptUpdate, RepoError,
-    SystemClock, UuidV7Generator,
+    CursorError, DownloadHeaders, EventBus, EventPublisher, EventStream, FileStorage, IdGenerator,
+    MessageCursor, MessagePage, MessageQuery, MessageRepository, PolicyAction, PresenceChange,
+    PresenceStore, ReadStateRepository, Receipt, ReceiptUpdate, RepoError, ScanVerdict, Scanner,
+    StorageError, SystemClock, UuidV7Generator,
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{
-    MockAccessPolicy, MockClock, MockConversationRepository, MockEventPublisher, MockIdGenerator,
-    MockMessageRepository, MockReadStateRepository,
+    MockAccessPolicy, MockAttachmentRepository, MockClock, MockConversationRepository,
+    MockEventBus, MockEventPublisher, MockFileStorage, MockIdGenerator, MockMessageRepository,
+    MockPresenceStore, MockReadStateRepository, MockScanner,
 };
-pub use realtime::{
-    broadcast_stream, BusEvent, BusPublisher, ConnectionId, EventBus, EventStream,
-    InMemoryPresence, InProcessBus, PresenceChange, PresenceService, PresenceStore,
-};
-#[cfg(any(test, feature = "mocks"))]
-pub use realtime::{MockEventBus, MockPresenceStore};
-pub use service::{ChatService, PageLimit, Ports, SendMessage, SendOutcome};
+pub use presence::PresenceService;
+pub use service::{ChatService, Ports};

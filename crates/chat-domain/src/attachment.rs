@@ -15,6 +15,69 @@ use crate::principal::Sender;
 /// The most attachments one message may carry.
 pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 10;
 
+/// The attachments a send names, in the sender's order: at most
+/// [`MAX_ATTACHMENTS_PER_MESSAGE`], each named once. May be empty (a message
+/// with a body needs none).
+///
+/// ```
+/// use chat_domain::{AttachmentId, AttachmentIds, AttachmentIdsError};
+///
+/// let (a, b) = (AttachmentId::new_v7(), AttachmentId::new_v7());
+/// assert_eq!(AttachmentIds::parse(vec![a, b]).unwrap().as_slice(), &[a, b]);
+/// assert_eq!(AttachmentIds::parse(vec![a, b, a]), Err(AttachmentIdsError::Repeated(a)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct AttachmentIds(Vec<AttachmentId>);
+
+/// Why a list of attachment ids was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachmentIdsError {
+    /// More than [`MAX_ATTACHMENTS_PER_MESSAGE`] ids (how many were given).
+    #[error("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message, got {0}")]
+    TooMany(usize),
+    /// This id is named more than once (the first one repeated).
+    #[error("attachment {0} is given twice")]
+    Repeated(AttachmentId),
+}
+
+impl AttachmentIds {
+    /// Validates a list: the count first, then repetitions.
+    ///
+    /// # Errors
+    /// [`AttachmentIdsError::TooMany`] above [`MAX_ATTACHMENTS_PER_MESSAGE`],
+    /// [`AttachmentIdsError::Repeated`] for the first id named twice.
+    pub fn parse(ids: Vec<AttachmentId>) -> Result<Self, AttachmentIdsError> {
+        if ids.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(AttachmentIdsError::TooMany(ids.len()));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        if let Some(repeated) = ids.iter().find(|id| !seen.insert(**id)) {
+            return Err(AttachmentIdsError::Repeated(*repeated));
+        }
+        Ok(Self(ids))
+    }
+
+    /// No attachment at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The ids, in order.
+    pub fn as_slice(&self) -> &[AttachmentId] {
+        &self.0
+    }
+
+    /// The ids, in order, owned.
+    pub fn into_vec(self) -> Vec<AttachmentId> {
+        self.0
+    }
+}
+
 /// The file types accepted as attachments, as decided by sniffing their
 /// content (never by name or declared type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -414,6 +477,44 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    fn ids(raw: &[u128]) -> Vec<AttachmentId> {
+        raw.iter()
+            .map(|n| AttachmentId::from_uuid(uuid::Uuid::from_u128(*n)))
+            .collect()
+    }
+
+    #[test]
+    fn attachment_id_lists_hold_at_most_ten_distinct_ids() {
+        let ten: Vec<u128> = (1..=10).collect();
+        let eleven: Vec<u128> = (1..=11).collect();
+        let first = ids(&[1])[0];
+        let third = ids(&[3])[0];
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<AttachmentId>, Result<(), AttachmentIdsError>)> = vec![
+            ("none",                         ids(&[]),              Ok(())),
+            ("one",                          ids(&[1]),             Ok(())),
+            ("ten",                          ids(&ten),             Ok(())),
+            ("eleven",                       ids(&eleven),          Err(AttachmentIdsError::TooMany(11))),
+            ("one twice",                    ids(&[1, 1]),          Err(AttachmentIdsError::Repeated(first))),
+            ("the first repeat is named",    ids(&[3, 1, 3, 1]),    Err(AttachmentIdsError::Repeated(third))),
+            ("too many wins over repeats",   vec![first; 11],       Err(AttachmentIdsError::TooMany(11))),
+        ];
+        for (label, given, expected) in cases {
+            let parsed = AttachmentIds::parse(given.clone());
+            assert_eq!(parsed.as_ref().err(), expected.err().as_ref(), "{label}");
+            if let Ok(list) = parsed {
+                assert_eq!(list.as_slice(), given.as_slice(), "{label}: order kept");
+                assert_eq!(list.len(), given.len(), "{label}");
+                assert_eq!(list.is_empty(), given.is_empty(), "{label}");
+                assert_eq!(list.into_vec(), given, "{label}");
+            }
+        }
+        assert_eq!(
+            AttachmentIds::default(),
+            AttachmentIds::parse(Vec::new()).unwrap()
+        );
+    }
 
     #[test]
     fn names_are_sanitised() {

@@ -25,8 +25,9 @@ mod principal;
 mod read_state;
 
 pub use attachment::{
-    Attachment, AttachmentName, AttachmentNameError, DigestError, MediaType, NewAttachment,
-    Sha256Digest, StorageKey, StorageKeyError, MAX_ATTACHMENTS_PER_MESSAGE,
+    Attachment, AttachmentIds, AttachmentIdsError, AttachmentName, AttachmentNameError,
+    DigestError, MediaType, NewAttachment, Sha256Digest, StorageKey, StorageKeyError,
+    MAX_ATTACHMENTS_PER_MESSAGE,
 };
 pub use conversation::{
     Conversation, ConversationKind, ConversationPatch, ConversationStatus, ConversationStatusError,
@@ -43,6 +44,6 @@ pub use permissions::{
     authorize, authorize_access, authorize_create, authorize_message_change, conversation_scope,
     Action, ConversationAccess, ConversationScope, Denied, MessageChange,
 };
-pub use presence::{Presence, PresenceStatus, PresenceStatusError};
+pub use presence::{ChosenStatus, Presence, PresenceStatus, PresenceStatusError};
 pub use principal::{Principal, Sender, StaffRole};
 pub use read_state::ReadState;

@@ -94,15 +94,45 @@ pub const fn conversation_scope(principal: &Principal) -> ConversationScope {
 }
 
 /// What decides who may reach a conversation: its tenant and its kind (with
-/// its participants). Neither ever changes once the conversation exists, so
-/// a copy stays valid for the conversation's whole life: a caller may keep
-/// it to check later actions without loading the conversation again.
+/// its participants).
+///
+/// The tenant never changes. Whether the rest may change depends on the
+/// kind, as [`ConversationAccess::never_changes`] says: a copy may be kept
+/// to check later actions without loading the conversation again only while
+/// it says `true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConversationAccess {
     /// The tenant that owns the conversation.
     pub tenant: TenantId,
     /// Its kind and participants.
     pub kind: ConversationKind,
+}
+
+impl ConversationAccess {
+    /// Whether these facts hold for the conversation's whole life, so that
+    /// a copy never goes stale.
+    ///
+    /// A customer conversation's facts are its identity (tenant, customer,
+    /// clinician of a private thread; the assignee is no access fact) and
+    /// never change. A kind whose readers can change (members joining or
+    /// leaving, a channel's visibility or archiving) must answer `false`,
+    /// unless every holder of a copy drops it on each such change.
+    ///
+    /// ```
+    /// use chat_domain::{ConversationAccess, ConversationKind, CustomerId, TenantId};
+    ///
+    /// let access = ConversationAccess {
+    ///     tenant: TenantId::new_v4(),
+    ///     kind: ConversationKind::Customer { customer_id: CustomerId::new_v4(), clinician: None },
+    /// };
+    /// assert!(access.never_changes());
+    /// ```
+    pub const fn never_changes(&self) -> bool {
+        // No wildcard: a new kind must decide.
+        match self.kind {
+            ConversationKind::Customer { .. } => true,
+        }
+    }
 }
 
 impl Conversation {
@@ -439,6 +469,19 @@ mod tests {
                 expected,
                 "{rule}"
             );
+        }
+    }
+
+    #[test]
+    fn customer_conversations_have_access_facts_that_never_change() {
+        let w = world();
+        #[rustfmt::skip]
+        let cases = [
+            ("shared inbox",   conversation(w.tenant, w.customer, None),              true),
+            ("private thread", conversation(w.tenant, w.customer, Some(w.clinician)), true),
+        ];
+        for (label, conversation, fixed) in cases {
+            assert_eq!(conversation.access().never_changes(), fixed, "{label}");
         }
     }
 

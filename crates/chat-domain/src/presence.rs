@@ -32,17 +32,13 @@ impl PresenceStatus {
     }
 
     /// The status a connected user may choose (`offline` is not a choice:
-    /// it follows from closing the last connection).
+    /// it follows from closing the last connection). Same as
+    /// [`ChosenStatus::parse`].
     ///
     /// # Errors
     /// [`PresenceStatusError`] for anything but `online`, `away`, `busy`.
-    pub fn parse_chosen(raw: &str) -> Result<Self, PresenceStatusError> {
-        match raw {
-            "online" => Ok(Self::Online),
-            "away" => Ok(Self::Away),
-            "busy" => Ok(Self::Busy),
-            _ => Err(PresenceStatusError),
-        }
+    pub fn parse_chosen(raw: &str) -> Result<ChosenStatus, PresenceStatusError> {
+        ChosenStatus::parse(raw)
     }
 }
 
@@ -63,8 +59,85 @@ impl FromStr for PresenceStatus {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "offline" => Ok(Self::Offline),
-            other => Self::parse_chosen(other),
+            other => ChosenStatus::parse(other).map(Self::from),
         }
+    }
+}
+
+/// A status a connected user chooses to show: any [`PresenceStatus`] but
+/// [`PresenceStatus::Offline`], which follows from closing the last
+/// connection and is never chosen.
+///
+/// ```
+/// use chat_domain::{ChosenStatus, PresenceStatus};
+///
+/// assert_eq!(ChosenStatus::parse("away"), Ok(ChosenStatus::Away));
+/// assert_eq!(PresenceStatus::from(ChosenStatus::Busy), PresenceStatus::Busy);
+/// assert!(ChosenStatus::try_from(PresenceStatus::Offline).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChosenStatus {
+    /// Available.
+    Online,
+    /// Away from the keyboard.
+    Away,
+    /// Not to be disturbed.
+    Busy,
+}
+
+impl ChosenStatus {
+    /// Parses a chosen status from its wire name.
+    ///
+    /// # Errors
+    /// [`PresenceStatusError`] for anything but `online`, `away`, `busy`.
+    pub fn parse(raw: &str) -> Result<Self, PresenceStatusError> {
+        match raw {
+            "online" => Ok(Self::Online),
+            "away" => Ok(Self::Away),
+            "busy" => Ok(Self::Busy),
+            _ => Err(PresenceStatusError),
+        }
+    }
+
+    /// The wire name: `online`, `away` or `busy`.
+    pub const fn as_str(&self) -> &'static str {
+        PresenceStatus::from_chosen(*self).as_str()
+    }
+}
+
+impl PresenceStatus {
+    /// The status a connected user shows when they chose `chosen`.
+    pub const fn from_chosen(chosen: ChosenStatus) -> Self {
+        match chosen {
+            ChosenStatus::Online => Self::Online,
+            ChosenStatus::Away => Self::Away,
+            ChosenStatus::Busy => Self::Busy,
+        }
+    }
+}
+
+impl From<ChosenStatus> for PresenceStatus {
+    fn from(chosen: ChosenStatus) -> Self {
+        Self::from_chosen(chosen)
+    }
+}
+
+impl TryFrom<PresenceStatus> for ChosenStatus {
+    type Error = PresenceStatusError;
+
+    fn try_from(status: PresenceStatus) -> Result<Self, Self::Error> {
+        match status {
+            PresenceStatus::Online => Ok(Self::Online),
+            PresenceStatus::Away => Ok(Self::Away),
+            PresenceStatus::Busy => Ok(Self::Busy),
+            PresenceStatus::Offline => Err(PresenceStatusError),
+        }
+    }
+}
+
+impl fmt::Display for ChosenStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -87,16 +160,35 @@ mod tests {
     #[test]
     fn chosen_statuses_exclude_offline() {
         let cases = [
-            ("online", Ok(PresenceStatus::Online)),
-            ("away", Ok(PresenceStatus::Away)),
-            ("busy", Ok(PresenceStatus::Busy)),
+            ("online", Ok(ChosenStatus::Online)),
+            ("away", Ok(ChosenStatus::Away)),
+            ("busy", Ok(ChosenStatus::Busy)),
             ("offline", Err(PresenceStatusError)),
             ("invisible", Err(PresenceStatusError)),
             ("", Err(PresenceStatusError)),
         ];
         for (raw, expected) in cases {
             assert_eq!(PresenceStatus::parse_chosen(raw), expected, "{raw:?}");
+            assert_eq!(ChosenStatus::parse(raw), expected, "{raw:?}");
         }
         assert_eq!("offline".parse(), Ok(PresenceStatus::Offline));
+    }
+
+    #[test]
+    fn a_chosen_status_is_any_status_but_offline() {
+        let cases = [
+            (PresenceStatus::Online, Ok(ChosenStatus::Online)),
+            (PresenceStatus::Away, Ok(ChosenStatus::Away)),
+            (PresenceStatus::Busy, Ok(ChosenStatus::Busy)),
+            (PresenceStatus::Offline, Err(PresenceStatusError)),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(ChosenStatus::try_from(status), expected, "{status}");
+            if let Ok(chosen) = expected {
+                assert_eq!(PresenceStatus::from(chosen), status, "{status}");
+                assert_eq!(chosen.as_str(), status.as_str(), "{status}");
+                assert_eq!(chosen.to_string().parse(), Ok(status), "{status}");
+            }
+        }
     }
 }

@@ -271,11 +271,11 @@ pub fn send_message(
     let body = body
         .map(MessageBody::parse)
         .transpose()
-        .map_err(|e| ChatError::Invalid(format!("body: {e}")))?;
+        .map_err(|e| ChatError::invalid(chat_app::Field::Body, e))?;
     let client_msg_id = client_msg_id
         .map(ClientMsgId::parse)
         .transpose()
-        .map_err(|e| ChatError::Invalid(e.to_string()))?;
+        .map_err(|e| ChatError::invalid(chat_app::Field::ClientMsgId, e))?;
     Ok(SendMessage {
         body,
         attachment_ids: attachment_ids

@@ -2,11 +2,17 @@
 //! `{"error": {"code": "...", "message": "..."}}` with the status of API.md.
 //! Server-side failures are logged with their cause and answered with a
 //! generic message.
+//!
+//! The wording clients read lives here: the app's errors carry typed causes
+//! ([`chat_app::Resource`], [`chat_app::Field`] and [`chat_app::Reason`],
+//! [`chat_app::Conflict`]) and [`From<ChatError>`] turns each into its code
+//! and message, naming fields by their wire names.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chat_app::ChatError;
+use chat_app::{ChatError, Conflict, Field, Reason, Resource};
+use chat_domain::{AttachmentIdsError, MAX_ATTACHMENTS_PER_MESSAGE};
 use serde_json::json;
 
 use crate::auth::AuthError;
@@ -159,16 +165,81 @@ impl ApiError {
 impl From<ChatError> for ApiError {
     fn from(err: ChatError) -> Self {
         match err {
-            ChatError::NotFound => Self::not_found("conversation not found"),
-            ChatError::MessageNotFound => Self::not_found("message not found"),
-            ChatError::AttachmentNotFound(attachment) => Self::not_found(format!(
-                "attachment_ids: {attachment} is not an upload of yours in this conversation"
-            )),
+            ChatError::NotFound(resource) => Self::not_found(not_found_message(resource)),
             ChatError::Forbidden => Self::forbidden(),
-            ChatError::Invalid(message) => Self::invalid(message),
-            ChatError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ChatError::Invalid { field, reason } => Self::invalid(invalid_message(field, reason)),
+            ChatError::Conflict(conflict) => {
+                Self::new(StatusCode::CONFLICT, "conflict", conflict_message(conflict))
+            }
             ChatError::Unexpected(cause) => Self::internal(cause),
         }
+    }
+}
+
+/// The message of a 404 about `resource`.
+fn not_found_message(resource: Resource) -> String {
+    match resource {
+        Resource::Conversation => "conversation not found".to_owned(),
+        Resource::Message => "message not found".to_owned(),
+        Resource::Attachment(attachment) => format!(
+            "{}: {attachment} is not an upload of yours in this conversation",
+            wire_name(Field::AttachmentIds)
+        ),
+    }
+}
+
+/// The name clients know a parameter by.
+fn wire_name(field: Field) -> &'static str {
+    match field {
+        Field::Limit => "limit",
+        Field::Patch => "request",
+        Field::Body => "body",
+        Field::AttachmentIds => "attachment_ids",
+        Field::ReplyTo => "reply_to",
+        Field::ClientMsgId => "client_msg_id",
+        Field::UpTo => "up_to_seq",
+        Field::Status => "status",
+        Field::Users => "users",
+    }
+}
+
+/// The message of a 400 about `field`.
+fn invalid_message(field: Field, reason: Reason) -> String {
+    let name = wire_name(field);
+    match (field, reason) {
+        (Field::Patch, Reason::Empty) => {
+            "nothing to update: give status, assignee_id or tags".to_owned()
+        }
+        (_, Reason::Empty) => format!("{name} must not be empty"),
+        (Field::Body, Reason::Required) => "a message needs a body or an attachment".to_owned(),
+        (_, Reason::Required) => format!("{name} is required"),
+        (_, Reason::OutOfRange { min, max }) => format!("{name} must be between {min} and {max}"),
+        (Field::Users, Reason::TooMany { max }) => format!("at most {max} users per query"),
+        (_, Reason::TooMany { max }) => format!("{name}: at most {max}"),
+        (_, Reason::NotInConversation) => {
+            format!("{name} must name a message of this conversation")
+        }
+        (_, Reason::AlreadyAttached(attachment)) => {
+            format!("{name}: {attachment} is already attached to a message")
+        }
+        (_, Reason::AttachmentIds(AttachmentIdsError::TooMany(_))) => {
+            format!("{name}: at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message")
+        }
+        (_, Reason::AttachmentIds(AttachmentIdsError::Repeated(attachment))) => {
+            format!("{name}: {attachment} is given twice")
+        }
+        (_, Reason::Body(err)) => format!("{name}: {err}"),
+        (_, Reason::Seq(err)) => format!("{name}: {err}"),
+        // These domain messages name the field themselves.
+        (_, Reason::ClientMsgId(err)) => err.to_string(),
+        (_, Reason::Status(err)) => err.to_string(),
+    }
+}
+
+/// The message of a 409.
+fn conflict_message(conflict: Conflict) -> &'static str {
+    match conflict {
+        Conflict::MessageDeleted => "the message was deleted",
     }
 }
 
@@ -196,5 +267,67 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_domain::{
+        AttachmentId, ClientMsgIdError, MessageBodyError, PresenceStatusError, SeqError,
+        MAX_BODY_CHARS,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// Every typed cause the app raises today, with the exact code and
+    /// message clients have always been given.
+    #[test]
+    fn each_typed_cause_keeps_its_wire_code_and_message() {
+        let id =
+            AttachmentId::from_uuid(Uuid::from_u128(0x0190_a0a0_a0a0_7a0a_8a0a_a0a0_a0a0_a0a0));
+        let invalid = |field, reason: Reason| ChatError::Invalid { field, reason };
+        #[rustfmt::skip]
+        let cases: Vec<(ChatError, StatusCode, &str, String)> = vec![
+            (ChatError::NotFound(Resource::Conversation), StatusCode::NOT_FOUND, "not_found", "conversation not found".into()),
+            (ChatError::NotFound(Resource::Message), StatusCode::NOT_FOUND, "not_found", "message not found".into()),
+            (ChatError::NotFound(Resource::Attachment(id)), StatusCode::NOT_FOUND, "not_found",
+                format!("attachment_ids: {id} is not an upload of yours in this conversation")),
+            (ChatError::Forbidden, StatusCode::FORBIDDEN, "forbidden", "not allowed to do this".into()),
+            (invalid(Field::Limit, Reason::OutOfRange { min: 1, max: 200 }), StatusCode::BAD_REQUEST, "invalid_request",
+                "limit must be between 1 and 200".into()),
+            (invalid(Field::Patch, Reason::Empty), StatusCode::BAD_REQUEST, "invalid_request",
+                "nothing to update: give status, assignee_id or tags".into()),
+            (invalid(Field::Body, Reason::Required), StatusCode::BAD_REQUEST, "invalid_request",
+                "a message needs a body or an attachment".into()),
+            (invalid(Field::AttachmentIds, Reason::AttachmentIds(AttachmentIdsError::TooMany(11))), StatusCode::BAD_REQUEST, "invalid_request",
+                "attachment_ids: at most 10 attachments per message".into()),
+            (invalid(Field::AttachmentIds, Reason::AttachmentIds(AttachmentIdsError::Repeated(id))), StatusCode::BAD_REQUEST, "invalid_request",
+                format!("attachment_ids: {id} is given twice")),
+            (invalid(Field::AttachmentIds, Reason::AlreadyAttached(id)), StatusCode::BAD_REQUEST, "invalid_request",
+                format!("attachment_ids: {id} is already attached to a message")),
+            (invalid(Field::ReplyTo, Reason::NotInConversation), StatusCode::BAD_REQUEST, "invalid_request",
+                "reply_to must name a message of this conversation".into()),
+            (invalid(Field::Users, Reason::TooMany { max: 200 }), StatusCode::BAD_REQUEST, "invalid_request",
+                "at most 200 users per query".into()),
+            (invalid(Field::Body, Reason::Body(MessageBodyError::Empty)), StatusCode::BAD_REQUEST, "invalid_request",
+                "body: body must not be empty".into()),
+            (invalid(Field::Body, Reason::Body(MessageBodyError::TooLong(4001))), StatusCode::BAD_REQUEST, "invalid_request",
+                format!("body: body must be at most {MAX_BODY_CHARS} characters, got 4001")),
+            (invalid(Field::ClientMsgId, Reason::ClientMsgId(ClientMsgIdError::Empty)), StatusCode::BAD_REQUEST, "invalid_request",
+                "client_msg_id must not be empty".into()),
+            (invalid(Field::UpTo, Reason::Seq(SeqError)), StatusCode::BAD_REQUEST, "invalid_request",
+                format!("up_to_seq: a seq must be between 0 and {}", i64::MAX)),
+            (invalid(Field::Status, Reason::Status(PresenceStatusError)), StatusCode::BAD_REQUEST, "invalid_request",
+                "status must be one of online, away, busy".into()),
+            (ChatError::Conflict(Conflict::MessageDeleted), StatusCode::CONFLICT, "conflict", "the message was deleted".into()),
+            (ChatError::Unexpected(anyhow::anyhow!("disk on fire")), StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into()),
+        ];
+        for (err, status, code, message) in cases {
+            let label = format!("{err:?}");
+            let api = ApiError::from(err);
+            assert_eq!(api.status(), status, "{label}");
+            assert_eq!(api.into_parts(), (code, message), "{label}");
+        }
     }
 }

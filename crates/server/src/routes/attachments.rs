@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chat_app::{AttachmentError, Download};
+use chat_app::{AttachmentError, ChatError, Download};
 use chat_domain::{AttachmentId, ConversationId};
 use futures::StreamExt as _;
 
@@ -50,7 +50,10 @@ impl From<AttachmentError> for ApiError {
             }
             AttachmentError::Infected(_) => Self::infected(),
             AttachmentError::Interrupted(_) => Self::invalid("file: the upload was interrupted"),
-            AttachmentError::Invalid(message) => Self::invalid(message),
+            AttachmentError::Invalid { field, reason } => {
+                ChatError::Invalid { field, reason }.into()
+            }
+            AttachmentError::Conflict(conflict) => ChatError::Conflict(conflict).into(),
             AttachmentError::ScannerUnavailable(cause) => Self::unavailable(cause),
             AttachmentError::Unexpected(cause) => Self::internal(cause),
         }

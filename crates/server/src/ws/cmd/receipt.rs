@@ -17,7 +17,7 @@ impl ReceiptFrame {
         request_id: Option<&RequestId>,
     ) -> Handled {
         let up_to = Seq::from_u64(self.up_to_seq)
-            .map_err(|e| ChatError::Invalid(format!("up_to_seq: {e}")))?;
+            .map_err(|e| ChatError::invalid(chat_app::Field::UpTo, e))?;
         let state = conn
             .rt
             .service

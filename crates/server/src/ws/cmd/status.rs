@@ -15,7 +15,7 @@ impl SetStatusFrame {
         request_id: Option<&RequestId>,
     ) -> Handled {
         let status = PresenceStatus::parse_chosen(&self.status)
-            .map_err(|err| ChatError::Invalid(err.to_string()))?;
+            .map_err(|err| ChatError::invalid(chat_app::Field::Status, err))?;
         conn.rt.presence.set_status(&conn.principal, status).await?;
         Ok(Reply::IfAsked(ServerFrame::Ack {
             request_id: request_id.cloned(),

@@ -1,4 +1,4 @@
-//! Ports of the attachments capability: where file bytes are kept
+//! Attachment ports: where file bytes are kept
 //! ([`FileStorage`]), who checks them for malware ([`Scanner`]) and where
 //! their metadata is stored ([`AttachmentRepository`]).
 
@@ -11,7 +11,7 @@ use chat_domain::{Attachment, AttachmentId, MediaType, NewAttachment, StorageKey
 use chrono::{DateTime, Utc};
 use futures::Stream;
 
-use crate::ports::RepoError;
+use super::RepoError;
 
 /// A stream of file bytes. Errors are I/O errors: a client that went away,
 /// a disk that failed, or a limit the producer enforces.

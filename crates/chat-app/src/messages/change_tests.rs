@@ -9,6 +9,7 @@ use chat_domain::{
 };
 use chrono::{DateTime, Utc};
 
+use crate::error::{Conflict, Resource};
 use crate::ports::{
     ChatEvent, MockClock, MockConversationRepository, MockEventPublisher, MockMessageRepository,
     MockReadStateRepository,
@@ -166,7 +167,7 @@ async fn a_deleted_message_cannot_be_edited() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, ChatError::Conflict(_)));
+    assert!(matches!(err, ChatError::Conflict(Conflict::MessageDeleted)));
 }
 
 #[tokio::test]
@@ -183,11 +184,14 @@ async fn an_unknown_message_is_not_found() {
             MessageBody::parse("x").unwrap(),
         )
         .await;
-    assert!(matches!(edit, Err(ChatError::MessageNotFound)));
+    assert!(matches!(edit, Err(ChatError::NotFound(Resource::Message))));
     let delete = service
         .delete_message(&w.admin, w.conversation.id, MessageId::new_v7())
         .await;
-    assert!(matches!(delete, Err(ChatError::MessageNotFound)));
+    assert!(matches!(
+        delete,
+        Err(ChatError::NotFound(Resource::Message))
+    ));
 
     // A message of another conversation is not one of this one's, whatever
     // a store hands back.
@@ -201,7 +205,7 @@ async fn an_unknown_message_is_not_found() {
         .delete_message(&w.admin, w.conversation.id, stray.id)
         .await;
     assert!(
-        matches!(delete, Err(ChatError::MessageNotFound)),
+        matches!(delete, Err(ChatError::NotFound(Resource::Message))),
         "{delete:?}"
     );
 }

@@ -13,6 +13,11 @@
 //!
 //! An upload not yet sent in a message is its uploader's draft: nobody else
 //! may download it, even in its conversation.
+//!
+//! Errors: its own [`AttachmentError`], since uploads fail in ways no other
+//! area does (size, type, malware, an unreachable scanner); the typed causes
+//! of [`ChatError`] from the shared access check carry over into it. Why a
+//! file's content is refused is typed too ([`UnsupportedContent`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,14 +33,19 @@ use chat_domain::{
 use futures::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::ChatError;
-use crate::files::{
+use self::sniff::{sniff, ContentCheck, ContentRejection, SNIFF_BYTES};
+pub use self::sniff::{MacroSign, UnreadableContainer, UnsupportedContent};
+use crate::error::{ChatError, Conflict, Field, Reason};
+use crate::ports::Clock;
+use crate::ports::{
     AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
     StorageError,
 };
-use crate::ports::Clock;
-use crate::sniff::{sniff, ContentCheck, ContentRejection, SNIFF_BYTES};
 use crate::ChatService;
+
+mod sniff;
+#[cfg(test)]
+mod tests;
 
 /// The default largest attachment: 10 MiB.
 pub const DEFAULT_MAX_ATTACHMENT_BYTES: u64 = 10 * 1024 * 1024;
@@ -94,8 +104,8 @@ pub enum AttachmentError {
         max_bytes: u64,
     },
     /// The content is not an accepted type, or is active content.
-    #[error("{0}")]
-    UnsupportedType(String),
+    #[error(transparent)]
+    UnsupportedType(UnsupportedContent),
     /// The scanner found malware.
     #[error("the file is infected ({0})")]
     Infected(String),
@@ -103,9 +113,19 @@ pub enum AttachmentError {
     /// transport limit cut it).
     #[error("the upload was interrupted")]
     Interrupted(#[source] std::io::Error),
-    /// The request is malformed.
-    #[error("invalid request: {0}")]
-    Invalid(String),
+    /// A parameter of the request is not acceptable (as
+    /// [`ChatError::Invalid`]).
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which parameter.
+        field: Field,
+        /// What is wrong with it.
+        reason: Reason,
+    },
+    /// The request conflicts with the state of what it names (as
+    /// [`ChatError::Conflict`]).
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
     /// The scanner could not be reached or did not finish: the upload is
     /// refused rather than kept unscanned.
     #[error("the malware scanner is unavailable")]
@@ -118,11 +138,10 @@ pub enum AttachmentError {
 impl From<ChatError> for AttachmentError {
     fn from(err: ChatError) -> Self {
         match err {
-            ChatError::NotFound | ChatError::MessageNotFound | ChatError::AttachmentNotFound(_) => {
-                Self::NotFound
-            }
+            ChatError::NotFound(_) => Self::NotFound,
             ChatError::Forbidden => Self::Forbidden,
-            ChatError::Invalid(message) | ChatError::Conflict(message) => Self::Invalid(message),
+            ChatError::Invalid { field, reason } => Self::Invalid { field, reason },
+            ChatError::Conflict(conflict) => Self::Conflict(conflict),
             ChatError::Unexpected(err) => Self::Unexpected(err),
         }
     }
@@ -609,9 +628,7 @@ impl Stream for Metered {
                 self.verdict = None;
                 let verdict = joined.unwrap_or_else(|err| {
                     tracing::error!(error = %err, "the content check of an upload did not finish");
-                    Err(ContentRejection::Unsupported(
-                        "the file could not be checked, so it is not accepted".to_owned(),
-                    ))
+                    Err(ContentRejection::Unsupported(UnsupportedContent::Unchecked))
                 });
                 return self.conclude(verdict);
             }
@@ -650,258 +667,6 @@ impl Stream for Metered {
                     }
                 }
             };
-        }
-    }
-}
-
-/// Who may download an upload before it is sent, and the container check of
-/// Word uploads, against mocked stores (the other use cases are tested with
-/// the service's own tests).
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use chat_domain::{
-        Conversation, ConversationKind, ConversationStatus, CustomerId, MessageId, Sender, Seq,
-        StaffRole, StaffUserId, Tags, TenantId,
-    };
-    use chrono::{DateTime, TimeZone as _, Utc};
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::{
-        AllowAll, MockAttachmentRepository, MockClock, MockConversationRepository,
-        MockEventPublisher, MockFileStorage, MockMessageRepository, MockReadStateRepository, Ports,
-        UuidV7Generator,
-    };
-
-    const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(0x7e_0001));
-    const CUSTOMER: CustomerId = CustomerId::from_uuid(Uuid::from_u128(0xc0_0001));
-    const STAFF: StaffUserId = StaffUserId::from_uuid(Uuid::from_u128(0x5f_0001));
-    const CONVERSATION_ID: ConversationId = ConversationId::from_uuid(Uuid::from_u128(0xc1_0001));
-    const UPLOAD_ID: AttachmentId = AttachmentId::from_uuid(Uuid::from_u128(0xa7_0001));
-    const MESSAGE_ID: MessageId = MessageId::from_uuid(Uuid::from_u128(0x3e_0001));
-    const PDF: &[u8] = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n";
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 2, 9, 30, 0).unwrap()
-    }
-
-    fn customer() -> Principal {
-        Principal::customer(TENANT, CUSTOMER)
-    }
-
-    fn staff() -> Principal {
-        Principal::staff(TENANT, STAFF, StaffRole::Staff)
-    }
-
-    /// The customer's shared-inbox conversation, which staff may read.
-    fn inbox() -> Conversation {
-        Conversation {
-            id: CONVERSATION_ID,
-            tenant: TENANT,
-            kind: ConversationKind::Customer {
-                customer_id: CUSTOMER,
-                clinician: None,
-            },
-            status: ConversationStatus::Open,
-            assignee: None,
-            tags: Tags::default(),
-            last_seq: Seq::from_u64(4).unwrap(),
-            created_at: now(),
-            updated_at: now(),
-            last_activity_at: now(),
-        }
-    }
-
-    /// The customer's upload in [`inbox`], sent in `message` or not yet.
-    fn customer_upload(message: Option<MessageId>) -> Attachment {
-        Attachment {
-            id: UPLOAD_ID,
-            tenant: TENANT,
-            conversation_id: CONVERSATION_ID,
-            uploader: Sender::Customer(CUSTOMER),
-            name: AttachmentName::sanitize(Some("rx.pdf"), MediaType::Pdf),
-            media_type: MediaType::Pdf,
-            size: PDF.len() as u64,
-            sha256: Sha256Digest::from_bytes([1; 32]),
-            storage_key: StorageKey::for_attachment(
-                TENANT,
-                CONVERSATION_ID,
-                UPLOAD_ID,
-                MediaType::Pdf,
-                now(),
-            ),
-            created_at: now(),
-            message_id: message,
-        }
-    }
-
-    fn body(bytes: Vec<u8>) -> ByteStream {
-        let pieces: Vec<std::io::Result<Bytes>> = bytes
-            .chunks(1000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        futures::stream::iter(pieces).boxed()
-    }
-
-    /// Reads a body to its end the way a store does.
-    async fn drain(mut body: ByteStream) -> Result<u64, StorageError> {
-        let mut stored = 0;
-        while let Some(chunk) = body.next().await {
-            stored += chunk.map_err(StorageError::Body)?.len() as u64;
-        }
-        Ok(stored)
-    }
-
-    /// The service over `conversations`, `repository` and `storage`; every
-    /// other port panics when used.
-    fn service(
-        conversations: MockConversationRepository,
-        repository: MockAttachmentRepository,
-        storage: MockFileStorage,
-    ) -> AttachmentService {
-        let clock = || {
-            let mut clock = MockClock::new();
-            clock.expect_now().return_const(now());
-            Arc::new(clock)
-        };
-        let chat = ChatService::new(Ports {
-            conversations: Arc::new(conversations),
-            messages: Arc::new(MockMessageRepository::new()),
-            read_states: Arc::new(MockReadStateRepository::new()),
-            events: Arc::new(MockEventPublisher::new()),
-            policy: Arc::new(AllowAll),
-            clock: clock(),
-            ids: Arc::new(UuidV7Generator),
-        });
-        AttachmentService::new(
-            chat,
-            AttachmentPorts {
-                repository: Arc::new(repository),
-                storage: Arc::new(storage),
-                scanner: None,
-                clock: clock(),
-            },
-            AttachmentSettings {
-                max_bytes: 1024 * 1024,
-                signed_url_ttl: None,
-            },
-        )
-    }
-
-    #[tokio::test]
-    async fn an_upload_not_yet_sent_is_not_found_for_anyone_but_its_uploader() {
-        #[rustfmt::skip]
-        let cases = [
-            ("its uploader, before it is sent",           customer(), None,             true),
-            ("staff of the conversation, before it is sent", staff(), None,             false),
-            ("staff of the conversation, once it is sent",   staff(), Some(MESSAGE_ID), true),
-            ("its uploader, once it is sent",             customer(), Some(MESSAGE_ID), true),
-        ];
-        for (who, principal, message, downloads) in cases {
-            let mut repository = MockAttachmentRepository::new();
-            repository
-                .expect_find_attachment()
-                .withf(|tenant, id| *tenant == TENANT && *id == UPLOAD_ID)
-                .times(1)
-                .return_once(move |_, _| Ok(Some(customer_upload(message))));
-            // Everyone here may read the conversation.
-            let mut conversations = MockConversationRepository::new();
-            conversations
-                .expect_find()
-                .withf(|tenant, id| *tenant == TENANT && *id == CONVERSATION_ID)
-                .times(1)
-                .return_once(|_, _| Ok(Some(inbox())));
-            let mut storage = MockFileStorage::new();
-            if downloads {
-                storage
-                    .expect_get()
-                    .times(1)
-                    .returning(|_| Ok(body(PDF.to_vec())));
-            } else {
-                storage.expect_get().never();
-                storage.expect_signed_url().never();
-            }
-            let result = service(conversations, repository, storage)
-                .download(&principal, UPLOAD_ID)
-                .await;
-            match (downloads, result) {
-                (true, Ok(Download::Stream { attachment, .. })) => {
-                    assert_eq!(attachment.id, UPLOAD_ID, "{who}");
-                }
-                (false, Err(AttachmentError::NotFound)) => {}
-                (_, other) => panic!("{who}: {other:?}"),
-            }
-        }
-    }
-
-    /// A DOCX package of `parts`.
-    fn docx(parts: &[(&str, &str)]) -> Vec<u8> {
-        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        for (name, content) in parts {
-            writer
-                .start_file(*name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            writer.write_all(content.as_bytes()).unwrap();
-        }
-        writer.finish().unwrap().into_inner()
-    }
-
-    // Multi-threaded: the mocked store blocks its thread while the stream
-    // waits for the container check on the blocking threads.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_word_upload_with_macros_fails_its_stream_and_nothing_is_kept() {
-        let types = r#"<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#;
-        let document = "<w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"/>";
-        let clean = docx(&[
-            ("[Content_Types].xml", types),
-            ("word/document.xml", document),
-        ]);
-        let with_macros = docx(&[
-            ("[Content_Types].xml", types),
-            ("word/document.xml", document),
-            ("word/VBAPROJECT.BIN", "VBA"),
-        ]);
-        for (what, data, accepted) in [("clean", clean, true), ("with macros", with_macros, false)]
-        {
-            let mut conversations = MockConversationRepository::new();
-            conversations
-                .expect_find()
-                .times(1)
-                .return_once(|_, _| Ok(Some(inbox())));
-            let mut storage = MockFileStorage::new();
-            storage
-                .expect_put()
-                .withf(|_, media, _, _| *media == MediaType::Docx)
-                .times(1)
-                .returning(|_, _, body, _| {
-                    tokio::task::block_in_place(|| {
-                        tokio::runtime::Handle::current().block_on(drain(body))
-                    })
-                });
-            // The store saw the stream fail, so there is nothing to remove.
-            storage.expect_delete().never();
-            let mut repository = MockAttachmentRepository::new();
-            if accepted {
-                repository
-                    .expect_insert_attachment()
-                    .withf(|new| new.media_type == MediaType::Docx)
-                    .times(1)
-                    .returning(|new| Ok(new.clone().into_attachment()));
-            } else {
-                repository.expect_insert_attachment().never();
-            }
-            let result = service(conversations, repository, storage)
-                .upload(&customer(), CONVERSATION_ID, Some("rx.docx"), body(data))
-                .await;
-            match (accepted, result) {
-                (true, Ok(attachment)) => assert_eq!(attachment.media_type, MediaType::Docx),
-                (false, Err(AttachmentError::UnsupportedType(reason))) => {
-                    assert!(reason.contains("macros"), "{what}: {reason}");
-                }
-                (_, other) => panic!("{what}: {other:?}"),
-            }
         }
     }
 }

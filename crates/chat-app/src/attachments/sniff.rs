@@ -25,21 +25,21 @@ pub const SNIFF_BYTES: usize = 8 * 1024;
 
 /// Markup that makes a file active content when a browser opens it. Matched
 /// case-insensitively anywhere in the head.
-const ACTIVE_MARKERS: &[&[u8]] = &[
-    b"<!doctype html",
-    b"<html",
-    b"<head",
-    b"<body",
-    b"<script",
-    b"<svg",
-    b"<iframe",
-    b"<object",
-    b"<embed",
-    b"<img",
-    b"<meta",
-    b"<a href",
-    b"<?xml-stylesheet",
-    b"javascript:",
+const ACTIVE_MARKERS: &[&str] = &[
+    "<!doctype html",
+    "<html",
+    "<head",
+    "<body",
+    "<script",
+    "<svg",
+    "<iframe",
+    "<object",
+    "<embed",
+    "<img",
+    "<meta",
+    "<a href",
+    "<?xml-stylesheet",
+    "javascript:",
 ];
 
 /// The most entries (ZIP parts, OLE2 directory entries) a Word file may
@@ -79,34 +79,122 @@ pub enum ContentRejection {
     #[error("the file is empty")]
     Empty,
     /// Not one of the accepted types, or active content.
-    #[error("{0}")]
-    Unsupported(String),
+    #[error(transparent)]
+    Unsupported(UnsupportedContent),
+}
+
+/// Why an upload's content is not an accepted file. Its `Display` says
+/// why, in words meant for the uploader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsupportedContent {
+    /// The head holds markup a browser would run.
+    #[error("the file contains active content (`{marker}`), which is never accepted")]
+    ActiveContent {
+        /// The markup found, lowercased.
+        marker: &'static str,
+    },
+    /// The head is none of the accepted types.
+    #[error(
+        "file type {} is not accepted: send JPEG, PNG, GIF, WebP, PDF, DOC or DOCX",
+        detected.unwrap_or("unknown")
+    )]
+    TypeNotAccepted {
+        /// The type it seems to be, when known.
+        detected: Option<&'static str>,
+    },
+    /// A Word file carries a macro project.
+    #[error("the {} carries macros ({found}), which are never accepted", word_kind(*media_type))]
+    Macros {
+        /// DOC or DOCX.
+        media_type: MediaType,
+        /// What gave the macros away.
+        found: MacroSign,
+    },
+    /// A Word container lacks the parts a Word file has.
+    #[error(
+        "the container is not a {}: send JPEG, PNG, GIF, WebP, PDF, DOC or DOCX",
+        word_kind(*media_type)
+    )]
+    NotWord {
+        /// DOC or DOCX, as the head said.
+        media_type: MediaType,
+    },
+    /// A Word file cannot be read within the limits.
+    #[error("the {} cannot be checked ({why}), so it is not accepted", word_kind(*media_type))]
+    Unreadable {
+        /// DOC or DOCX.
+        media_type: MediaType,
+        /// What stopped the check.
+        why: UnreadableContainer,
+    },
+    /// The check of the whole file did not finish.
+    #[error("the file could not be checked, so it is not accepted")]
+    Unchecked,
+}
+
+/// What gave a Word file's macros away (names as the file spells them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacroSign {
+    /// A DOCX part of a macro project.
+    #[error("part `{0}`")]
+    Part(String),
+    /// A macro-enabled or VBA content type of a DOCX.
+    #[error("content type `{0}`")]
+    ContentType(String),
+    /// A VBA relationship of a DOCX.
+    #[error("relationship `{0}`")]
+    Relationship(String),
+    /// A VBA storage or stream of a DOC, by its path.
+    #[error("`{0}`")]
+    OleEntry(String),
+}
+
+/// Why the structure of a Word file could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnreadableContainer {
+    /// A DOCX with more ZIP parts than any real document.
+    #[error("it has more than {MAX_CONTAINER_ENTRIES} parts")]
+    TooManyParts,
+    /// A DOC with more OLE2 entries than any real document.
+    #[error("it has more than {MAX_CONTAINER_ENTRIES} entries")]
+    TooManyEntries,
+    /// The ZIP local headers and central directory disagree.
+    #[error("its ZIP headers disagree")]
+    HeadersDisagree,
+    /// A part name is not readable.
+    #[error("a part name is unreadable")]
+    PartNameUnreadable,
+    /// Two parts have the same name (compared as OPC compares them).
+    #[error("two parts have the same name")]
+    DuplicatePartName,
+    /// A part cannot be opened.
+    #[error("a part is encrypted or damaged")]
+    PartEncryptedOrDamaged,
+    /// A part cannot be inflated.
+    #[error("a part is damaged")]
+    PartDamaged,
+    /// The XML parts inflate beyond the limits.
+    #[error("its XML parts are too large")]
+    XmlTooLarge,
+    /// An XML part is neither UTF-8 nor UTF-16.
+    #[error("an XML part is not text")]
+    XmlNotText,
+    /// An XML part does not parse.
+    #[error("an XML part is malformed")]
+    XmlMalformed,
 }
 
 impl ContentRejection {
-    fn unsupported(reason: impl Into<String>) -> Self {
-        Self::Unsupported(reason.into())
-    }
-
-    fn macros(media_type: MediaType, what: impl std::fmt::Display) -> Self {
-        Self::unsupported(format!(
-            "the {} carries macros ({what}), which are never accepted",
-            word_kind(media_type)
-        ))
+    fn macros(media_type: MediaType, found: MacroSign) -> Self {
+        Self::Unsupported(UnsupportedContent::Macros { media_type, found })
     }
 
     fn not_word(media_type: MediaType) -> Self {
-        Self::unsupported(format!(
-            "the container is not a {}: send JPEG, PNG, GIF, WebP, PDF, DOC or DOCX",
-            word_kind(media_type)
-        ))
+        Self::Unsupported(UnsupportedContent::NotWord { media_type })
     }
 
-    fn unreadable(media_type: MediaType, why: &str) -> Self {
-        Self::unsupported(format!(
-            "the {} cannot be checked ({why}), so it is not accepted",
-            word_kind(media_type)
-        ))
+    fn unreadable(media_type: MediaType, why: UnreadableContainer) -> Self {
+        Self::Unsupported(UnsupportedContent::Unreadable { media_type, why })
     }
 }
 
@@ -144,15 +232,6 @@ impl Sniffed {
 /// [`ContentRejection::Empty`] for no bytes, [`ContentRejection::Unsupported`]
 /// for any type but JPEG, PNG, GIF, WebP, PDF, DOC and DOCX, and for any of
 /// them that carries markup a browser would run.
-///
-/// ```
-/// use chat_app::sniff::{sniff, ContentRejection};
-/// use chat_domain::MediaType;
-///
-/// let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-/// assert_eq!(sniff(png).unwrap().media_type, MediaType::Png);
-/// assert!(matches!(sniff(b"<svg onload=alert(1)>"), Err(ContentRejection::Unsupported(_))));
-/// ```
 pub fn sniff(head: &[u8]) -> Result<Sniffed, ContentRejection> {
     if head.is_empty() {
         return Err(ContentRejection::Empty);
@@ -161,12 +240,11 @@ pub fn sniff(head: &[u8]) -> Result<Sniffed, ContentRejection> {
     let lower = head.to_ascii_lowercase();
     if let Some(marker) = ACTIVE_MARKERS
         .iter()
-        .find(|marker| memmem::find(&lower, marker).is_some())
+        .find(|marker| memmem::find(&lower, marker.as_bytes()).is_some())
     {
-        return Err(ContentRejection::unsupported(format!(
-            "the file contains active content (`{}`), which is never accepted",
-            String::from_utf8_lossy(marker)
-        )));
+        return Err(ContentRejection::Unsupported(
+            UnsupportedContent::ActiveContent { marker },
+        ));
     }
     let media_type = if infer::image::is_jpeg(head) {
         MediaType::Jpeg
@@ -185,10 +263,10 @@ pub fn sniff(head: &[u8]) -> Result<Sniffed, ContentRejection> {
     } else if head.starts_with(b"PK\x03\x04") {
         MediaType::Docx
     } else {
-        let what = infer::get(head).map_or("unknown", |t| t.mime_type());
-        return Err(ContentRejection::unsupported(format!(
-            "file type {what} is not accepted: send JPEG, PNG, GIF, WebP, PDF, DOC or DOCX"
-        )));
+        let detected = infer::get(head).map(|t| t.mime_type());
+        return Err(ContentRejection::Unsupported(
+            UnsupportedContent::TypeNotAccepted { detected },
+        ));
     };
     Ok(Sniffed { media_type })
 }
@@ -261,14 +339,14 @@ fn inspect_docx(data: &[u8]) -> Result<(), ContentRejection> {
     if archive.len() > MAX_CONTAINER_ENTRIES {
         return Err(ContentRejection::unreadable(
             KIND,
-            "it has more than 10000 parts",
+            UnreadableContainer::TooManyParts,
         ));
     }
     // Readers differ on whether they trust the local headers or the central
     // directory, so both must say the same (and name no part twice).
     archive
         .validate_header_consistency()
-        .map_err(|_| ContentRejection::unreadable(KIND, "its ZIP headers disagree"))?;
+        .map_err(|_| ContentRejection::unreadable(KIND, UnreadableContainer::HeadersDisagree))?;
 
     let mut seen = HashSet::new();
     let mut content_types = None;
@@ -278,19 +356,21 @@ fn inspect_docx(data: &[u8]) -> Result<(), ContentRejection> {
         let name = archive
             .name_for_index(index)
             .and_then(Result::ok)
-            .ok_or_else(|| ContentRejection::unreadable(KIND, "a part name is unreadable"))?;
+            .ok_or_else(|| {
+                ContentRejection::unreadable(KIND, UnreadableContainer::PartNameUnreadable)
+            })?;
         let part = part_name(&name);
         if !seen.insert(part.clone()) {
             return Err(ContentRejection::unreadable(
                 KIND,
-                "two parts have the same name",
+                UnreadableContainer::DuplicatePartName,
             ));
         }
         let file_name = part.rsplit('/').next().unwrap_or_default();
         if file_name.starts_with("vbaproject") || file_name == "vbadata.xml" {
             return Err(ContentRejection::macros(
                 KIND,
-                format_args!("part `{name}`"),
+                MacroSign::Part(name.to_string()),
             ));
         }
         if part == CONTENT_TYPES_PART {
@@ -314,7 +394,7 @@ fn inspect_docx(data: &[u8]) -> Result<(), ContentRejection> {
         if MACRO_CONTENT_TYPES.iter().any(|m| lower.contains(m)) {
             return Err(ContentRejection::macros(
                 KIND,
-                format_args!("content type `{}`", content_type.trim()),
+                MacroSign::ContentType(content_type.trim().to_owned()),
             ));
         }
     }
@@ -333,7 +413,7 @@ fn inspect_docx(data: &[u8]) -> Result<(), ContentRejection> {
             if last.starts_with("vbaproject") || last == "wordvbadata" {
                 return Err(ContentRejection::macros(
                     KIND,
-                    format_args!("relationship `{}`", kind.trim()),
+                    MacroSign::Relationship(kind.trim().to_owned()),
                 ));
             }
         }
@@ -358,22 +438,23 @@ fn read_xml_part(
 ) -> Result<String, ContentRejection> {
     const KIND: MediaType = MediaType::Docx;
     let limit = MAX_XML_PART_BYTES.min(*budget);
-    let part = archive
-        .by_index(index)
-        .map_err(|_| ContentRejection::unreadable(KIND, "a part is encrypted or damaged"))?;
+    let part = archive.by_index(index).map_err(|_| {
+        ContentRejection::unreadable(KIND, UnreadableContainer::PartEncryptedOrDamaged)
+    })?;
     let mut bytes = Vec::new();
     part.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|_| ContentRejection::unreadable(KIND, "a part is damaged"))?;
+        .map_err(|_| ContentRejection::unreadable(KIND, UnreadableContainer::PartDamaged))?;
     let read = bytes.len() as u64;
     if read > limit {
         return Err(ContentRejection::unreadable(
             KIND,
-            "its XML parts are too large",
+            UnreadableContainer::XmlTooLarge,
         ));
     }
     *budget -= read;
-    xml_text(&bytes).ok_or_else(|| ContentRejection::unreadable(KIND, "an XML part is not text"))
+    xml_text(&bytes)
+        .ok_or_else(|| ContentRejection::unreadable(KIND, UnreadableContainer::XmlNotText))
 }
 
 /// XML bytes as text: UTF-8, or UTF-16 (which OPC also allows) told by its
@@ -412,7 +493,8 @@ fn attribute_values(
     elements: &[&str],
     attribute: &str,
 ) -> Result<Vec<String>, ContentRejection> {
-    let malformed = || ContentRejection::unreadable(MediaType::Docx, "an XML part is malformed");
+    let malformed =
+        || ContentRejection::unreadable(MediaType::Docx, UnreadableContainer::XmlMalformed);
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut values = Vec::new();
     loop {
@@ -457,7 +539,7 @@ fn inspect_doc(data: &[u8]) -> Result<(), ContentRejection> {
         if count >= MAX_CONTAINER_ENTRIES {
             return Err(ContentRejection::unreadable(
                 KIND,
-                "it has more than 10000 entries",
+                UnreadableContainer::TooManyEntries,
             ));
         }
         let name = entry.name().to_lowercase();
@@ -469,7 +551,7 @@ fn inspect_doc(data: &[u8]) -> Result<(), ContentRejection> {
         if macro_entry {
             return Err(ContentRejection::macros(
                 KIND,
-                format_args!("`{}`", entry.path().display()),
+                MacroSign::OleEntry(entry.path().display().to_string()),
             ));
         }
         if entry.is_stream()
@@ -492,6 +574,16 @@ mod tests {
     use zip::write::SimpleFileOptions;
 
     use super::*;
+
+    #[test]
+    fn a_png_head_is_a_png_and_svg_markup_is_refused() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(sniff(png).unwrap().media_type, MediaType::Png);
+        assert!(matches!(
+            sniff(b"<svg onload=alert(1)>"),
+            Err(ContentRejection::Unsupported(_))
+        ));
+    }
 
     const CLEAN_CONTENT_TYPES: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
@@ -689,6 +781,11 @@ mod tests {
             for chunk in [1000, data.len()] {
                 match check_all(&data, chunk) {
                     Err(ContentRejection::Unsupported(reason)) => {
+                        assert!(
+                            matches!(reason, UnsupportedContent::Macros { .. }),
+                            "{what}: {reason:?}"
+                        );
+                        let reason = reason.to_string();
                         assert!(reason.contains("macros"), "{what}: {reason}");
                         assert!(reason.contains(named), "{what}: {reason}");
                     }
@@ -788,6 +885,11 @@ mod tests {
         ] {
             match check_all(&data, 64 * 1024) {
                 Err(ContentRejection::Unsupported(reason)) => {
+                    assert!(
+                        matches!(reason, UnsupportedContent::Unreadable { .. }),
+                        "{what}: {reason:?}"
+                    );
+                    let reason = reason.to_string();
                     assert!(reason.contains("cannot be checked"), "{what}: {reason}");
                 }
                 other => panic!("{what}: {other:?}"),

@@ -1,0 +1,167 @@
+//! Conversations: getting or creating one, listing them, reading one with
+//! its unread count, changing its status, assignee or tags, and the unread
+//! total over all of them.
+//!
+//! Its share of [`ChatError`]: `NotFound(Resource::Conversation)`,
+//! `Forbidden`, `Invalid { field: Field::Patch, .. }` and `Unexpected`.
+
+use chat_domain::{
+    authorize_create, conversation_scope, Action, Conversation, ConversationId, ConversationPatch,
+    ConversationStatus, CustomerId, NewCustomerConversation, Principal, StaffUserId,
+};
+
+use crate::error::{ChatError, Field, Reason, Resource};
+use crate::page::PageLimit;
+use crate::ports::{
+    ChatEvent, ConversationCursor, ConversationListQuery, ConversationPage, ConversationSummary,
+    PolicyAction,
+};
+use crate::service::ChatService;
+
+#[cfg(test)]
+mod tests;
+
+impl ChatService {
+    /// Gets the customer conversation of the principal's tenant for
+    /// (`customer_id`, `clinician`), creating it if needed. The flag is
+    /// `true` when it was created. Staff only; see
+    /// [`chat_domain::authorize_create`].
+    ///
+    /// # Errors
+    /// [`ChatError::Forbidden`] for customers and for staff naming another
+    /// clinician; [`ChatError::Unexpected`] on storage failure.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
+    pub async fn get_or_create_conversation(
+        &self,
+        principal: &Principal,
+        customer_id: CustomerId,
+        clinician: Option<StaffUserId>,
+    ) -> Result<(Conversation, bool), ChatError> {
+        let new = NewCustomerConversation {
+            id: self.ports.ids.conversation_id(),
+            tenant: principal.tenant(),
+            customer_id,
+            clinician,
+            now: self.ports.clock.now(),
+        };
+        let prospective = new.prospective();
+        authorize_create(principal, &prospective)?;
+        self.ports
+            .policy
+            .check(principal, &prospective, PolicyAction::Create)
+            .await?;
+        Ok(self
+            .ports
+            .conversations
+            .get_or_create_customer(&new)
+            .await?)
+    }
+
+    /// The conversations `principal` may read, most recent activity first,
+    /// with their last message and the principal's unread count.
+    ///
+    /// Conversations the host policy hides are left out of the page, so a
+    /// page may hold fewer than `limit` items while more follow.
+    ///
+    /// # Errors
+    /// [`ChatError::Unexpected`] on storage failure.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
+    pub async fn list_conversations(
+        &self,
+        principal: &Principal,
+        status: Option<ConversationStatus>,
+        limit: PageLimit,
+        cursor: Option<ConversationCursor>,
+    ) -> Result<ConversationPage, ChatError> {
+        let query = ConversationListQuery {
+            scope: conversation_scope(principal),
+            reader: principal.as_sender(),
+            status,
+            limit: limit.get(),
+            cursor,
+        };
+        let mut page = self.ports.conversations.list_conversations(&query).await?;
+        let mut visible = Vec::with_capacity(page.items.len());
+        for item in page.items {
+            let allowed = self
+                .ports
+                .policy
+                .check(
+                    principal,
+                    &item.conversation,
+                    PolicyAction::Act(Action::Read),
+                )
+                .await
+                .is_ok();
+            if allowed {
+                visible.push(item);
+            }
+        }
+        page.items = visible;
+        Ok(page)
+    }
+
+    /// One conversation with its last message and the principal's unread
+    /// count.
+    ///
+    /// # Errors
+    /// [`ChatError::NotFound`] when missing or not readable by `principal`;
+    /// [`ChatError::Unexpected`] on storage failure.
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
+    pub async fn get_conversation(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+    ) -> Result<ConversationSummary, ChatError> {
+        self.authorized(principal, id, Action::Read).await?;
+        self.ports
+            .conversations
+            .find_summary(principal.tenant(), id, principal.as_sender())
+            .await?
+            .ok_or(ChatError::NotFound(Resource::Conversation))
+    }
+
+    /// Changes status, assignee or tags. Staff only.
+    ///
+    /// # Errors
+    /// [`ChatError::Invalid`] ([`Field::Patch`], [`Reason::Empty`]) for an
+    /// empty patch; [`ChatError::NotFound`];
+    /// [`ChatError::Forbidden`] for customers; [`ChatError::Unexpected`].
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
+    pub async fn update_conversation(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        patch: ConversationPatch,
+    ) -> Result<Conversation, ChatError> {
+        self.authorized(principal, id, Action::Update).await?;
+        if patch.is_empty() {
+            return Err(ChatError::invalid(Field::Patch, Reason::Empty));
+        }
+        let conversation = self
+            .ports
+            .conversations
+            .update(principal.tenant(), id, &patch, self.ports.clock.now())
+            .await?
+            .ok_or(ChatError::NotFound(Resource::Conversation))?;
+        self.publish(ChatEvent::ConversationUpdated {
+            conversation: conversation.clone(),
+        })
+        .await;
+        Ok(conversation)
+    }
+
+    /// The principal's unread messages over all conversations they may
+    /// read.
+    ///
+    /// # Errors
+    /// [`ChatError::Unexpected`] on storage failure.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
+    pub async fn unread_total(&self, principal: &Principal) -> Result<u64, ChatError> {
+        Ok(self
+            .ports
+            .conversations
+            .unread_total(conversation_scope(principal), principal.as_sender())
+            .await?)
+    }
+}

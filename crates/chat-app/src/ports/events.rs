@@ -1,0 +1,119 @@
+//! Events: what happened ([`ChatEvent`]), the [`EventPublisher`] a
+//! [`crate::ChatService`] hands them to, and the [`EventBus`] that carries
+//! them between server nodes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_domain::{Conversation, Message, ReadState, Sender, TenantId};
+use futures::Stream;
+
+use super::Receipt;
+
+/// Something that happened, for real-time fan-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// A message was committed.
+    MessageCreated {
+        /// Its conversation (for routing: tenant, customer, clinician).
+        conversation: Conversation,
+        /// The message.
+        message: Message,
+    },
+    /// A message's text was edited.
+    MessageUpdated {
+        /// Its conversation (for routing).
+        conversation: Conversation,
+        /// The message after the edit.
+        message: Message,
+    },
+    /// A message was deleted (softly: it keeps its `seq`).
+    MessageDeleted {
+        /// Its conversation (for routing).
+        conversation: Conversation,
+        /// The message after the deletion.
+        message: Message,
+    },
+    /// Status, assignee or tags changed.
+    ConversationUpdated {
+        /// The conversation after the change.
+        conversation: Conversation,
+    },
+    /// A read or delivered marker moved.
+    ReceiptMoved {
+        /// The conversation (for routing).
+        conversation: Conversation,
+        /// Which marker.
+        receipt: Receipt,
+        /// The markers after the move.
+        state: ReadState,
+    },
+    /// A participant started or stopped typing. Not stored.
+    Typing {
+        /// The conversation (for routing).
+        conversation: Conversation,
+        /// Who is typing.
+        sender: Sender,
+        /// Started (`true`) or stopped (`false`).
+        is_typing: bool,
+    },
+    /// A user's presence changed. Seen by the tenant's staff.
+    PresenceChanged {
+        /// The user's tenant.
+        tenant: TenantId,
+        /// The presence after the change.
+        presence: chat_domain::Presence,
+    },
+}
+
+/// Publishes events to whoever delivers them in real time. Best effort: the
+/// database is the truth, so a failure is the adapter's to log, never the
+/// caller's to handle.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Hands `event` to the fan-out.
+    async fn publish(&self, event: ChatEvent);
+}
+
+/// What a bus subscription yields.
+// Events are moved, never stored in bulk: boxing would only add an
+// allocation per event on the delivery path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// The next event.
+    Event(ChatEvent),
+    /// The subscriber fell behind and `n` events were dropped: whoever
+    /// delivers them must resynchronise from the database.
+    Lagged(u64),
+}
+
+/// A subscription to the bus.
+pub type EventStream = Pin<Box<dyn Stream<Item = BusEvent> + Send>>;
+
+/// Carries events to every server node (including the publishing one).
+/// Fan-out is best effort: the database is the truth.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Sends `event` to every node's subscribers. Failures are the
+    /// adapter's to log.
+    async fn publish(&self, event: ChatEvent);
+
+    /// Every event published from now on, on any node.
+    fn subscribe(&self) -> EventStream;
+}
+
+/// Lets any [`EventBus`] serve as the [`EventPublisher`] of a
+/// [`crate::ChatService`].
+#[derive(Clone)]
+pub struct BusPublisher(pub Arc<dyn EventBus>);
+
+#[async_trait]
+impl EventPublisher for BusPublisher {
+    async fn publish(&self, event: ChatEvent) {
+        self.0.publish(event).await;
+    }
+}
