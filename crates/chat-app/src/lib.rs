@@ -30,7 +30,6 @@
 //! ```
 
 mod access_cache;
-pub mod append_batch;
 mod attachments;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
@@ -44,6 +43,7 @@ mod service;
 #[cfg(test)]
 mod service_tests;
 pub mod sniff;
+pub mod store_support;
 
 pub use attachments::{
     download_headers, AttachmentError, AttachmentPorts, AttachmentService, AttachmentSettings,
