@@ -20,6 +20,7 @@
 //! Every statement filters by tenant, so one tenant never reads or writes
 //! another tenant's rows, whatever ids it guesses.
 
+mod append;
 mod attachments;
 mod conversations;
 mod group_commit;
@@ -51,7 +52,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Concurrent sends share transactions (see `group_commit`); started
     /// on the first send, on that caller's runtime.
-    group: Arc<OnceLock<chat_app::append_batch::Submitter>>,
+    group: Arc<OnceLock<chat_app::store_support::Submitter>>,
 }
 
 impl PostgresStore {

@@ -82,6 +82,17 @@ pub(crate) fn reader_id(reader: Sender) -> Uuid {
     reader.id().unwrap_or(Uuid::nil())
 }
 
+/// `at` as PostgreSQL stores it: whole microseconds since 2000-01-01, cut
+/// toward that epoch as sqlx encodes a `timestamptz`, so a value handed back
+/// by a write equals the one later reads return.
+pub(crate) fn truncate(at: DateTime<Utc>) -> DateTime<Utc> {
+    let epoch = DateTime::from_timestamp(946_684_800, 0).unwrap_or(at);
+    (at - epoch)
+        .num_microseconds()
+        .and_then(|micros| epoch.checked_add_signed(chrono::TimeDelta::microseconds(micros)))
+        .unwrap_or(at)
+}
+
 /// A stored sequence number.
 pub(crate) fn seq(raw: i64, what: &str) -> anyhow::Result<Seq> {
     Seq::from_i64(raw).with_context(|| format!("stored {what} {raw} is negative"))

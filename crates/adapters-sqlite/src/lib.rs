@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod append;
 mod attachments;
 mod codec;
 mod conversations;
@@ -79,7 +80,7 @@ pub struct SqliteStore {
     checkpoints: Arc<watch::Sender<()>>,
     /// Concurrent sends share write transactions (see `group_commit`);
     /// started on the first send, on that caller's runtime.
-    group: Arc<OnceLock<chat_app::append_batch::Submitter>>,
+    group: Arc<OnceLock<chat_app::store_support::Submitter>>,
 }
 
 impl SqliteStore {

@@ -5,9 +5,13 @@
 use chat_app::MessageCursor;
 use chat_domain::{ConversationScope, CustomerId, Seq, StaffUserId, TenantId};
 
+use crate::append::{
+    advance_senders_sql, bump_conversations_sql, find_originals_sql, find_reply_targets_sql,
+    insert_messages_sql, load_conversations_sql,
+};
 use crate::attachments;
 use crate::conversations::{customer_key_sql, find_sql, list_sql, summary_sql, unread_sql};
-use crate::messages::{page_sql, replay_sql};
+use crate::messages::page_sql;
 use crate::SqliteStore;
 
 /// One `explain query plan` row: its id, its parent's id and its text.
@@ -97,7 +101,7 @@ async fn every_query_path_uses_an_index() {
         }
     }
 
-    let mut lookups = vec![find_sql(), summary_sql(), customer_key_sql(), replay_sql()];
+    let mut lookups = vec![find_sql(), summary_sql(), customer_key_sql()];
     lookups.extend([
         attachments::find_sql(),
         attachments::orphans_sql(),
@@ -122,6 +126,62 @@ async fn every_query_path_uses_an_index() {
                 .any(|(_, _, detail)| detail.starts_with("SEARCH")),
             "{sql}\n{rows:#?}"
         );
+    }
+    store.close().await;
+}
+
+/// The plan rows of an append step that read something other than the
+/// step's own rows (its `values` list) whole.
+fn scans_beyond_own_rows(rows: &[PlanRow]) -> Vec<&PlanRow> {
+    rows.iter()
+        .filter(|(_, _, detail)| {
+            let own = ["SCAN k", "SCAN r", "SCAN v"].contains(&detail.as_str())
+                || detail.ends_with("VALUES CLAUSE")
+                || detail.ends_with("CONSTANT ROW")
+                || detail.ends_with("CONSTANT ROWS");
+            (detail.starts_with("SCAN ") && !own) || detail.starts_with("USE TEMP B-TREE")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_append_steps_find_their_rows_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(&dir.path().join("chat.db"))
+        .await
+        .unwrap();
+    for rows in [1, 64] {
+        // (statement, the index each of its rows is found by)
+        let steps = [
+            (
+                load_conversations_sql(rows),
+                Some("SEARCH c USING INDEX sqlite_autoindex_conversations_1"),
+            ),
+            (
+                find_originals_sql(rows),
+                Some("SEARCH m USING INDEX messages_client_msg_id_key"),
+            ),
+            (
+                find_reply_targets_sql(rows),
+                Some("SEARCH m USING INDEX sqlite_autoindex_messages_1"),
+            ),
+            (insert_messages_sql(rows), None),
+            (
+                bump_conversations_sql(rows),
+                Some("SEARCH conversations USING INDEX sqlite_autoindex_conversations_1"),
+            ),
+            (advance_senders_sql(rows), None),
+        ];
+        for (sql, search) in steps {
+            let plan = plan(&store, &sql).await;
+            assert!(scans_beyond_own_rows(&plan).is_empty(), "{sql}\n{plan:#?}");
+            if let Some(search) = search {
+                assert!(
+                    plan.iter().any(|(_, _, detail)| detail.starts_with(search)),
+                    "{search}: {sql}\n{plan:#?}"
+                );
+            }
+        }
     }
     store.close().await;
 }

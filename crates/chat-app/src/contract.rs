@@ -127,6 +127,8 @@ contract_cases!(
     concurrent_sends_attach_one_upload_once,
     orphans_are_listed_oldest_first_and_deleted_only_while_unattached,
     deleting_a_message_takes_its_attachments_with_it,
+    concurrent_new_and_retried_client_msg_ids_each_get_their_own_outcome,
+    an_append_returns_what_reads_find_alone_or_batched,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -1683,4 +1685,132 @@ async fn deleting_a_message_takes_its_attachments_with_it<S: Store>(store: Arc<S
         .unwrap()
         .unwrap();
     assert_eq!(after, deleted);
+}
+
+/// Concurrent sends, enough to share batches where a store batches them:
+/// retries of stored `client_msg_id`s replay their originals, new keys are
+/// stored with the next seq, sends to a missing conversation fail, each send
+/// its own outcome whatever else it was stored with.
+pub async fn concurrent_new_and_retried_client_msg_ids_each_get_their_own_outcome<S: Store>(
+    store: Arc<S>,
+) {
+    let tenant = TenantId::new_v4();
+    let mut conversations = Vec::new();
+    let mut originals = Vec::new();
+    for i in 0..12 {
+        let conversation = open_inbox(&*store, tenant).await;
+        let mut first = message(&conversation, customer_of(&conversation), "first", t0());
+        first.client_msg_id = Some(ClientMsgId::parse(&format!("first-{i}")).unwrap());
+        originals.push(created(store.append(&first, false).await.unwrap()));
+        conversations.push(conversation);
+    }
+    /// What a send must get.
+    #[derive(Debug)]
+    enum Expect {
+        Replay(chat_domain::Message),
+        Seq2,
+        NotFound,
+    }
+    let mut sends = Vec::new();
+    for (i, (conversation, original)) in conversations.iter().zip(&originals).enumerate() {
+        let customer = customer_of(conversation);
+        let at = t0() + Duration::minutes(1);
+        let mut retry = message(conversation, customer, "first, again", at);
+        retry.client_msg_id = original.client_msg_id.clone();
+        sends.push((retry, Expect::Replay(original.clone())));
+        let mut fresh = message(conversation, customer, "second", at);
+        fresh.client_msg_id = Some(ClientMsgId::parse(&format!("second-{i}")).unwrap());
+        sends.push((fresh, Expect::Seq2));
+        let mut lost = message(conversation, customer, "lost", at);
+        lost.conversation_id = ConversationId::new_v7();
+        lost.client_msg_id = Some(ClientMsgId::parse(&format!("lost-{i}")).unwrap());
+        sends.push((lost, Expect::NotFound));
+    }
+    let tasks: Vec<_> = sends
+        .iter()
+        .map(|(new, _)| {
+            let (store, new) = (store.clone(), new.clone());
+            tokio::spawn(async move { store.append(&new, false).await })
+        })
+        .collect();
+    let outcomes = futures::future::join_all(tasks).await;
+    for ((new, expected), outcome) in sends.iter().zip(outcomes) {
+        match (outcome.expect("task"), expected) {
+            (Ok(AppendOutcome::Replayed(replayed)), Expect::Replay(original)) => {
+                assert_eq!(&replayed, original, "a retry replays its original");
+            }
+            (Ok(AppendOutcome::Created { message, .. }), Expect::Seq2) => {
+                assert_eq!(message, new.clone().into_message(seq(2), Vec::new()));
+            }
+            (Err(AppendError::ConversationNotFound), Expect::NotFound) => {}
+            (other, expected) => panic!("{other:?}, expected {expected:?}"),
+        }
+    }
+    for conversation in &conversations {
+        let after = store.find(tenant, conversation.id).await.unwrap().unwrap();
+        assert_eq!(after.last_seq, seq(2), "a retry consumes no seq");
+        let page = page(&*store, conversation, MessageCursor::After(Seq::ZERO), 10).await;
+        let texts: Vec<_> = page
+            .messages
+            .iter()
+            .map(|m| m.body.as_ref().map(|b| b.as_str().to_owned()))
+            .collect();
+        assert_eq!(texts, [Some("first".into()), Some("second".into())]);
+    }
+}
+
+/// What an append hands back is what later reads find, whether the send
+/// was stored with others (a plain message, where a store batches) or alone
+/// (a reply), down to the time's stored precision.
+pub async fn an_append_returns_what_reads_find_alone_or_batched<S: Store>(store: Arc<S>) {
+    let tenant = TenantId::new_v4();
+    let conversation = open_inbox(&*store, tenant).await;
+    let customer = customer_of(&conversation);
+    // Nanoseconds that a store may cut.
+    let at = t0() + Duration::nanoseconds(123_456_789);
+    let mut plain = message(&conversation, customer, "plain", at);
+    plain.client_msg_id = Some(ClientMsgId::parse("plain").unwrap());
+    let mut sent = Vec::new();
+    for reply in [false, true] {
+        let mut new = plain.clone();
+        if reply {
+            new.id = MessageId::new_v7();
+            new.body = body("a reply");
+            new.reply_to = sent.last().map(|m: &chat_domain::Message| m.id);
+            new.client_msg_id = Some(ClientMsgId::parse("reply").unwrap());
+        }
+        let AppendOutcome::Created {
+            message,
+            conversation: returned,
+            reopened,
+        } = store.append(&new, true).await.unwrap()
+        else {
+            panic!("reply {reply}: expected a new message");
+        };
+        assert!(!reopened, "an open conversation stays as it is");
+        let found = store
+            .find_message(tenant, conversation.id, message.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.as_ref(),
+            Some(&message),
+            "reply {reply}: the stored message"
+        );
+        let stored = store.find(tenant, conversation.id).await.unwrap().unwrap();
+        assert_eq!(returned, stored, "reply {reply}: the conversation as left");
+        assert_eq!(stored.last_activity_at, message.created_at, "reply {reply}");
+        let summary = store
+            .find_summary(tenant, conversation.id, customer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.unread_count, 0, "reply {reply}: read by its sender");
+        match store.append(&new, true).await.unwrap() {
+            AppendOutcome::Replayed(replayed) => assert_eq!(replayed, message),
+            other => panic!("reply {reply}: expected a replay, got {other:?}"),
+        }
+        sent.push(message);
+    }
+    assert_eq!(sent.iter().map(|m| m.seq.get()).collect::<Vec<_>>(), [1, 2]);
 }

@@ -58,12 +58,12 @@
 //!   [`InMemoryPresence`]);
 //! - `contract` (feature `contract-tests`): the suite every store adapter
 //!   runs;
-//! - [`append_batch`]: group-commit plumbing the SQL adapters share.
+//! - [`store_support`]: the append steps every SQL adapter shares (seq
+//!   assignment and outcomes of a batch), for store implementers only.
 //!
 //! Every type other crates use is re-exported at the crate root.
 
 mod access_cache;
-pub mod append_batch;
 mod attachments;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
@@ -77,6 +77,7 @@ pub mod ports;
 mod presence;
 mod receipts;
 mod service;
+pub mod store_support;
 #[cfg(test)]
 mod test_support;
 mod typing;
