@@ -821,6 +821,82 @@ mod tests {
         decode(value.to_string().as_bytes())
     }
 
+    /// Payloads of wire version 1 as they are on the bus, one per event
+    /// shape (`tests/golden/v1/`). Every one must decode, and encode back
+    /// to the same JSON: a change of the format, either way, fails here and
+    /// has to be a deliberate new version (or a field older nodes ignore,
+    /// with the files updated in the same change).
+    const GOLDEN_V1: [(&str, &str); 12] = [
+        (
+            "message_created",
+            include_str!("../tests/golden/v1/message_created.json"),
+        ),
+        (
+            "message_created_bare",
+            include_str!("../tests/golden/v1/message_created_bare.json"),
+        ),
+        (
+            "message_updated",
+            include_str!("../tests/golden/v1/message_updated.json"),
+        ),
+        (
+            "message_deleted",
+            include_str!("../tests/golden/v1/message_deleted.json"),
+        ),
+        (
+            "conversation_updated",
+            include_str!("../tests/golden/v1/conversation_updated.json"),
+        ),
+        (
+            "conversation_updated_shared_inbox",
+            include_str!("../tests/golden/v1/conversation_updated_shared_inbox.json"),
+        ),
+        (
+            "receipt_read",
+            include_str!("../tests/golden/v1/receipt_read.json"),
+        ),
+        (
+            "receipt_delivered",
+            include_str!("../tests/golden/v1/receipt_delivered.json"),
+        ),
+        (
+            "typing_started",
+            include_str!("../tests/golden/v1/typing_started.json"),
+        ),
+        (
+            "typing_stopped",
+            include_str!("../tests/golden/v1/typing_stopped.json"),
+        ),
+        (
+            "presence_busy",
+            include_str!("../tests/golden/v1/presence_busy.json"),
+        ),
+        (
+            "presence_offline",
+            include_str!("../tests/golden/v1/presence_offline.json"),
+        ),
+    ];
+
+    #[test]
+    fn golden_payloads_of_version_1_decode_and_encode_back_unchanged() {
+        let mut variants = std::collections::HashSet::new();
+        for (name, text) in GOLDEN_V1 {
+            let golden: Value = serde_json::from_str(text).expect(name);
+            let event = decode(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(encoded(&event), golden, "{name}");
+            variants.insert(std::mem::discriminant(&event));
+        }
+        assert_eq!(
+            variants.len(),
+            7,
+            "every event variant has a golden payload"
+        );
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1"))
+            .expect("the golden folder")
+            .count();
+        assert_eq!(files, GOLDEN_V1.len(), "every golden file is checked");
+    }
+
     #[test]
     fn every_event_variant_round_trips_exactly() {
         for event in every_event() {
