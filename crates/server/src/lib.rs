@@ -22,5 +22,6 @@ mod throttle;
 pub mod ws;
 
 pub use routes::router;
+pub use startup::attachments;
 pub use startup::Application;
 pub use state::AppState;

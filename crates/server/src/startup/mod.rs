@@ -27,7 +27,7 @@ use crate::config::Settings;
 use crate::state::AppState;
 use crate::ws::{Hub, Realtime};
 
-mod attachments;
+pub mod attachments;
 mod realtime;
 mod store;
 
