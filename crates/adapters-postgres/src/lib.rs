@@ -19,6 +19,14 @@
 //!
 //! Every statement filters by tenant, so one tenant never reads or writes
 //! another tenant's rows, whatever ids it guesses.
+//!
+//! One module per repository (`conversations`, `messages`, `read_states`,
+//! `attachments`); `append` is the one append path (a lone send is a batch
+//! of one: `load_state`, then `chat_app::store_support::assign`, then
+//! `write_fresh` and `link_attachments`, in one transaction), and
+//! `group_commit` only collects concurrent sends into batches for it. A
+//! new message column is written in `append` and read in `messages`, in
+//! both SQL adapters alike.
 
 mod append;
 mod attachments;

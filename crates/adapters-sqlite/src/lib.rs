@@ -22,6 +22,14 @@
 //! deferred transactions try to upgrade their read locks. Reads use a
 //! separate pool of several connections and, thanks to WAL, never wait for
 //! the writer.
+//!
+//! One module per repository (`conversations`, `messages`, `read_states`,
+//! `attachments`); `append` is the one append path (a lone send is a batch
+//! of one: `load_state`, then `chat_app::store_support::assign`, then
+//! `write_fresh` and `link_attachments`, in one transaction), and
+//! `group_commit` only collects concurrent sends into batches for it. A
+//! new message column is written in `append` and read in `messages`, in
+//! both SQL adapters alike.
 
 #![warn(missing_docs)]
 

@@ -46,7 +46,7 @@
 //!
 //! Rooms kept for what comes next: `membership` (staff channels and direct
 //! conversations: join, leave, add, remove, roles), `search`, `webhooks`
-//! (with their outbox), `audit`; a `feed` module may join them. A new use
+//! (with their outbox), `audit`. A new use
 //! case goes in its area's module; a new area gets a new module of the
 //! same shape, listed here. Nothing goes in `service`, which holds only
 //! [`ChatService`], its [`Ports`] and the checks every area shares.
@@ -54,6 +54,10 @@
 //! Beside the rooms:
 //!
 //! - [`ports`]: the traits the use cases drive, one file per area;
+//! - [`feed`]: [`OrderedFeed`], the bus's events with each conversation's
+//!   messages exactly once and in `seq` order (gaps read from the store),
+//!   for every live consumer (the WebSocket hub; webhooks, other
+//!   transports);
 //! - [`memory`]: in-memory adapters of a single node ([`InProcessBus`],
 //!   [`InMemoryPresence`]);
 //! - `contract` (feature `contract-tests`): the suite every store adapter

@@ -4,6 +4,13 @@
 //!
 //! Hosts that run their own axum application can mount [`router`] under
 //! their own routes instead of running [`Application`].
+//!
+//! Where things live: `routes` (one module per resource), [`ws`] (the
+//! WebSocket transport: `protocol` frames, `cmd` one handler per client
+//! frame, `connection` per-socket concerns, `hub` registry and fan-out,
+//! `dispatch` events to frames), [`config`] (one module per section),
+//! [`startup`] (adapters chosen by configuration), [`error`] (every error's
+//! code and message on the wire), [`auth`] and [`listener`].
 
 pub mod auth;
 pub mod cli;
