@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chat_app::{AppendError, AttachmentRepository, ConversationSummary, RepoError};
 use chat_domain::{
-    Attachment, AttachmentId, AttachmentName, ConversationId, MediaType, Message, MessageId,
-    NewAttachment, NewMessage, Sender, Sha256Digest, StorageKey, TenantId,
+    AttachedFile, Attachment, AttachmentId, AttachmentName, ConversationId, MediaType, Message,
+    MessageId, NewAttachment, NewMessage, Sender, Sha256Digest, StorageKey, TenantId,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -62,7 +62,7 @@ fn decode(row: &PgRow) -> anyhow::Result<Attachment> {
 pub(crate) async fn link(
     tx: &mut PgConnection,
     message: &NewMessage,
-) -> Result<Vec<Attachment>, AppendError> {
+) -> Result<Vec<AttachedFile>, AppendError> {
     let mut linked = Vec::with_capacity(message.attachments.len());
     for (position, id) in message.attachments.iter().enumerate() {
         let position = i16::try_from(position).context("attachment position overflows")?;
@@ -105,7 +105,7 @@ pub(crate) async fn link(
                 AppendError::AttachmentNotFound(*id)
             });
         };
-        linked.push(attachment(&row)?);
+        linked.push(attachment(&row)?.into());
     }
     Ok(linked)
 }
@@ -130,11 +130,14 @@ pub(crate) async fn load_into<'e>(
     .fetch_all(executor)
     .await
     .context("loading the attachments of messages")?;
-    let mut by_message: HashMap<MessageId, Vec<Attachment>> = HashMap::new();
+    let mut by_message: HashMap<MessageId, Vec<AttachedFile>> = HashMap::new();
     for row in &rows {
         let attachment = attachment(row)?;
         if let Some(message_id) = attachment.message_id {
-            by_message.entry(message_id).or_default().push(attachment);
+            by_message
+                .entry(message_id)
+                .or_default()
+                .push(attachment.into());
         }
     }
     for message in messages.iter_mut() {

@@ -8,8 +8,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chat_app::{AppendError, AttachmentRepository, ConversationSummary, RepoError};
 use chat_domain::{
-    Attachment, AttachmentId, AttachmentName, ConversationId, MediaType, Message, MessageId,
-    NewAttachment, NewMessage, Sender, Sha256Digest, StorageKey, TenantId,
+    AttachedFile, Attachment, AttachmentId, AttachmentName, ConversationId, MediaType, Message,
+    MessageId, NewAttachment, NewMessage, Sender, Sha256Digest, StorageKey, TenantId,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -110,7 +110,7 @@ fn decode(row: &SqliteRow) -> anyhow::Result<Attachment> {
 pub(crate) async fn link(
     tx: &mut SqliteConnection,
     message: &NewMessage,
-) -> Result<Vec<Attachment>, AppendError> {
+) -> Result<Vec<AttachedFile>, AppendError> {
     let mut linked = Vec::with_capacity(message.attachments.len());
     for (position, id) in message.attachments.iter().enumerate() {
         let row = sqlx::query(&own_upload_sql())
@@ -137,7 +137,7 @@ pub(crate) async fn link(
             .await
             .context("linking an attachment")?;
         found.message_id = Some(message.id);
-        linked.push(found);
+        linked.push(found.into());
     }
     Ok(linked)
 }
@@ -160,11 +160,14 @@ pub(crate) async fn load_into<'e>(
         .fetch_all(executor)
         .await
         .context("loading the attachments of messages")?;
-    let mut by_message: HashMap<MessageId, Vec<Attachment>> = HashMap::new();
+    let mut by_message: HashMap<MessageId, Vec<AttachedFile>> = HashMap::new();
     for row in &rows {
         let attachment = attachment(row)?;
         if let Some(message_id) = attachment.message_id {
-            by_message.entry(message_id).or_default().push(attachment);
+            by_message
+                .entry(message_id)
+                .or_default()
+                .push(attachment.into());
         }
     }
     for message in messages.iter_mut() {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
-use chat_domain::{Conversation, ConversationAccess, ConversationId};
+use chat_domain::{ConversationAccess, ConversationId};
 
 use crate::ports::ChatEvent;
 
@@ -100,20 +100,12 @@ impl AccessCache {
     /// Brings the cache in line with `event`: the entry of its conversation
     /// is dropped when the event's facts disagree with it or may change.
     pub(crate) fn observe(&self, event: &ChatEvent) {
-        // Every event is listed: a new one must decide what it does here.
-        let conversation: &Conversation = match event {
-            ChatEvent::MessageCreated { conversation, .. }
-            | ChatEvent::MessageUpdated { conversation, .. }
-            | ChatEvent::MessageDeleted { conversation, .. }
-            | ChatEvent::ConversationUpdated { conversation }
-            | ChatEvent::ReceiptMoved { conversation, .. }
-            | ChatEvent::Typing { conversation, .. } => conversation,
-            ChatEvent::PresenceChanged { .. } => return,
+        let Some(route) = event.route() else {
+            return;
         };
-        let access = conversation.access();
-        match self.get(conversation.id) {
-            Some(known) if known == access && access.never_changes() => {}
-            Some(_) => self.forget(conversation.id),
+        match self.get(route.conversation_id) {
+            Some(known) if known == route.access && route.access.never_changes() => {}
+            Some(_) => self.forget(route.conversation_id),
             None => {}
         }
     }
@@ -128,9 +120,11 @@ impl Default for AccessCache {
 #[cfg(test)]
 mod tests {
     use chat_domain::{
-        ConversationKind, CustomerId, NewCustomerConversation, Presence, PresenceStatus, Sender,
-        StaffUserId, TenantId,
+        Conversation, ConversationKind, CustomerId, NewCustomerConversation, Presence,
+        PresenceStatus, Sender, StaffUserId, TenantId,
     };
+
+    use crate::ports::Route;
     use chrono::DateTime;
 
     use super::*;
@@ -255,7 +249,7 @@ mod tests {
             ..known.clone()
         };
         cache.observe(&ChatEvent::Typing {
-            conversation: changed,
+            route: Route::of(&changed),
             sender: Sender::System,
             is_typing: true,
         });

@@ -24,10 +24,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chat_domain::{
-    Attachment, AttachmentId, AttachmentName, ClientMsgId, ConversationId, ConversationKind,
-    ConversationPatch, ConversationScope, ConversationStatus, CustomerId, MediaType, MessageBody,
-    MessageId, NewAttachment, NewCustomerConversation, NewMessage, Sender, Seq, Sha256Digest,
-    StaffUserId, StorageKey, Tags, TenantId,
+    AttachedFile, Attachment, AttachmentId, AttachmentName, ClientMsgId, ConversationId,
+    ConversationKind, ConversationPatch, ConversationScope, ConversationStatus, CustomerId,
+    MediaType, MessageBody, MessageId, NewAttachment, NewCustomerConversation, NewMessage, Sender,
+    Seq, Sha256Digest, StaffUserId, StorageKey, Tags, TenantId,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -1227,7 +1227,7 @@ async fn a_message_links_its_attachments_in_order_and_every_read_carries_them<S:
         &[&second, &first],
     );
     let stored = created(store.append(&new, false).await.unwrap());
-    let expected = vec![linked(&second, &stored), linked(&first, &stored)];
+    let expected: Vec<AttachedFile> = vec![second.clone().into(), first.clone().into()];
     assert_eq!(stored.attachments, expected);
     assert_eq!(stored, new.clone().into_message(seq(2), expected.clone()));
 
@@ -1251,10 +1251,12 @@ async fn a_message_links_its_attachments_in_order_and_every_read_carries_them<S:
         .await
         .unwrap();
     assert_eq!(list.items[0].last_message.as_ref(), Some(&stored));
-    assert_eq!(
-        store.find_attachment(tenant, first.id).await.unwrap(),
-        Some(linked(&first, &stored))
-    );
+    for upload in [&first, &second] {
+        assert_eq!(
+            store.find_attachment(tenant, upload.id).await.unwrap(),
+            Some(linked(upload, &stored))
+        );
+    }
 }
 
 /// Body or not is the use case's rule; the store keeps a message that only

@@ -18,10 +18,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_domain::{Conversation, ConversationId, Message, Seq};
+use chat_domain::{ConversationId, Message, Seq};
 use futures::StreamExt;
 
-use crate::{BusEvent, ChatEvent, EventStream, MessageCursor, MessageQuery, MessageRepository};
+use crate::{
+    BusEvent, ChatEvent, EventStream, MessageCursor, MessageQuery, MessageRepository, Route,
+};
 
 /// How long the order of a conversation without new messages is kept; a
 /// message after that is taken as the conversation's first.
@@ -188,23 +190,16 @@ impl OrderedFeed {
             self.swept_at = now;
         }
         match event {
-            BusEvent::Event(ChatEvent::MessageCreated {
-                conversation,
-                message,
-            }) => match self
+            BusEvent::Event(ChatEvent::MessageCreated { route, message }) => match self
                 .sequencer
-                .place(conversation.id, message.seq.get(), now)
+                .place(route.conversation_id, message.seq.get(), now)
             {
-                Placement::Now => self.ready.push_back(created(conversation, message)),
+                Placement::Now => self.ready.push_back(created(route, message)),
                 Placement::AfterGap { after } => {
-                    let missing =
-                        missing(&*self.messages, &conversation, after, message.seq.get()).await;
-                    self.ready.extend(
-                        missing
-                            .into_iter()
-                            .map(|missed| created(conversation.clone(), missed)),
-                    );
-                    self.ready.push_back(created(conversation, message));
+                    let missing = missing(&*self.messages, route, after, message.seq.get()).await;
+                    self.ready
+                        .extend(missing.into_iter().map(|missed| created(route, missed)));
+                    self.ready.push_back(created(route, message));
                 }
                 Placement::Duplicate => {}
             },
@@ -217,12 +212,12 @@ impl OrderedFeed {
     }
 }
 
-/// Reads the messages of `conversation` after `after` and below
+/// Reads the messages of the conversation of `route` after `after` and below
 /// `below` from the store, in order; on a storage failure, those read
 /// before it.
 async fn missing(
     messages: &dyn MessageRepository,
-    conversation: &Conversation,
+    route: Route,
     after: u64,
     below: u64,
 ) -> Vec<Message> {
@@ -238,7 +233,7 @@ async fn missing(
             limit,
         };
         match messages
-            .list_messages(conversation.tenant, conversation.id, query)
+            .list_messages(route.access.tenant, route.conversation_id, query)
             .await
         {
             Ok(page) => {
@@ -254,7 +249,7 @@ async fn missing(
                 }
             }
             Err(err) => {
-                tracing::error!(error = ?err, conversation_id = %conversation.id, "cannot read missed messages; clients will resume");
+                tracing::error!(error = ?err, conversation_id = %route.conversation_id, "cannot read missed messages; clients will resume");
                 break;
             }
         }
@@ -262,17 +257,14 @@ async fn missing(
     found
 }
 
-fn created(conversation: Conversation, message: Message) -> BusEvent {
-    BusEvent::Event(ChatEvent::MessageCreated {
-        conversation,
-        message,
-    })
+fn created(route: Route, message: Message) -> BusEvent {
+    BusEvent::Event(ChatEvent::MessageCreated { route, message })
 }
 
 #[cfg(test)]
 mod tests {
     use chat_domain::{
-        CustomerId, MessageId, NewCustomerConversation, Sender, StaffUserId, TenantId,
+        Conversation, CustomerId, MessageId, NewCustomerConversation, Sender, StaffUserId, TenantId,
     };
 
     use super::*;
@@ -308,14 +300,14 @@ mod tests {
 
     fn new_message(conversation: &Conversation, seq: u64) -> ChatEvent {
         ChatEvent::MessageCreated {
-            conversation: conversation.clone(),
+            route: Route::of(conversation),
             message: message(conversation, seq),
         }
     }
 
     fn typing(conversation: &Conversation) -> ChatEvent {
         ChatEvent::Typing {
-            conversation: conversation.clone(),
+            route: Route::of(conversation),
             sender: Sender::Staff(StaffUserId::new_v4()),
             is_typing: true,
         }
@@ -325,14 +317,11 @@ mod tests {
     /// messages, `(conversation, 0)` for anything else of a conversation.
     fn label(event: &BusEvent) -> (ConversationId, u64) {
         match event {
-            BusEvent::Event(ChatEvent::MessageCreated {
-                conversation,
-                message,
-            }) => {
-                assert_eq!(message.conversation_id, conversation.id);
-                (conversation.id, message.seq.get())
+            BusEvent::Event(ChatEvent::MessageCreated { route, message }) => {
+                assert_eq!(message.conversation_id, route.conversation_id);
+                (route.conversation_id, message.seq.get())
             }
-            BusEvent::Event(ChatEvent::Typing { conversation, .. }) => (conversation.id, 0),
+            BusEvent::Event(ChatEvent::Typing { route, .. }) => (route.conversation_id, 0),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -101,8 +101,8 @@ pub use ports::{
     ConversationListQuery, ConversationPage, ConversationRepository, ConversationSummary,
     CursorError, DownloadHeaders, EventBus, EventPublisher, EventStream, FileStorage, IdGenerator,
     MessageCursor, MessagePage, MessageQuery, MessageRepository, PolicyAction, PresenceChange,
-    PresenceStore, ReadStateRepository, Receipt, ReceiptUpdate, RepoError, ScanVerdict, Scanner,
-    StorageError, SystemClock, UuidV7Generator,
+    PresenceStore, ReadStateRepository, Receipt, ReceiptUpdate, RepoError, Route, ScanVerdict,
+    Scanner, StorageError, SystemClock, UuidV7Generator,
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{

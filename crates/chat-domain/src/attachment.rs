@@ -472,6 +472,32 @@ pub struct Attachment {
     pub message_id: Option<MessageId>,
 }
 
+/// An attachment as its message shows it: what a reader needs to list and
+/// fetch the file, without where its bytes are or their checksum (those
+/// stay with the stored [`Attachment`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedFile {
+    /// Its id (the file is fetched by it).
+    pub id: AttachmentId,
+    /// Display name.
+    pub name: AttachmentName,
+    /// Sniffed type.
+    pub media_type: MediaType,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl From<Attachment> for AttachedFile {
+    fn from(attachment: Attachment) -> Self {
+        Self {
+            id: attachment.id,
+            name: attachment.name,
+            media_type: attachment.media_type,
+            size: attachment.size,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

@@ -25,9 +25,9 @@ mod principal;
 mod read_state;
 
 pub use attachment::{
-    Attachment, AttachmentIds, AttachmentIdsError, AttachmentName, AttachmentNameError,
-    DigestError, MediaType, NewAttachment, Sha256Digest, StorageKey, StorageKeyError,
-    MAX_ATTACHMENTS_PER_MESSAGE,
+    AttachedFile, Attachment, AttachmentIds, AttachmentIdsError, AttachmentName,
+    AttachmentNameError, DigestError, MediaType, NewAttachment, Sha256Digest, StorageKey,
+    StorageKeyError, MAX_ATTACHMENTS_PER_MESSAGE,
 };
 pub use conversation::{
     Conversation, ConversationKind, ConversationPatch, ConversationStatus, ConversationStatusError,

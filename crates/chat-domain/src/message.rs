@@ -5,7 +5,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::attachment::Attachment;
+use crate::attachment::AttachedFile;
 use crate::ids::{AttachmentId, ConversationId, MessageId, TenantId};
 use crate::principal::Sender;
 
@@ -196,7 +196,7 @@ pub struct Message {
     /// The text; `None` for an attachment-only message.
     pub body: Option<MessageBody>,
     /// The files it carries, in the order the sender gave them.
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<AttachedFile>,
     /// The message this one answers, in the same conversation.
     pub reply_to: Option<MessageId>,
     /// The sender's idempotency key.
@@ -236,7 +236,7 @@ pub struct NewMessage {
 impl NewMessage {
     /// The message as stored with `seq`, carrying `attachments` (the
     /// stored form of [`NewMessage::attachments`]).
-    pub fn into_message(self, seq: Seq, attachments: Vec<Attachment>) -> Message {
+    pub fn into_message(self, seq: Seq, attachments: Vec<AttachedFile>) -> Message {
         Message {
             id: self.id,
             tenant: self.tenant,

@@ -2,7 +2,8 @@
 
 use chat_app::{ChatError, ConversationSummary, MessagePage, SendMessage};
 use chat_domain::{
-    Attachment, AttachmentId, ClientMsgId, Conversation, Message, MessageBody, MessageId, Sender,
+    AttachedFile, Attachment, AttachmentId, ClientMsgId, Conversation, Message, MessageBody,
+    MessageId, Sender,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -41,6 +42,12 @@ pub struct AttachmentDto {
 
 impl From<Attachment> for AttachmentDto {
     fn from(a: Attachment) -> Self {
+        AttachedFile::from(a).into()
+    }
+}
+
+impl From<AttachedFile> for AttachmentDto {
+    fn from(a: AttachedFile) -> Self {
         Self {
             url: format!("/api/v1/chat/attachments/{}", a.id),
             id: a.id.into(),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::error::{Conflict, Resource};
 use crate::ports::{
     ChatEvent, MockClock, MockConversationRepository, MockEventPublisher, MockMessageRepository,
-    MockReadStateRepository,
+    MockReadStateRepository, Route,
 };
 use crate::{AllowAll, ChatError, ChatService, Ports, RepoError, UuidV7Generator};
 
@@ -110,8 +110,8 @@ async fn the_sender_edits_their_message_and_it_is_announced() {
         .times(1)
         .returning(move |_, _, _, _, _| Ok(Some(returned.clone())));
     let mut events = MockEventPublisher::new();
-    let announced = ChatEvent::MessageUpdated {
-        conversation: w.conversation.clone(),
+    let announced = ChatEvent::MessageChanged {
+        route: Route::of(&w.conversation),
         message: edited.clone(),
     };
     events
@@ -225,8 +225,8 @@ async fn an_admin_deletes_any_message_and_it_is_announced_once() {
         .times(1)
         .returning(move |_, _, _, _| Ok(Some(returned.clone())));
     let mut events = MockEventPublisher::new();
-    let announced = ChatEvent::MessageDeleted {
-        conversation: w.conversation.clone(),
+    let announced = ChatEvent::MessageChanged {
+        route: Route::of(&w.conversation),
         message: deleted.clone(),
     };
     events

@@ -16,7 +16,7 @@ use chat_domain::{
 use crate::error::{ChatError, Conflict, Field, Reason, Resource};
 use crate::page::PageLimit;
 use crate::ports::{
-    AppendError, AppendOutcome, ChatEvent, MessageCursor, MessagePage, MessageQuery,
+    AppendError, AppendOutcome, ChatEvent, MessageCursor, MessagePage, MessageQuery, Route,
 };
 use crate::service::ChatService;
 
@@ -157,16 +157,14 @@ impl ChatService {
                 conversation,
                 reopened,
             } => {
-                // Listeners see the conversation as the append left it: its
-                // new last_seq, activity and (re)opened status. A copy only
-                // when a second event needs one.
-                let updated = reopened.then(|| conversation.clone());
                 self.publish(ChatEvent::MessageCreated {
-                    conversation,
+                    route: Route::of(&conversation),
                     message: message.clone(),
                 })
                 .await;
-                if let Some(conversation) = updated {
+                if reopened {
+                    // Listeners see the conversation as the append left it:
+                    // its new last_seq, activity and reopened status.
                     self.publish(ChatEvent::ConversationUpdated { conversation })
                         .await;
                 }
@@ -252,8 +250,8 @@ impl ChatService {
         if edited.deleted_at.is_some() {
             return Err(ChatError::Conflict(Conflict::MessageDeleted));
         }
-        self.publish(ChatEvent::MessageUpdated {
-            conversation,
+        self.publish(ChatEvent::MessageChanged {
+            route: Route::of(&conversation),
             message: edited.clone(),
         })
         .await;
@@ -288,8 +286,8 @@ impl ChatService {
             .delete_message(principal.tenant(), id, message_id, self.ports.clock.now())
             .await?
             .ok_or(ChatError::NotFound(Resource::Conversation))?;
-        self.publish(ChatEvent::MessageDeleted {
-            conversation,
+        self.publish(ChatEvent::MessageChanged {
+            route: Route::of(&conversation),
             message: deleted.clone(),
         })
         .await;

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::error::{Field, Reason, Resource};
 use crate::ports::{
     AppendError, AppendOutcome, ChatEvent, MessageCursor, MessagePage, MessageQuery, RepoError,
+    Route,
 };
 use crate::test_support::*;
 use crate::{ChatError, PageLimit, SendMessage, SendOutcome};
@@ -200,7 +201,7 @@ async fn assert_send_creates(
     h.authorized(principal, before, Action::Send);
     expect_append(&mut h, new, reopen, Ok(appended));
     h.publishes(ChatEvent::MessageCreated {
-        conversation: after.clone(),
+        route: Route::of(&after),
         message: stored.clone(),
     });
     if reopens {
@@ -587,7 +588,7 @@ async fn a_message_may_be_attachments_only() {
     assert_eq!(new.attachments, vec![UPLOAD_ID, OTHER_UPLOAD_ID]);
     let stored = new
         .clone()
-        .into_message(seq(5), vec![stored_attachment(None)]);
+        .into_message(seq(5), vec![stored_attachment(None).into()]);
     let mut h = Harness::new();
     h.authorized(customer(), inbox(), Action::Send);
     expect_append(&mut h, new, true, Ok(created(&inbox(), &stored, true)));

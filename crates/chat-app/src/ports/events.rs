@@ -6,33 +6,50 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_domain::{Conversation, Message, ReadState, Sender, TenantId};
+use chat_domain::{
+    Conversation, ConversationAccess, ConversationId, Message, ReadState, Sender, TenantId,
+};
 use futures::Stream;
 
 use super::Receipt;
+
+/// Where an event of one conversation goes: the conversation, and the
+/// facts that decide who may read it. Events carry this header rather than
+/// the whole conversation, so what crosses the bus is what routing needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Its tenant, kind and participants.
+    pub access: ConversationAccess,
+}
+
+impl Route {
+    /// The route of `conversation`'s events.
+    pub const fn of(conversation: &Conversation) -> Self {
+        Self {
+            conversation_id: conversation.id,
+            access: conversation.access(),
+        }
+    }
+}
 
 /// Something that happened, for real-time fan-out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatEvent {
     /// A message was committed.
     MessageCreated {
-        /// Its conversation (for routing: tenant, customer, clinician).
-        conversation: Conversation,
+        /// Its conversation.
+        route: Route,
         /// The message.
         message: Message,
     },
-    /// A message's text was edited.
-    MessageUpdated {
-        /// Its conversation (for routing).
-        conversation: Conversation,
-        /// The message after the edit.
-        message: Message,
-    },
-    /// A message was deleted (softly: it keeps its `seq`).
-    MessageDeleted {
-        /// Its conversation (for routing).
-        conversation: Conversation,
-        /// The message after the deletion.
+    /// A message was edited, or deleted (softly: it keeps its `seq`, and
+    /// `deleted_at` says so).
+    MessageChanged {
+        /// Its conversation.
+        route: Route,
+        /// The message after the change.
         message: Message,
     },
     /// Status, assignee or tags changed.
@@ -42,8 +59,8 @@ pub enum ChatEvent {
     },
     /// A read or delivered marker moved.
     ReceiptMoved {
-        /// The conversation (for routing).
-        conversation: Conversation,
+        /// The conversation.
+        route: Route,
         /// Which marker.
         receipt: Receipt,
         /// The markers after the move.
@@ -51,8 +68,8 @@ pub enum ChatEvent {
     },
     /// A participant started or stopped typing. Not stored.
     Typing {
-        /// The conversation (for routing).
-        conversation: Conversation,
+        /// The conversation.
+        route: Route,
         /// Who is typing.
         sender: Sender,
         /// Started (`true`) or stopped (`false`).
@@ -65,6 +82,21 @@ pub enum ChatEvent {
         /// The presence after the change.
         presence: chat_domain::Presence,
     },
+}
+
+impl ChatEvent {
+    /// The conversation the event belongs to, if it belongs to one.
+    pub const fn route(&self) -> Option<Route> {
+        // Every event is listed: a new one must say where it goes.
+        match self {
+            Self::MessageCreated { route, .. }
+            | Self::MessageChanged { route, .. }
+            | Self::ReceiptMoved { route, .. }
+            | Self::Typing { route, .. } => Some(*route),
+            Self::ConversationUpdated { conversation } => Some(Route::of(conversation)),
+            Self::PresenceChanged { .. } => None,
+        }
+    }
 }
 
 /// Publishes events to whoever delivers them in real time. Best effort: the

@@ -31,7 +31,7 @@ pub use conversations::{
     ConversationCursor, ConversationListQuery, ConversationPage, ConversationRepository,
     ConversationSummary, CursorError,
 };
-pub use events::{BusEvent, BusPublisher, ChatEvent, EventBus, EventPublisher, EventStream};
+pub use events::{BusEvent, BusPublisher, ChatEvent, EventBus, EventPublisher, EventStream, Route};
 pub use files::{
     AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
     StorageError,

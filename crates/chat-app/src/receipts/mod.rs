@@ -8,7 +8,7 @@
 use chat_domain::{Action, ConversationId, Principal, ReadState, Seq};
 
 use crate::error::{ChatError, Resource};
-use crate::ports::{ChatEvent, Receipt};
+use crate::ports::{ChatEvent, Receipt, Route};
 use crate::service::ChatService;
 
 #[cfg(test)]
@@ -44,7 +44,7 @@ impl ChatService {
             .ok_or(ChatError::NotFound(Resource::Conversation))?;
         if update.moved {
             self.publish(ChatEvent::ReceiptMoved {
-                conversation,
+                route: Route::of(&conversation),
                 receipt,
                 state: update.state,
             })

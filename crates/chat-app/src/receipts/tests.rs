@@ -1,7 +1,7 @@
 use chat_domain::{Action, CustomerId, Principal, ReadState, Sender, Seq, TenantId};
 
 use crate::error::Resource;
-use crate::ports::{ChatEvent, Receipt, ReceiptUpdate, RepoError};
+use crate::ports::{ChatEvent, Receipt, ReceiptUpdate, RepoError, Route};
 use crate::test_support::*;
 use crate::{ChatError, MockEventPublisher};
 
@@ -50,7 +50,7 @@ async fn customer_marks_read_and_publishes_receipt_moved() {
         Ok(Some(ReceiptUpdate { state, moved: true })),
     );
     h.publishes(ChatEvent::ReceiptMoved {
-        conversation: inbox(),
+        route: Route::of(&inbox()),
         receipt: Receipt::Read,
         state,
     });
@@ -78,7 +78,7 @@ async fn clinician_marks_delivered_and_publishes_receipt_moved() {
         Ok(Some(ReceiptUpdate { state, moved: true })),
     );
     h.publishes(ChatEvent::ReceiptMoved {
-        conversation: private_thread(),
+        route: Route::of(&private_thread()),
         receipt: Receipt::Delivered,
         state,
     });

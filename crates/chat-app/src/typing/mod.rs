@@ -7,7 +7,7 @@
 use chat_domain::{Action, ConversationId, Principal};
 
 use crate::error::ChatError;
-use crate::ports::ChatEvent;
+use crate::ports::{ChatEvent, Route};
 use crate::service::ChatService;
 
 #[cfg(test)]
@@ -29,7 +29,7 @@ impl ChatService {
     ) -> Result<(), ChatError> {
         let conversation = self.authorized(principal, id, Action::Send).await?;
         self.publish(ChatEvent::Typing {
-            conversation,
+            route: Route::of(&conversation),
             sender: principal.as_sender(),
             is_typing,
         })

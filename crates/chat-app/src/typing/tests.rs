@@ -1,7 +1,7 @@
 use chat_domain::{CustomerId, Principal, TenantId};
 
 use crate::error::Resource;
-use crate::ports::ChatEvent;
+use crate::ports::{ChatEvent, Route};
 use crate::test_support::*;
 use crate::{ChatError, MockEventPublisher};
 
@@ -16,7 +16,7 @@ async fn typing_is_published_for_participants_only() {
         .expect_publish()
         .withf(move |e| {
             *e == ChatEvent::Typing {
-                conversation: expected.clone(),
+                route: Route::of(&expected),
                 sender: customer.as_sender(),
                 is_typing: true,
             }

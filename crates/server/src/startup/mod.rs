@@ -62,7 +62,11 @@ impl Application {
         // One service for every transport (it is a set of shared ports).
         let service = ChatService::new(ports.clone());
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(ports.messages.clone(), ports.policy.clone());
+        let hub = Hub::new(
+            ports.messages.clone(),
+            ports.conversations.clone(),
+            ports.policy.clone(),
+        );
         tokio::spawn(hub.clone().run(bus.subscribe(), shutdown.clone()));
         let realtime = Arc::new(Realtime {
             hub,

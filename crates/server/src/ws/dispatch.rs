@@ -10,8 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_app::{BusEvent, ChatEvent, EventStream, OrderedFeed};
-use chat_domain::Conversation;
+use chat_app::{BusEvent, ChatEvent, EventStream, OrderedFeed, Route};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -52,21 +51,19 @@ impl Hub {
     }
 }
 
-/// Queues `frame`, an event of `conversation`, for its readers.
-async fn to_readers(hub: &Hub, conversation: &Conversation, frame: &ServerFrame) {
-    let out = Outbound::of_conversation(conversation.id, frame.encode());
-    hub.to_readers(conversation, |_| true, &out).await;
+/// Queues `frame`, an event of the conversation of `route`, for its
+/// readers.
+async fn to_readers(hub: &Hub, route: Route, frame: &ServerFrame) {
+    let out = Outbound::of_conversation(route.conversation_id, frame.encode());
+    hub.to_readers(route, |_| true, &out).await;
 }
 
 /// Delivers one event to whom it concerns.
 pub(super) async fn route(hub: &Hub, event: ChatEvent) {
     match event {
-        ChatEvent::MessageCreated {
-            conversation,
-            message,
-        } => {
+        ChatEvent::MessageCreated { route, message } => {
             let out = Outbound {
-                conversation: Some(conversation.id),
+                conversation: Some(route.conversation_id),
                 seq: Some(message.seq.get()),
                 echo: message
                     .client_msg_id
@@ -74,37 +71,32 @@ pub(super) async fn route(hub: &Hub, event: ChatEvent) {
                     .map(|key| EchoKey::new(message.sender, key)),
                 frame: ServerFrame::new_message(message).encode(),
             };
-            hub.to_readers(&conversation, |_| true, &out).await;
+            hub.to_readers(route, |_| true, &out).await;
         }
-        ChatEvent::MessageUpdated {
-            conversation,
-            message,
+        ChatEvent::MessageChanged { route, message } => {
+            to_readers(hub, route, &ServerFrame::message_changed(message)).await;
         }
-        | ChatEvent::MessageDeleted {
-            conversation,
-            message,
-        } => to_readers(hub, &conversation, &ServerFrame::message_changed(message)).await,
         ChatEvent::ConversationUpdated { conversation } => {
-            let frame = ServerFrame::conversation_updated(conversation.clone());
-            to_readers(hub, &conversation, &frame).await;
+            let route = Route::of(&conversation);
+            to_readers(hub, route, &ServerFrame::conversation_updated(conversation)).await;
         }
         ChatEvent::ReceiptMoved {
-            conversation,
+            route,
             receipt,
             state,
         } => {
-            let frame = ServerFrame::receipt_moved(&conversation, receipt, &state);
-            to_readers(hub, &conversation, &frame).await;
+            let frame = ServerFrame::receipt_moved(route.conversation_id, receipt, &state);
+            to_readers(hub, route, &frame).await;
         }
         ChatEvent::Typing {
-            conversation,
+            route,
             sender,
             is_typing,
         } => {
-            let frame = ServerFrame::typing(&conversation, sender, is_typing);
+            let frame = ServerFrame::typing(route.conversation_id, sender, is_typing);
             // The other participants only; never held behind a send.
             hub.to_readers(
-                &conversation,
+                route,
                 |principal| principal.as_sender() != sender,
                 &Outbound::passing(frame.encode()),
             )
@@ -124,10 +116,12 @@ pub(super) async fn route(hub: &Hub, event: ChatEvent) {
 
 #[cfg(test)]
 mod tests {
-    use chat_app::{AccessPolicy, ConnectionId, MockMessageRepository, PolicyAction};
+    use chat_app::{
+        AccessPolicy, ConnectionId, MockConversationRepository, MockMessageRepository, PolicyAction,
+    };
     use chat_domain::{
-        ConversationId, CustomerId, Message, NewCustomerConversation, Principal, Sender, Seq,
-        StaffRole, StaffUserId, TenantId,
+        Conversation, ConversationId, CustomerId, Message, NewCustomerConversation, Principal,
+        Sender, Seq, StaffRole, StaffUserId, TenantId,
     };
     use tokio::sync::mpsc;
 
@@ -152,18 +146,32 @@ mod tests {
 
     fn created(conversation: &Conversation, message: Message) -> ChatEvent {
         ChatEvent::MessageCreated {
-            conversation: conversation.clone(),
+            route: Route::of(conversation),
             message,
         }
     }
 
-    fn hub(policy: Arc<dyn AccessPolicy>) -> Arc<Hub> {
-        Hub::new(Arc::new(MockMessageRepository::new()), policy)
+    /// A hub asking `policy`, whose store holds the conversations `stored`
+    /// (and fails for any other, which a policy that refuses nothing never
+    /// asks about).
+    fn hub(policy: Arc<dyn AccessPolicy>, stored: Vec<Conversation>) -> Arc<Hub> {
+        let mut conversations = MockConversationRepository::new();
+        conversations.expect_find().returning(move |tenant, id| {
+            Ok(stored
+                .iter()
+                .find(|c| c.tenant == tenant && c.id == id)
+                .cloned())
+        });
+        Hub::new(
+            Arc::new(MockMessageRepository::new()),
+            Arc::new(conversations),
+            policy,
+        )
     }
 
     #[tokio::test]
     async fn events_reach_the_readers_of_their_conversation_and_nobody_else() {
-        let hub = hub(Arc::new(chat_app::AllowAll));
+        let hub = hub(Arc::new(chat_app::AllowAll), Vec::new());
         let tenant = TenantId::new_v4();
         let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
         let clinician = StaffUserId::new_v4();
@@ -226,7 +234,8 @@ mod tests {
         ];
         for (conversation, expected) in table {
             let out = Outbound::of_conversation(conversation.id, Frame::from("{}"));
-            hub.to_readers(conversation, |_| true, &out).await;
+            hub.to_readers(Route::of(conversation), |_| true, &out)
+                .await;
             for ((who, queue), expected) in queues.iter_mut().zip(expected) {
                 assert_eq!(
                     frames(queue),
@@ -255,7 +264,7 @@ mod tests {
         assert_eq!(hub.connection_count(), 8);
         drop(queues.remove(4));
         let out = Outbound::of_conversation(inbox.id, Frame::from("{}"));
-        hub.to_readers(&inbox, |_| true, &out).await;
+        hub.to_readers(Route::of(&inbox), |_| true, &out).await;
         assert_eq!(hub.connection_count(), 7, "the phone's connection is gone");
         hub.unregister(&Principal::customer(tenant, customer), ConnectionId::new());
         assert_eq!(hub.connection_count(), 7, "unknown ids change nothing");
@@ -290,7 +299,6 @@ mod tests {
         let tenant = TenantId::new_v4();
         let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
         let outsider = StaffUserId::new_v4();
-        let hub = hub(Arc::new(CareTeam { outsider, customer }));
         let inbox_of = |customer| {
             NewCustomerConversation {
                 id: ConversationId::new_v7(),
@@ -302,6 +310,10 @@ mod tests {
             .prospective()
         };
         let (refused, other) = (inbox_of(customer), inbox_of(other_customer));
+        let hub = hub(
+            Arc::new(CareTeam { outsider, customer }),
+            vec![refused.clone(), other.clone()],
+        );
         let mut outsider_queue =
             connect(&hub, Principal::staff(tenant, outsider, StaffRole::Staff));
         let mut outsider_phone =
@@ -339,7 +351,7 @@ mod tests {
         route(
             &hub,
             ChatEvent::Typing {
-                conversation: refused.clone(),
+                route: Route::of(&refused),
                 sender: Sender::Customer(customer),
                 is_typing: true,
             },
@@ -356,5 +368,12 @@ mod tests {
         assert_eq!(frames(&mut outsider_phone), 1);
         assert_eq!(frames(&mut colleague), 1);
         assert_eq!(frames(&mut the_customer), 0);
+
+        // The policy decides by the stored conversation: one the store does
+        // not have (or cannot read) reaches nobody; readers resume later.
+        let unknown = inbox_of(other_customer);
+        route(&hub, created(&unknown, message(&unknown))).await;
+        assert_eq!(frames(&mut outsider_queue), 0);
+        assert_eq!(frames(&mut colleague), 0);
     }
 }

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
-use chat_app::{AccessPolicy, ConnectionId, MessageRepository, PolicyAction};
-use chat_domain::{authorize, Action, Conversation, ConversationId, Principal, TenantId};
+use chat_app::{
+    AccessPolicy, ConnectionId, ConversationRepository, MessageRepository, PolicyAction, Route,
+};
+use chat_domain::{authorize_access, Action, ConversationId, Principal, TenantId};
 use tokio::sync::mpsc;
 
 use audience::Audiences;
@@ -93,19 +95,27 @@ pub struct Hub {
     count: AtomicUsize,
     /// Read by the dispatcher's ordered feed to fill gaps.
     pub(super) messages: Arc<dyn MessageRepository>,
+    /// Read for the host's policy, which decides by the stored conversation.
+    conversations: Arc<dyn ConversationRepository>,
     policy: Arc<dyn AccessPolicy>,
 }
 
 impl Hub {
     /// A hub whose dispatcher reads missing messages from `messages`, and
     /// that asks `policy` (the host's, as the use cases do) who may read a
-    /// conversation's events, beside the domain rules.
-    pub fn new(messages: Arc<dyn MessageRepository>, policy: Arc<dyn AccessPolicy>) -> Arc<Self> {
+    /// conversation's events, beside the domain rules, showing it the
+    /// conversation as `conversations` has it.
+    pub fn new(
+        messages: Arc<dyn MessageRepository>,
+        conversations: Arc<dyn ConversationRepository>,
+        policy: Arc<dyn AccessPolicy>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry: RwLock::default(),
             audiences: Mutex::default(),
             count: AtomicUsize::new(0),
             messages,
+            conversations,
             policy,
         })
     }
@@ -231,21 +241,24 @@ impl Hub {
     }
 
     /// Queues `out` for the connections whose user `wants` it among those
-    /// that may read `conversation`: its audience, narrowed by the domain
-    /// rules and, unless it refuses nothing, by the host's policy, asked
-    /// once per user outside the registry's lock (a user who connects
-    /// meanwhile is left out; they catch up with `resume`).
+    /// that may read the conversation of `route`: its audience, narrowed by
+    /// the domain rules and, unless it refuses nothing, by the host's
+    /// policy. The policy sees the conversation as stored (read once per
+    /// event) and is asked once per user outside the registry's lock (a user
+    /// who connects meanwhile is left out; they catch up with `resume`).
+    /// When the conversation cannot be read, nobody hears the event; readers
+    /// catch up from the database.
     pub async fn to_readers(
         &self,
-        conversation: &Conversation,
+        route: Route,
         wants: impl Fn(&Principal) -> bool,
         out: &Outbound,
     ) {
         let audience =
             self.audiences()
-                .resolve(conversation.id, &conversation.access(), Instant::now());
+                .resolve(route.conversation_id, &route.access, Instant::now());
         let readable = |principal: &&Principal| {
-            authorize(principal, conversation, Action::Read).is_ok() && wants(principal)
+            authorize_access(principal, &route.access, Action::Read).is_ok() && wants(principal)
         };
         if self.policy.refuses_nothing() {
             let dead = {
@@ -265,6 +278,22 @@ impl Hub {
             .filter(readable)
             .copied()
             .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let conversation = match self
+            .conversations
+            .find(route.access.tenant, route.conversation_id)
+            .await
+        {
+            Ok(Some(conversation)) => conversation,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(error = ?err, conversation_id = %route.conversation_id, "cannot read a conversation for the access policy; its readers will resume");
+                return;
+            }
+        };
+        let conversation = &conversation;
         let allowed: HashSet<Principal> =
             futures::future::join_all(candidates.into_iter().map(|principal| async move {
                 self.policy
@@ -284,14 +313,19 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use chat_app::{AllowAll, MockMessageRepository};
+    use chat_app::{AllowAll, MockConversationRepository, MockMessageRepository};
+    use chat_domain::Conversation;
     use chat_domain::{CustomerId, NewCustomerConversation, StaffRole, StaffUserId};
 
     use super::*;
     use crate::ws::protocol::Frame;
 
     fn hub() -> Arc<Hub> {
-        Hub::new(Arc::new(MockMessageRepository::new()), Arc::new(AllowAll))
+        Hub::new(
+            Arc::new(MockMessageRepository::new()),
+            Arc::new(MockConversationRepository::new()),
+            Arc::new(AllowAll),
+        )
     }
 
     /// Registers a connection of `principal` with room for `room` frames.
@@ -331,7 +365,8 @@ mod tests {
 
     async fn event(hub: &Hub, conversation: &Conversation) {
         let out = Outbound::of_conversation(conversation.id, Frame::from("{}"));
-        hub.to_readers(conversation, |_| true, &out).await;
+        hub.to_readers(Route::of(conversation), |_| true, &out)
+            .await;
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::ws::Utf8Bytes;
 use chat_app::Receipt;
-use chat_domain::{Conversation, Message, Presence, ReadState, Sender};
+use chat_domain::{Conversation, ConversationId, Message, Presence, ReadState, Sender};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -225,13 +225,17 @@ impl ServerFrame {
     }
 
     /// `read` or `delivered`: `receipt`'s marker of `state`.
-    pub fn receipt_moved(conversation: &Conversation, receipt: Receipt, state: &ReadState) -> Self {
+    pub fn receipt_moved(
+        conversation: ConversationId,
+        receipt: Receipt,
+        state: &ReadState,
+    ) -> Self {
         let up_to = match receipt {
             Receipt::Read => state.last_read_seq,
             Receipt::Delivered => state.last_delivered_seq,
         };
         let moved = ReceiptMoved {
-            conversation_id: conversation.id.into(),
+            conversation_id: conversation.into(),
             reader: state.reader.into(),
             up_to_seq: up_to.get(),
             at: time(state.updated_at),
@@ -243,9 +247,9 @@ impl ServerFrame {
     }
 
     /// `typing`.
-    pub fn typing(conversation: &Conversation, sender: Sender, is_typing: bool) -> Self {
+    pub fn typing(conversation: ConversationId, sender: Sender, is_typing: bool) -> Self {
         Self::Typing {
-            conversation_id: conversation.id.into(),
+            conversation_id: conversation.into(),
             sender: sender.into(),
             is_typing,
         }
@@ -513,19 +517,19 @@ mod tests {
         let staff_json = r#"{"id":"00000000-0000-0000-0000-000000000006","type":"staff"}"#;
         let cases = [
             (
-                ServerFrame::receipt_moved(&conversation(), Receipt::Read, &read_state()),
+                ServerFrame::receipt_moved(conversation().id, Receipt::Read, &read_state()),
                 format!(
                     r#"{{"at":"{AT}","conversation_id":"{CONVERSATION}","reader":{CUSTOMER},"type":"read","up_to_seq":5}}"#
                 ),
             ),
             (
-                ServerFrame::receipt_moved(&conversation(), Receipt::Delivered, &read_state()),
+                ServerFrame::receipt_moved(conversation().id, Receipt::Delivered, &read_state()),
                 format!(
                     r#"{{"at":"{AT}","conversation_id":"{CONVERSATION}","reader":{CUSTOMER},"type":"delivered","up_to_seq":6}}"#
                 ),
             ),
             (
-                ServerFrame::typing(&conversation(), staff, true),
+                ServerFrame::typing(conversation().id, staff, true),
                 format!(
                     r#"{{"conversation_id":"{CONVERSATION}","is_typing":true,"sender":{staff_json},"type":"typing"}}"#
                 ),
