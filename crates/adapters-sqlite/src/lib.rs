@@ -52,7 +52,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection as _, Sqlite, Transaction};
 use tokio::sync::watch;
 
 /// The schema, embedded at compile time and applied by [`SqliteStore::connect`].
@@ -119,6 +119,12 @@ impl SqliteStore {
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            // A commit that failed (a full disk) may leave the connection
+            // inside a transaction SQLite has already rolled back, where
+            // sqlx's own rollback fails too: every later `begin` would then
+            // be refused. Such a connection is closed instead of handed
+            // out, and the pool opens a fresh writer.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(
                 options
                     .clone()

@@ -181,6 +181,121 @@ mod sqlite_specific {
         assert_eq!(keyed.len(), 1, "every keyed send returns one message");
     }
 
+    /// A small tmpfs mounted on a fresh directory, unmounted on drop; `None`
+    /// (and the test skipped) where mounting is not allowed (not root).
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Self> {
+            let dir = scratch_dir();
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir)
+                .output()
+                .is_ok_and(|out| out.status.success());
+            mounted.then_some(Self(dir))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            // Lazy: the store's connection threads may still hold files.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    /// Fills the file system of `path` with a ballast file until it is full.
+    fn fill(path: &Path) {
+        use std::io::Write as _;
+        let mut ballast = std::fs::File::create(path).expect("ballast file");
+        let block = vec![0u8; 64 * 1024];
+        while ballast.write_all(&block).is_ok() {}
+        // The last bytes that fit, one at a time.
+        while ballast.write_all(&[0]).is_ok() {}
+        let _ = ballast.sync_all();
+    }
+
+    /// A commit that fails for want of disk space leaves the single writer
+    /// usable: once space is freed the next sends commit, with the seq the
+    /// failed ones never took, and only acked messages are stored.
+    #[tokio::test]
+    async fn the_writer_recovers_from_a_full_disk_once_space_is_freed() {
+        let Some(disk) = Tmpfs::mount("4m") else {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            return;
+        };
+        let store = SqliteStore::connect(&disk.0.join("chat.db")).await.unwrap();
+        let tenant = TenantId::new_v4();
+        let (conversation, _) = store
+            .get_or_create_customer(&new_conversation(tenant))
+            .await
+            .unwrap();
+        let sender = Sender::Staff(StaffUserId::new_v4());
+        let send = |text: String| NewMessage {
+            id: MessageId::new_v7(),
+            tenant,
+            conversation_id: conversation.id,
+            sender,
+            body: Some(MessageBody::parse(&text).unwrap()),
+            attachments: Vec::new(),
+            reply_to: None,
+            client_msg_id: None,
+            created_at: Utc::now(),
+        };
+        let first = store.append(&send("before".into()), false).await.unwrap();
+        assert_eq!(first.message().seq.get(), 1);
+
+        let ballast = disk.0.join("ballast");
+        fill(&ballast);
+        // Sends that still fit in pages SQLite had already allocated commit
+        // (they are durable, so acking them is right); the rest fail.
+        let mut acked = vec!["before".to_owned()];
+        let mut refused = 0;
+        for i in 0..200 {
+            let text = format!("full {i} {}", "x".repeat(3900));
+            match store.append(&send(text.clone()), false).await {
+                Ok(_) => acked.push(text),
+                Err(_) => refused += 1,
+            }
+            if refused >= 20 {
+                break;
+            }
+        }
+        assert_eq!(refused, 20, "a full disk refuses sends");
+
+        std::fs::remove_file(&ballast).unwrap();
+        for n in 1..=3 {
+            let text = format!("after {n}");
+            let outcome = store
+                .append(&send(text.clone()), false)
+                .await
+                .expect("the writer recovered");
+            assert_eq!(outcome.message().seq.get(), acked.len() as u64 + 1);
+            acked.push(text);
+        }
+        let page = store
+            .list_messages(
+                tenant,
+                conversation.id,
+                MessageQuery {
+                    cursor: MessageCursor::After(chat_domain::Seq::ZERO),
+                    limit: 500,
+                },
+            )
+            .await
+            .unwrap();
+        let stored: Vec<String> = page
+            .messages
+            .iter()
+            .filter_map(|m| m.body.as_ref().map(|b| b.as_str().to_owned()))
+            .collect();
+        assert_eq!(stored, acked, "exactly the acked messages, in order");
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn reopening_an_existing_file_keeps_its_data() {
         let path = scratch_dir().join("chat.db");
