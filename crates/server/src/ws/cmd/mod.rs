@@ -39,13 +39,33 @@ pub(in crate::ws) struct Refusal {
     pub(in crate::ws) code: &'static str,
     /// What was wrong.
     pub(in crate::ws) message: String,
+    /// The server failed (a 5xx on REST), not the client: it is answered
+    /// but never counted as the client's abuse.
+    pub(in crate::ws) server_fault: bool,
+}
+
+impl Refusal {
+    /// The client's mistake, answered with `code` and `message`.
+    pub(in crate::ws) fn client(code: &'static str, message: String) -> Self {
+        Self {
+            code,
+            message,
+            server_fault: false,
+        }
+    }
 }
 
 impl From<ChatError> for Refusal {
     /// The code and message of the REST error.
     fn from(err: ChatError) -> Self {
-        let (code, message) = ApiError::from(err).into_parts();
-        Self { code, message }
+        let api = ApiError::from(err);
+        let server_fault = api.status().is_server_error();
+        let (code, message) = api.into_parts();
+        Self {
+            code,
+            message,
+            server_fault,
+        }
     }
 }
 
@@ -77,6 +97,30 @@ pub(in crate::ws) async fn handle(
         Ok(Reply::Now(frame)) => conn.emit(&frame).await.map(|()| None),
         Ok(Reply::IfAsked(frame)) if rid.is_some() => conn.emit(&frame).await.map(|()| None),
         Ok(Reply::IfAsked(_) | Reply::Later) => Ok(None),
-        Err(Refusal { code, message }) => conn.fail(rid, code, &message).await,
+        Err(refusal) => conn.fail(rid, refusal).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_app::{Conflict, Field, Reason, Resource};
+
+    use super::*;
+
+    #[test]
+    fn only_the_servers_own_failures_are_server_faults() {
+        let cases = [
+            (ChatError::NotFound(Resource::Conversation), false),
+            (ChatError::Forbidden, false),
+            (ChatError::invalid(Field::Status, Reason::Empty), false),
+            (ChatError::Conflict(Conflict::MessageDeleted), false),
+            (ChatError::Unexpected(anyhow::anyhow!("store down")), true),
+        ];
+        for (err, server_fault) in cases {
+            let shown = format!("{err:?}");
+            let refusal = Refusal::from(err);
+            assert_eq!(refusal.server_fault, server_fault, "{shown}");
+        }
+        assert!(!Refusal::client("rate_limited", "slow down".into()).server_fault);
     }
 }

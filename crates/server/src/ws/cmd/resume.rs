@@ -71,7 +71,7 @@ impl ResumeFrame {
                     );
                 }
                 Err(err) => {
-                    let Refusal { code, message } = Refusal::from(err);
+                    let Refusal { code, message, .. } = Refusal::from(err);
                     failures.push(ResumeFailure {
                         conversation_id: id,
                         code,

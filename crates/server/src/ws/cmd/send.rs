@@ -14,10 +14,10 @@ impl SendMessageFrame {
     /// Queues the send; answered when stored.
     pub(super) fn apply(self, conn: &mut Connection, request_id: Option<&RequestId>) -> Handled {
         if let Err(wait) = conn.rt.send_limiter.check(&conn.principal) {
-            return Err(Refusal {
-                code: "rate_limited",
-                message: format!("too many messages: retry in {} ms", wait.as_millis().max(1)),
-            });
+            return Err(Refusal::client(
+                "rate_limited",
+                format!("too many messages: retry in {} ms", wait.as_millis().max(1)),
+            ));
         }
         let (ticket, request) = self.into_send(request_id.cloned(), &conn.principal)?;
         conn.queue_send(ticket, request);

@@ -1,5 +1,7 @@
 //! Abuse counting: every refused frame is answered with an `error`, and a
-//! client that keeps sending bad frames is closed (1008).
+//! client that keeps sending bad frames is closed (1008). A refusal that is
+//! the server's fault (a store outage) is answered too but never counted:
+//! an outage must not close healthy clients with a false reason.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +9,7 @@ use axum::extract::ws::CloseFrame;
 
 use super::writer::close;
 use super::{Connection, Gone};
+use crate::ws::cmd::Refusal;
 use crate::ws::protocol::{RequestId, ServerFrame};
 
 /// Errors tolerated per window before the connection is closed (1008).
@@ -49,20 +52,24 @@ impl Connection {
         request_id: Option<&RequestId>,
         message: &str,
     ) -> Result<Option<CloseFrame>, Gone> {
-        self.fail(request_id, "invalid_request", message).await
+        let refusal = Refusal::client("invalid_request", message.to_owned());
+        self.fail(request_id, refusal).await
     }
 
     /// Answers a refused frame with an `error`; returns the 1008 close once
-    /// the client has been refused too often.
+    /// the client has been refused too often (server faults do not count).
     pub(in crate::ws) async fn fail(
         &mut self,
         request_id: Option<&RequestId>,
-        code: &'static str,
-        message: &str,
+        refusal: Refusal,
     ) -> Result<Option<CloseFrame>, Gone> {
-        let abusive = self.abuse.count(Instant::now());
-        self.emit(&ServerFrame::error(request_id, code, message.to_owned()))
-            .await?;
+        let abusive = !refusal.server_fault && self.abuse.count(Instant::now());
+        self.emit(&ServerFrame::error(
+            request_id,
+            refusal.code,
+            refusal.message,
+        ))
+        .await?;
         if abusive {
             return Ok(Some(close(1008, "too many invalid frames")));
         }

@@ -162,8 +162,7 @@ impl Connection {
                 self.emit(&ack).await.map(|()| None)?
             }
             Err(err) => {
-                let refusal = Refusal::from(err);
-                self.fail(ticket.request_id.as_ref(), refusal.code, &refusal.message)
+                self.fail(ticket.request_id.as_ref(), Refusal::from(err))
                     .await?
             }
         };
