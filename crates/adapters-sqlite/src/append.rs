@@ -182,6 +182,15 @@ where
         .map_err(|err| anyhow::anyhow!("binding a parameter: {err}"))
 }
 
+/// Binds a send's position in the batch, which the rows a query returns
+/// name it by.
+fn bind_position(args: &mut SqliteArguments<'_>, position: usize) -> anyhow::Result<()> {
+    bind(
+        args,
+        i64::try_from(position).context("batch position overflows")?,
+    )
+}
+
 /// Reads the batch's conversations whole (each send's outcome carries its
 /// conversation as the batch leaves it). One send per conversation per
 /// batch: the ids are distinct.
@@ -248,10 +257,7 @@ async fn find_originals(
         let mut args = SqliteArguments::default();
         for &position in chunk {
             let m = &batch[position].message;
-            bind(
-                &mut args,
-                i64::try_from(position).context("batch position overflows")?,
-            )?;
+            bind_position(&mut args, position)?;
             bind(&mut args, *m.conversation_id.as_uuid())?;
             bind(&mut args, *m.tenant.as_uuid())?;
             bind(&mut args, m.sender.kind())?;
@@ -302,10 +308,7 @@ async fn find_reply_targets(
         let mut args = SqliteArguments::default();
         for &position in chunk {
             let m = &batch[position].message;
-            bind(
-                &mut args,
-                i64::try_from(position).context("batch position overflows")?,
-            )?;
+            bind_position(&mut args, position)?;
             bind(&mut args, m.reply_to.map(Uuid::from))?;
             bind(&mut args, *m.conversation_id.as_uuid())?;
             bind(&mut args, *m.tenant.as_uuid())?;

@@ -263,39 +263,17 @@ fn created(route: Route, message: Message) -> BusEvent {
 
 #[cfg(test)]
 mod tests {
-    use chat_domain::{
-        Conversation, CustomerId, MessageId, NewCustomerConversation, Sender, StaffUserId, TenantId,
-    };
+    use chat_domain::{Conversation, CustomerId, Sender, StaffUserId, TenantId};
 
     use super::*;
     use crate::{EventBus, InProcessBus, MessagePage, MockMessageRepository, RepoError};
 
     fn conversation() -> Conversation {
-        NewCustomerConversation {
-            id: ConversationId::new_v7(),
-            tenant: TenantId::new_v4(),
-            customer_id: CustomerId::new_v4(),
-            clinician: None,
-            now: chrono::Utc::now(),
-        }
-        .prospective()
+        crate::fixtures::conversation(TenantId::new_v4(), CustomerId::new_v4(), None)
     }
 
     fn message(conversation: &Conversation, seq: u64) -> Message {
-        Message {
-            id: MessageId::new_v7(),
-            tenant: conversation.tenant,
-            conversation_id: conversation.id,
-            seq: Seq::from_u64(seq).expect("a small seq"),
-            sender: Sender::Customer(CustomerId::new_v4()),
-            body: None,
-            attachments: Vec::new(),
-            reply_to: None,
-            client_msg_id: None,
-            created_at: chrono::Utc::now(),
-            edited_at: None,
-            deleted_at: None,
-        }
+        crate::fixtures::message(conversation, seq, Sender::Customer(CustomerId::new_v4()))
     }
 
     fn new_message(conversation: &Conversation, seq: u64) -> ChatEvent {

@@ -62,6 +62,8 @@
 //!   [`InMemoryPresence`]);
 //! - `contract` (feature `contract-tests`): the suite every store adapter
 //!   runs;
+//! - `fixtures` (feature `mocks`): values for tests of code that handles
+//!   conversations and messages;
 //! - [`store_support`]: the append steps every SQL adapter shares (seq
 //!   assignment and outcomes of a batch), for store implementers only.
 //!
@@ -74,6 +76,8 @@ pub mod contract;
 mod conversations;
 mod error;
 pub mod feed;
+#[cfg(any(test, feature = "mocks"))]
+pub mod fixtures;
 pub mod memory;
 mod messages;
 mod page;

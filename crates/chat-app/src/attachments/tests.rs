@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_domain::{Attachment, AttachmentId, AttachmentName, MediaType, Sha256Digest, StorageKey};
+use chat_domain::{Attachment, MediaType, Sha256Digest, StorageKey};
 use futures::{FutureExt as _, StreamExt as _};
 use sha2::{Digest as _, Sha256};
 
@@ -426,81 +426,12 @@ async fn the_purge_removes_bytes_before_records_and_keeps_what_it_cannot_remove(
 mod drafts_and_containers {
     use std::io::Write as _;
 
-    use chat_domain::{
-        Conversation, ConversationKind, ConversationStatus, CustomerId, MessageId, Sender, Seq,
-        StaffRole, StaffUserId, Tags, TenantId,
-    };
-    use chrono::{DateTime, TimeZone as _, Utc};
-    use uuid::Uuid;
-
     use super::*;
     use crate::{
         AllowAll, MockAttachmentRepository, MockClock, MockConversationRepository,
         MockEventPublisher, MockFileStorage, MockMessageRepository, MockReadStateRepository, Ports,
         UuidV7Generator,
     };
-
-    const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(0x7e_0001));
-    const CUSTOMER: CustomerId = CustomerId::from_uuid(Uuid::from_u128(0xc0_0001));
-    const STAFF: StaffUserId = StaffUserId::from_uuid(Uuid::from_u128(0x5f_0001));
-    const CONVERSATION_ID: ConversationId = ConversationId::from_uuid(Uuid::from_u128(0xc1_0001));
-    const UPLOAD_ID: AttachmentId = AttachmentId::from_uuid(Uuid::from_u128(0xa7_0001));
-    const MESSAGE_ID: MessageId = MessageId::from_uuid(Uuid::from_u128(0x3e_0001));
-    const PDF: &[u8] = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n";
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 2, 9, 30, 0).unwrap()
-    }
-
-    fn customer() -> Principal {
-        Principal::customer(TENANT, CUSTOMER)
-    }
-
-    fn staff() -> Principal {
-        Principal::staff(TENANT, STAFF, StaffRole::Staff)
-    }
-
-    /// The customer's shared-inbox conversation, which staff may read.
-    fn inbox() -> Conversation {
-        Conversation {
-            id: CONVERSATION_ID,
-            tenant: TENANT,
-            kind: ConversationKind::Customer {
-                customer_id: CUSTOMER,
-                clinician: None,
-            },
-            status: ConversationStatus::Open,
-            assignee: None,
-            tags: Tags::default(),
-            last_seq: Seq::from_u64(4).unwrap(),
-            created_at: now(),
-            updated_at: now(),
-            last_activity_at: now(),
-        }
-    }
-
-    /// The customer's upload in [`inbox`], sent in `message` or not yet.
-    fn customer_upload(message: Option<MessageId>) -> Attachment {
-        Attachment {
-            id: UPLOAD_ID,
-            tenant: TENANT,
-            conversation_id: CONVERSATION_ID,
-            uploader: Sender::Customer(CUSTOMER),
-            name: AttachmentName::sanitize(Some("rx.pdf"), MediaType::Pdf),
-            media_type: MediaType::Pdf,
-            size: PDF.len() as u64,
-            sha256: Sha256Digest::from_bytes([1; 32]),
-            storage_key: StorageKey::for_attachment(
-                TENANT,
-                CONVERSATION_ID,
-                UPLOAD_ID,
-                MediaType::Pdf,
-                now(),
-            ),
-            created_at: now(),
-            message_id: message,
-        }
-    }
 
     fn body(bytes: Vec<u8>) -> ByteStream {
         let pieces: Vec<std::io::Result<Bytes>> = bytes
@@ -561,8 +492,8 @@ mod drafts_and_containers {
         let cases = [
             ("its uploader, before it is sent",           customer(), None,             true),
             ("staff of the conversation, before it is sent", staff(), None,             false),
-            ("staff of the conversation, once it is sent",   staff(), Some(MESSAGE_ID), true),
-            ("its uploader, once it is sent",             customer(), Some(MESSAGE_ID), true),
+            ("staff of the conversation, once it is sent",   staff(), Some(STORED_MESSAGE_ID), true),
+            ("its uploader, once it is sent",             customer(), Some(STORED_MESSAGE_ID), true),
         ];
         for (who, principal, message, downloads) in cases {
             let mut repository = MockAttachmentRepository::new();
@@ -570,7 +501,7 @@ mod drafts_and_containers {
                 .expect_find_attachment()
                 .withf(|tenant, id| *tenant == TENANT && *id == UPLOAD_ID)
                 .times(1)
-                .return_once(move |_, _| Ok(Some(customer_upload(message))));
+                .return_once(move |_, _| Ok(Some(stored_attachment(message))));
             // Everyone here may read the conversation.
             let mut conversations = MockConversationRepository::new();
             conversations

@@ -768,55 +768,42 @@ fn expect_unread_total(
 }
 
 #[tokio::test]
-async fn staff_unread_total_covers_the_inbox_and_their_own_threads() {
-    let mut h = Harness::new();
-    expect_unread_total(
-        &mut h,
-        ConversationScope::InboxAndClinician {
-            tenant: TENANT,
-            clinician: COLLEAGUE,
-        },
-        Sender::Staff(COLLEAGUE),
-        Ok(7),
-    );
-    h.policy_not_asked();
+async fn each_principals_unread_total_covers_their_scope_by_the_domain_rules_alone() {
+    let cases = [
+        (
+            "staff: the inbox and their own threads",
+            staff(),
+            ConversationScope::InboxAndClinician {
+                tenant: TENANT,
+                clinician: COLLEAGUE,
+            },
+            7,
+        ),
+        (
+            "an admin: the whole tenant",
+            admin(),
+            ConversationScope::All { tenant: TENANT },
+            42,
+        ),
+        (
+            "a customer: their own conversations",
+            customer(),
+            ConversationScope::Customer {
+                tenant: TENANT,
+                customer_id: CUSTOMER,
+            },
+            0,
+        ),
+    ];
+    for (who, principal, scope, expected) in cases {
+        let mut h = Harness::new();
+        expect_unread_total(&mut h, scope, principal.as_sender(), Ok(expected));
+        h.policy_not_asked();
 
-    let total = h.service().unread_total(&staff()).await.unwrap();
+        let total = h.service().unread_total(&principal).await.unwrap();
 
-    assert_eq!(total, 7);
-}
-
-#[tokio::test]
-async fn admin_unread_total_covers_the_whole_tenant() {
-    let mut h = Harness::new();
-    expect_unread_total(
-        &mut h,
-        ConversationScope::All { tenant: TENANT },
-        Sender::Staff(ADMIN),
-        Ok(42),
-    );
-
-    let total = h.service().unread_total(&admin()).await.unwrap();
-
-    assert_eq!(total, 42);
-}
-
-#[tokio::test]
-async fn customer_unread_total_covers_their_own_conversations() {
-    let mut h = Harness::new();
-    expect_unread_total(
-        &mut h,
-        ConversationScope::Customer {
-            tenant: TENANT,
-            customer_id: CUSTOMER,
-        },
-        Sender::Customer(CUSTOMER),
-        Ok(0),
-    );
-
-    let total = h.service().unread_total(&customer()).await.unwrap();
-
-    assert_eq!(total, 0);
+        assert_eq!(total, expected, "{who}");
+    }
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use chat_domain::{
-    Conversation, ConversationId, CustomerId, Message, MessageBody, MessageId,
-    NewCustomerConversation, Principal, Sender, Seq, StaffRole, StaffUserId, TenantId,
+    Conversation, ConversationId, CustomerId, Message, MessageBody, MessageId, Principal, Sender,
+    StaffRole, StaffUserId, TenantId,
 };
 use chrono::{DateTime, Utc};
 
@@ -21,7 +21,6 @@ fn at() -> DateTime<Utc> {
 }
 
 struct World {
-    tenant: TenantId,
     conversation: Conversation,
     author: Principal,
     colleague: Principal,
@@ -32,16 +31,13 @@ struct World {
 fn world() -> World {
     let tenant = TenantId::new_v4();
     let customer = CustomerId::new_v4();
-    let conversation = NewCustomerConversation {
-        id: ConversationId::new_v7(),
-        tenant,
-        customer_id: customer,
-        clinician: None,
-        now: at(),
-    }
-    .prospective();
+    let conversation = Conversation {
+        created_at: at(),
+        updated_at: at(),
+        last_activity_at: at(),
+        ..crate::fixtures::conversation(tenant, customer, None)
+    };
     World {
-        tenant,
         conversation,
         author: Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff),
         colleague: Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff),
@@ -52,18 +48,9 @@ fn world() -> World {
 
 fn message(w: &World, sender: Sender) -> Message {
     Message {
-        id: MessageId::new_v7(),
-        tenant: w.tenant,
-        conversation_id: w.conversation.id,
-        seq: Seq::ZERO.next(),
-        sender,
         body: Some(MessageBody::parse("Pick-up at 5").unwrap()),
-        attachments: Vec::new(),
-        reply_to: None,
-        client_msg_id: None,
         created_at: at(),
-        edited_at: None,
-        deleted_at: None,
+        ..crate::fixtures::message(&w.conversation, 1, sender)
     }
 }
 
@@ -93,6 +80,21 @@ fn finds(messages: &mut MockMessageRepository, found: Message) {
         .returning(move |_, _, _| Ok(Some(found.clone())));
 }
 
+/// A publisher that expects `message_changed` of `message` once.
+fn announces_change(w: &World, message: &Message) -> MockEventPublisher {
+    let announced = ChatEvent::MessageChanged {
+        route: Route::of(&w.conversation),
+        message: message.clone(),
+    };
+    let mut events = MockEventPublisher::new();
+    events
+        .expect_publish()
+        .withf(move |e| *e == announced)
+        .times(1)
+        .return_const(());
+    events
+}
+
 #[tokio::test]
 async fn the_sender_edits_their_message_and_it_is_announced() {
     let w = world();
@@ -109,16 +111,7 @@ async fn the_sender_edits_their_message_and_it_is_announced() {
         .withf(move |_, _, m, b, when| *m == id && *b == expected_body && *when == at())
         .times(1)
         .returning(move |_, _, _, _, _| Ok(Some(returned.clone())));
-    let mut events = MockEventPublisher::new();
-    let announced = ChatEvent::MessageChanged {
-        route: Route::of(&w.conversation),
-        message: edited.clone(),
-    };
-    events
-        .expect_publish()
-        .withf(move |e| *e == announced)
-        .times(1)
-        .return_const(());
+    let events = announces_change(&w, &edited);
     let result = service(&w, messages, events)
         .edit_message(&w.author, w.conversation.id, original.id, body)
         .await
@@ -224,16 +217,7 @@ async fn an_admin_deletes_any_message_and_it_is_announced_once() {
         .expect_delete_message()
         .times(1)
         .returning(move |_, _, _, _| Ok(Some(returned.clone())));
-    let mut events = MockEventPublisher::new();
-    let announced = ChatEvent::MessageChanged {
-        route: Route::of(&w.conversation),
-        message: deleted.clone(),
-    };
-    events
-        .expect_publish()
-        .withf(move |e| *e == announced)
-        .times(1)
-        .return_const(());
+    let events = announces_change(&w, &deleted);
     let result = service(&w, messages, events)
         .delete_message(&w.admin, w.conversation.id, original.id)
         .await

@@ -236,51 +236,22 @@ async fn staff_sends_a_message_and_publishes_message_created() {
 }
 
 #[tokio::test]
-async fn customer_sends_into_their_open_conversation_without_reopening_it() {
-    let request = send_request("Is my refill ready?");
-    assert_send_creates(
-        customer(),
-        Sender::Customer(CUSTOMER),
-        inbox(),
-        request,
-        false,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn customer_sending_into_a_resolved_conversation_reopens_it() {
-    let resolved = inbox_with_status(ConversationStatus::Resolved);
-    let request = send_request("One more question");
-    assert_send_creates(
-        customer(),
-        Sender::Customer(CUSTOMER),
-        resolved,
-        request,
-        true,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn customer_sending_into_an_archived_conversation_reopens_it() {
-    let archived = inbox_with_status(ConversationStatus::Archived);
-    let request = send_request("Hello again");
-    assert_send_creates(
-        customer(),
-        Sender::Customer(CUSTOMER),
-        archived,
-        request,
-        true,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn staff_sending_into_a_resolved_conversation_does_not_reopen_it() {
-    let resolved = inbox_with_status(ConversationStatus::Resolved);
-    let request = send_request("Closing note");
-    assert_send_creates(staff(), Sender::Staff(COLLEAGUE), resolved, request, false).await;
+async fn a_customer_send_reopens_a_closed_conversation_and_a_staff_send_does_not() {
+    use ConversationStatus::{Archived, Open, Resolved};
+    #[rustfmt::skip]
+    let cases = [
+        // (who, principal, status before, text, reopens)
+        ("customer, open",     customer(), Open,     "Is my refill ready?", false),
+        ("customer, resolved", customer(), Resolved, "One more question",   true),
+        ("customer, archived", customer(), Archived, "Hello again",         true),
+        ("staff, resolved",    staff(),    Resolved, "Closing note",        false),
+    ];
+    for (who, principal, status, text, reopens) in cases {
+        eprintln!("{who}");
+        let sender = principal.as_sender();
+        let before = inbox_with_status(status);
+        assert_send_creates(principal, sender, before, send_request(text), reopens).await;
+    }
 }
 
 #[tokio::test]

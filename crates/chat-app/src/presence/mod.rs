@@ -64,16 +64,9 @@ impl PresenceService {
         principal: &Principal,
         connection: ConnectionId,
     ) -> Result<Presence, ChatError> {
-        let change = self
-            .store
-            .connected(
-                principal.tenant(),
-                principal.as_sender(),
-                connection,
-                self.clock.now(),
-            )
-            .await?;
-        Ok(self.announce(principal.tenant(), change).await)
+        let (tenant, user, now) = (principal.tenant(), principal.as_sender(), self.clock.now());
+        let change = self.store.connected(tenant, user, connection, now).await?;
+        Ok(self.announce(tenant, change).await)
     }
 
     /// A connection of `principal` opens if they have fewer than `limit`
@@ -113,16 +106,12 @@ impl PresenceService {
         principal: &Principal,
         connection: ConnectionId,
     ) -> Result<Presence, ChatError> {
+        let (tenant, user, now) = (principal.tenant(), principal.as_sender(), self.clock.now());
         let change = self
             .store
-            .disconnected(
-                principal.tenant(),
-                principal.as_sender(),
-                connection,
-                self.clock.now(),
-            )
+            .disconnected(tenant, user, connection, now)
             .await?;
-        Ok(self.announce(principal.tenant(), change).await)
+        Ok(self.announce(tenant, change).await)
     }
 
     /// Keeps a connection of `principal` alive.

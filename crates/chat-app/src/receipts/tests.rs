@@ -37,59 +37,51 @@ fn expect_no_advance(h: &mut Harness) {
 }
 
 #[tokio::test]
-async fn customer_marks_read_and_publishes_receipt_moved() {
-    let reader = Sender::Customer(CUSTOMER);
-    let state = read_state(reader, 4, 4);
-    let mut h = Harness::new();
-    h.authorized(customer(), inbox(), Action::MarkRead);
-    expect_advance(
-        &mut h,
-        reader,
-        Receipt::Read,
-        seq(4),
-        Ok(Some(ReceiptUpdate { state, moved: true })),
-    );
-    h.publishes(ChatEvent::ReceiptMoved {
-        route: Route::of(&inbox()),
-        receipt: Receipt::Read,
-        state,
-    });
+async fn a_participant_moves_a_marker_and_it_is_announced() {
+    let cases = [
+        (
+            "a customer marks read",
+            customer(),
+            inbox(),
+            Receipt::Read,
+            (4, 4),
+            4,
+        ),
+        (
+            "a clinician marks delivered",
+            clinician(),
+            private_thread(),
+            Receipt::Delivered,
+            (1, 3),
+            3,
+        ),
+    ];
+    for (who, principal, conversation, receipt, (read, delivered), up_to) in cases {
+        let reader = principal.as_sender();
+        let state = read_state(reader, read, delivered);
+        let mut h = Harness::new();
+        h.authorized(principal, conversation.clone(), Action::MarkRead);
+        expect_advance(
+            &mut h,
+            reader,
+            receipt,
+            seq(up_to),
+            Ok(Some(ReceiptUpdate { state, moved: true })),
+        );
+        h.publishes(ChatEvent::ReceiptMoved {
+            route: Route::of(&conversation),
+            receipt,
+            state,
+        });
 
-    let got = h
-        .service()
-        .mark(&customer(), CONVERSATION_ID, Receipt::Read, seq(4))
-        .await
-        .unwrap();
+        let got = h
+            .service()
+            .mark(&principal, CONVERSATION_ID, receipt, seq(up_to))
+            .await
+            .unwrap();
 
-    assert_eq!(got, state);
-}
-
-#[tokio::test]
-async fn clinician_marks_delivered_and_publishes_receipt_moved() {
-    let reader = Sender::Staff(CLINICIAN);
-    let state = read_state(reader, 1, 3);
-    let mut h = Harness::new();
-    h.authorized(clinician(), private_thread(), Action::MarkRead);
-    expect_advance(
-        &mut h,
-        reader,
-        Receipt::Delivered,
-        seq(3),
-        Ok(Some(ReceiptUpdate { state, moved: true })),
-    );
-    h.publishes(ChatEvent::ReceiptMoved {
-        route: Route::of(&private_thread()),
-        receipt: Receipt::Delivered,
-        state,
-    });
-
-    let got = h
-        .service()
-        .mark(&clinician(), CONVERSATION_ID, Receipt::Delivered, seq(3))
-        .await
-        .unwrap();
-
-    assert_eq!(got, state);
+        assert_eq!(got, state, "{who}");
+    }
 }
 
 #[tokio::test]

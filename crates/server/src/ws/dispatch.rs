@@ -120,8 +120,7 @@ mod tests {
         AccessPolicy, ConnectionId, MockConversationRepository, MockMessageRepository, PolicyAction,
     };
     use chat_domain::{
-        Conversation, ConversationId, CustomerId, Message, NewCustomerConversation, Principal,
-        Sender, Seq, StaffRole, StaffUserId, TenantId,
+        Conversation, CustomerId, Message, Principal, Sender, StaffRole, StaffUserId, TenantId,
     };
     use tokio::sync::mpsc;
 
@@ -175,16 +174,8 @@ mod tests {
         let tenant = TenantId::new_v4();
         let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
         let clinician = StaffUserId::new_v4();
-        let conversation = |clinician| {
-            NewCustomerConversation {
-                id: ConversationId::new_v7(),
-                tenant,
-                customer_id: customer,
-                clinician,
-                now: chrono::Utc::now(),
-            }
-            .prospective()
-        };
+        let conversation =
+            |clinician| chat_app::fixtures::conversation(tenant, customer, clinician);
         let (inbox, private) = (conversation(None), conversation(Some(clinician)));
         let staff = Principal::staff(tenant, StaffUserId::new_v4(), StaffRole::Staff);
         let mut queues = vec![
@@ -299,16 +290,7 @@ mod tests {
         let tenant = TenantId::new_v4();
         let (customer, other_customer) = (CustomerId::new_v4(), CustomerId::new_v4());
         let outsider = StaffUserId::new_v4();
-        let inbox_of = |customer| {
-            NewCustomerConversation {
-                id: ConversationId::new_v7(),
-                tenant,
-                customer_id: customer,
-                clinician: None,
-                now: chrono::Utc::now(),
-            }
-            .prospective()
-        };
+        let inbox_of = |customer| chat_app::fixtures::conversation(tenant, customer, None);
         let (refused, other) = (inbox_of(customer), inbox_of(other_customer));
         let hub = hub(
             Arc::new(CareTeam { outsider, customer }),
@@ -326,19 +308,8 @@ mod tests {
 
         // A message, a receipt-like update and typing: all kept from the
         // outsider, on every socket of theirs.
-        let message = |conversation: &Conversation| Message {
-            id: chat_domain::MessageId::new_v7(),
-            tenant,
-            conversation_id: conversation.id,
-            seq: Seq::from_u64(1).unwrap(),
-            sender: Sender::Customer(customer),
-            body: None,
-            attachments: Vec::new(),
-            reply_to: None,
-            client_msg_id: None,
-            created_at: chrono::Utc::now(),
-            edited_at: None,
-            deleted_at: None,
+        let message = |conversation: &Conversation| {
+            chat_app::fixtures::message(conversation, 1, Sender::Customer(customer))
         };
         route(&hub, created(&refused, message(&refused))).await;
         route(

@@ -314,8 +314,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use chat_app::{AllowAll, MockConversationRepository, MockMessageRepository};
-    use chat_domain::Conversation;
-    use chat_domain::{CustomerId, NewCustomerConversation, StaffRole, StaffUserId};
+    use chat_domain::{Conversation, CustomerId, StaffRole, StaffUserId};
 
     use super::*;
     use crate::ws::protocol::Frame;
@@ -353,14 +352,7 @@ mod tests {
     }
 
     fn inbox(tenant: TenantId, customer: CustomerId) -> Conversation {
-        NewCustomerConversation {
-            id: ConversationId::new_v7(),
-            tenant,
-            customer_id: customer,
-            clinician: None,
-            now: chrono::Utc::now(),
-        }
-        .prospective()
+        chat_app::fixtures::conversation(tenant, customer, None)
     }
 
     async fn event(hub: &Hub, conversation: &Conversation) {

@@ -316,17 +316,9 @@ mod tests {
     fn message() -> Message {
         Message {
             id: MessageId::from_uuid(Uuid::from_u128(4)),
-            tenant: TenantId::from_uuid(Uuid::from_u128(3)),
-            conversation_id: conversation().id,
-            seq: Seq::from_u64(7).expect("seq"),
-            sender: Sender::Customer(customer()),
             body: Some(MessageBody::parse("hi").expect("body")),
-            attachments: Vec::new(),
-            reply_to: None,
-            client_msg_id: None,
             created_at: at(),
-            edited_at: None,
-            deleted_at: None,
+            ..chat_app::fixtures::message(&conversation(), 7, Sender::Customer(customer()))
         }
     }
 
