@@ -56,8 +56,8 @@ mod sqlite_specific {
         MessageRepository, RepoError,
     };
     use chat_domain::{
-        ClientMsgId, ConversationId, ConversationScope, CustomerId, MessageBody, MessageId,
-        NewCustomerConversation, NewMessage, Sender, StaffUserId, TenantId,
+        ClientMsgId, Conversation, ConversationId, ConversationScope, CustomerId, MessageBody,
+        MessageId, NewCustomerConversation, NewMessage, Sender, StaffUserId, TenantId,
     };
     use chrono::{TimeZone, Utc};
     use sqlx::sqlite::SqliteConnectOptions;
@@ -80,6 +80,21 @@ mod sqlite_specific {
             customer_id: CustomerId::new_v4(),
             clinician: None,
             now: Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
+        }
+    }
+
+    /// A text message of `sender` in `conversation`, sent now.
+    fn text(conversation: &Conversation, sender: Sender, body: &str) -> NewMessage {
+        NewMessage {
+            id: MessageId::new_v7(),
+            tenant: conversation.tenant,
+            conversation_id: conversation.id,
+            sender,
+            body: Some(MessageBody::parse(body).unwrap()),
+            attachments: Vec::new(),
+            reply_to: None,
+            client_msg_id: None,
+            created_at: Utc::now(),
         }
     }
 
@@ -149,17 +164,10 @@ mod sqlite_specific {
                 } else {
                     second.clone()
                 };
+                // Every fourth send reuses one key.
                 let new = NewMessage {
-                    id: MessageId::new_v7(),
-                    tenant,
-                    conversation_id: conversation.id,
-                    sender,
-                    body: Some(MessageBody::parse(&format!("m{i}")).unwrap()),
-                    attachments: Vec::new(),
-                    reply_to: None,
-                    // Every fourth send reuses one key.
                     client_msg_id: (i % 4 == 0).then(|| key.clone()),
-                    created_at: Utc::now(),
+                    ..text(&conversation, sender, &format!("m{i}"))
                 };
                 tokio::spawn(async move { store.append(&new, false).await.unwrap() })
             })
@@ -234,17 +242,7 @@ mod sqlite_specific {
             .await
             .unwrap();
         let sender = Sender::Staff(StaffUserId::new_v4());
-        let send = |text: String| NewMessage {
-            id: MessageId::new_v7(),
-            tenant,
-            conversation_id: conversation.id,
-            sender,
-            body: Some(MessageBody::parse(&text).unwrap()),
-            attachments: Vec::new(),
-            reply_to: None,
-            client_msg_id: None,
-            created_at: Utc::now(),
-        };
+        let send = |body: String| text(&conversation, sender, &body);
         let first = store.append(&send("before".into()), false).await.unwrap();
         assert_eq!(first.message().seq.get(), 1);
 
