@@ -27,6 +27,7 @@ use redis::{AsyncConnectionConfig, Msg, PushInfo, PushKind};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::retry::{client_id, once_more_if_closed};
 use crate::{codec, ConnectError, RedisSettings};
 
 /// Events kept per local subscriber before it sees [`BusEvent::Lagged`].
@@ -115,6 +116,15 @@ impl RedisEventBus {
     pub fn subscriber_client_id(&self) -> i64 {
         self.inner.subscriber_id.load(Ordering::Relaxed)
     }
+
+    /// The Redis client id of the connection events are published on (it
+    /// changes when the connection is replaced).
+    ///
+    /// # Errors
+    /// When Redis does not answer.
+    pub async fn publisher_client_id(&self) -> redis::RedisResult<i64> {
+        client_id(&self.inner.publisher).await
+    }
 }
 
 #[async_trait]
@@ -128,10 +138,16 @@ impl EventBus for RedisEventBus {
                 return;
             }
         };
-        let mut connection = self.inner.publisher.clone();
         let mut command = redis::cmd("PUBLISH");
         command.arg(&self.inner.channel).arg(payload);
-        let publish = command.query_async::<i64>(&mut connection);
+        // A connection Redis closed while it was idle (its `timeout`, a
+        // `CLIENT KILL`) fails the first command sent on it; the manager then
+        // opens a new one, which the second attempt waits for. Both attempts
+        // share one timeout, so an ack never waits longer than before.
+        let publish = once_more_if_closed(&self.inner.publisher, |mut connection| {
+            let command = &command;
+            async move { command.query_async::<i64>(&mut connection).await }
+        });
         match tokio::time::timeout(self.inner.publish_timeout, publish).await {
             Ok(Ok(_receivers)) => {}
             Ok(Err(err)) => tracing::warn!(

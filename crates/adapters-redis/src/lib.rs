@@ -28,6 +28,7 @@ use std::time::Duration;
 mod bus;
 pub mod codec;
 mod presence;
+mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use crate::retry::{client_id, once_more_if_closed};
 use crate::{ConnectError, RedisSettings};
 
 /// How long a user's status and last-seen time are kept after they last
@@ -276,6 +277,15 @@ impl RedisPresence {
         })
     }
 
+    /// The Redis client id of the connection presence is kept over (it
+    /// changes when the connection is replaced).
+    ///
+    /// # Errors
+    /// When Redis does not answer.
+    pub async fn client_id(&self) -> redis::RedisResult<i64> {
+        client_id(&self.connection).await
+    }
+
     /// `<tenant>:<kind>:<id>` (`-` for the system's id): the user's name in
     /// the index and, in braces, in their keys.
     fn member(tenant: TenantId, user: Sender) -> String {
@@ -346,11 +356,14 @@ impl RedisPresence {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| unexpected(err, doing))?;
+        // Recording, refreshing or ending a connection and setting a status
+        // may run twice: each leaves the same state.
+        let reply: Vec<String> = once_more_if_closed(&self.connection, |mut connection| {
+            let invocation = &invocation;
+            async move { invocation.invoke_async(&mut connection).await }
+        })
+        .await
+        .map_err(|err| unexpected(err, doing))?;
         let [before, after, seen] = match <[String; 3]>::try_from(reply) {
             Ok(parts) => parts,
             Err(reply) if reply.is_empty() => return Ok(None),
@@ -489,11 +502,12 @@ impl PresenceStore for RedisPresence {
                 invocation.key(key);
             }
         }
-        let mut connection = self.connection.clone();
-        let flat: Vec<String> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| unexpected(err, "reading presence from Redis"))?;
+        let flat: Vec<String> = once_more_if_closed(&self.connection, |mut connection| {
+            let invocation = &invocation;
+            async move { invocation.invoke_async(&mut connection).await }
+        })
+        .await
+        .map_err(|err| unexpected(err, "reading presence from Redis"))?;
         if flat.len() != users.len() * 2 {
             return Err(RepoError::Unexpected(anyhow::anyhow!(
                 "presence store answered {} values for {} users",

@@ -170,6 +170,33 @@ async fn a_killed_subscription_reconnects_and_reports_lag_before_newer_events() 
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(2, 0)));
 }
 
+/// Only the publishing connection closed by Redis (its idle `timeout`, or
+/// `CLIENT KILL TYPE normal`), the subscriptions up: every event published
+/// afterwards still arrives, each time.
+#[tokio::test]
+async fn a_publishing_connection_closed_by_redis_is_replaced_and_nothing_is_dropped() {
+    let (settings, _keys) = settings();
+    let bus = RedisEventBus::connect(&settings).await.unwrap();
+    let publisher = RedisEventBus::connect(&settings).await.unwrap();
+    let mut events = bus.subscribe();
+    let mut raw = raw_connection().await;
+    for n in 0..3 {
+        let killed = publisher.publisher_client_id().await.unwrap();
+        let count: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(killed)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "the publishing connection was found and killed");
+        publisher.publish(numbered(1, n)).await;
+        assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, n)));
+        assert_ne!(publisher.publisher_client_id().await.unwrap(), killed);
+    }
+    quiet(&mut events, Duration::from_millis(200)).await;
+}
+
 /// A TCP relay to Redis that can be stalled: while stalled it accepts and
 /// reads, but forwards nothing (a network partition, a frozen server).
 struct StallingProxy {
@@ -453,6 +480,41 @@ async fn two_nodes(ttl: Duration) -> (TestPrefix, RedisPresence, RedisPresence) 
 
 async fn presence_of(store: &RedisPresence, tenant: TenantId, user: Sender) -> Presence {
     store.get(tenant, &[user]).await.unwrap().remove(0)
+}
+
+/// Presence over a connection Redis closed (idle `timeout`, `CLIENT
+/// KILL`): the next command is sent again on a new connection.
+#[tokio::test]
+async fn presence_survives_its_connection_being_closed_by_redis() {
+    let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
+    let tenant = TenantId::new_v4();
+    let pharmacist = staff();
+    let mut raw = raw_connection().await;
+    for (n, tab) in [ConnectionId::new(), ConnectionId::new()]
+        .into_iter()
+        .enumerate()
+    {
+        for store in [&a, &b] {
+            let killed = store.client_id().await.unwrap();
+            let count: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(killed)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert_eq!(count, 1);
+        }
+        let change = a
+            .connected(tenant, pharmacist, tab, at(i64::try_from(n).unwrap()))
+            .await
+            .expect("recorded on a new connection");
+        assert_eq!(change.presence.status, PresenceStatus::Online);
+        assert_eq!(
+            presence_of(&b, tenant, pharmacist).await.status,
+            PresenceStatus::Online
+        );
+    }
 }
 
 #[tokio::test]
