@@ -36,6 +36,19 @@ async fn raw_connection() -> redis::aio::MultiplexedConnection {
         .expect("Redis is running")
 }
 
+/// Closes the connection of Redis client `id` from the server's side, as
+/// its idle `timeout` or an operator's `CLIENT KILL` would.
+async fn kill_client(id: i64) {
+    let count: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut raw_connection().await)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "client {id} was found and killed");
+}
+
 /// Event `n` of `publisher`, recognisable on arrival.
 fn numbered(publisher: u8, n: u32) -> ChatEvent {
     ChatEvent::PresenceChanged {
@@ -151,15 +164,7 @@ async fn a_killed_subscription_reconnects_and_reports_lag_before_newer_events() 
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, 0)));
 
     let killed = bus.subscriber_client_id();
-    let mut raw = raw_connection().await;
-    let count: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(killed)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    assert_eq!(count, 1, "the subscriber connection was found and killed");
+    kill_client(killed).await;
 
     assert_eq!(next(&mut events).await, BusEvent::Lagged(0));
     assert_ne!(bus.subscriber_client_id(), killed, "a new connection");
@@ -179,17 +184,9 @@ async fn a_publishing_connection_closed_by_redis_is_replaced_and_nothing_is_drop
     let bus = RedisEventBus::connect(&settings).await.unwrap();
     let publisher = RedisEventBus::connect(&settings).await.unwrap();
     let mut events = bus.subscribe();
-    let mut raw = raw_connection().await;
     for n in 0..3 {
         let killed = publisher.publisher_client_id().await.unwrap();
-        let count: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(killed)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        assert_eq!(count, 1, "the publishing connection was found and killed");
+        kill_client(killed).await;
         publisher.publish(numbered(1, n)).await;
         assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, n)));
         assert_ne!(publisher.publisher_client_id().await.unwrap(), killed);
@@ -489,21 +486,12 @@ async fn presence_survives_its_connection_being_closed_by_redis() {
     let (_keys, a, b) = two_nodes(Duration::from_secs(60)).await;
     let tenant = TenantId::new_v4();
     let pharmacist = staff();
-    let mut raw = raw_connection().await;
     for (n, tab) in [ConnectionId::new(), ConnectionId::new()]
         .into_iter()
         .enumerate()
     {
         for store in [&a, &b] {
-            let killed = store.client_id().await.unwrap();
-            let count: i64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(killed)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            assert_eq!(count, 1);
+            kill_client(store.client_id().await.unwrap()).await;
         }
         let change = a
             .connected(tenant, pharmacist, tab, at(i64::try_from(n).unwrap()))

@@ -42,6 +42,8 @@ mod messages;
 #[cfg(test)]
 mod plans;
 mod read_states;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

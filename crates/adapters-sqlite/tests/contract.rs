@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use adapters_sqlite::testing::SmallDisk;
 use adapters_sqlite::SqliteStore;
 
 /// A fresh directory under the target directory's scratch space. It is kept
@@ -189,53 +190,18 @@ mod sqlite_specific {
         assert_eq!(keyed.len(), 1, "every keyed send returns one message");
     }
 
-    /// A small tmpfs mounted on a fresh directory, unmounted on drop; `None`
-    /// (and the test skipped) where mounting is not allowed (not root).
-    struct Tmpfs(PathBuf);
-
-    impl Tmpfs {
-        fn mount(size: &str) -> Option<Self> {
-            let dir = scratch_dir();
-            let mounted = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(&dir)
-                .output()
-                .is_ok_and(|out| out.status.success());
-            mounted.then_some(Self(dir))
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            // Lazy: the store's connection threads may still hold files.
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-
-    /// Fills the file system of `path` with a ballast file until it is full.
-    fn fill(path: &Path) {
-        use std::io::Write as _;
-        let mut ballast = std::fs::File::create(path).expect("ballast file");
-        let block = vec![0u8; 64 * 1024];
-        while ballast.write_all(&block).is_ok() {}
-        // The last bytes that fit, one at a time.
-        while ballast.write_all(&[0]).is_ok() {}
-        let _ = ballast.sync_all();
-    }
-
     /// A commit that fails for want of disk space leaves the single writer
     /// usable: once space is freed the next sends commit, with the seq the
     /// failed ones never took, and only acked messages are stored.
     #[tokio::test]
     async fn the_writer_recovers_from_a_full_disk_once_space_is_freed() {
-        let Some(disk) = Tmpfs::mount("4m") else {
+        let Some(disk) = SmallDisk::mount(&scratch_dir(), "4m") else {
             eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
             return;
         };
-        let store = SqliteStore::connect(&disk.0.join("chat.db")).await.unwrap();
+        let store = SqliteStore::connect(&disk.path().join("chat.db"))
+            .await
+            .unwrap();
         let tenant = TenantId::new_v4();
         let (conversation, _) = store
             .get_or_create_customer(&new_conversation(tenant))
@@ -246,8 +212,7 @@ mod sqlite_specific {
         let first = store.append(&send("before".into()), false).await.unwrap();
         assert_eq!(first.message().seq.get(), 1);
 
-        let ballast = disk.0.join("ballast");
-        fill(&ballast);
+        let ballast = disk.fill("ballast");
         // Sends that still fit in pages SQLite had already allocated commit
         // (they are durable, so acking them is right); the rest fail.
         let mut acked = vec!["before".to_owned()];

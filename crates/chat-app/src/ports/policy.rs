@@ -21,7 +21,8 @@ pub enum PolicyAction {
 /// messages, send, receipts, typing, edits), conversation lists, which
 /// drop what it refuses, and the real-time events of a conversation, which
 /// reach only the connections whose principal it lets read it (asked once
-/// per principal and event, for `Act(Read)`: keep it quick, or cache).
+/// per principal and event, for `Act(Read)`, with the conversation as
+/// stored, read once per event: keep it quick, or cache).
 /// Presence is no conversation's and goes to the tenant's staff. The
 /// unread total uses the domain rules alone: it counts every conversation
 /// of the principal's scope, so a host whose policy hides whole

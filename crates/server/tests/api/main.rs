@@ -7,6 +7,7 @@ mod helpers;
 mod attachments;
 mod auth;
 mod bad_inputs;
+mod faults;
 mod hardening;
 mod multi_node;
 mod walkthrough;
