@@ -376,42 +376,7 @@ async fn link_attachments(
 
 #[cfg(all(test, feature = "testing"))]
 mod tests {
-    use chat_app::{AppendError, ConversationRepository};
-    use chat_domain::{
-        ClientMsgId, ConversationId, CustomerId, MessageBody, MessageId, NewCustomerConversation,
-        Sender, TenantId,
-    };
-
     use super::*;
-
-    fn append(conversation: ConversationId, tenant: TenantId, key: &str) -> Append {
-        Append {
-            message: NewMessage {
-                id: MessageId::from_uuid(Uuid::now_v7()),
-                tenant,
-                conversation_id: conversation,
-                sender: Sender::Customer(CustomerId::from_uuid(Uuid::from_u128(7))),
-                body: Some(MessageBody::parse("batched").unwrap()),
-                attachments: Vec::new(),
-                reply_to: None,
-                client_msg_id: Some(ClientMsgId::parse(key).unwrap()),
-                created_at: rows::truncate(chrono::Utc::now()),
-            },
-            reopen: false,
-        }
-    }
-
-    fn seqs(outcomes: &[Outcome]) -> Vec<Option<u64>> {
-        outcomes
-            .iter()
-            .map(|o| match o {
-                Ok(AppendOutcome::Created { message, .. }) => Some(message.seq.get()),
-                Ok(AppendOutcome::Replayed(_)) => None,
-                Err(AppendError::ConversationNotFound) => Some(0),
-                Err(err) => panic!("{err}"),
-            })
-            .collect()
-    }
 
     #[tokio::test]
     async fn a_batch_gives_each_send_its_own_outcome() {
@@ -419,58 +384,14 @@ mod tests {
             .await
             .unwrap();
         let store = PostgresStore::connect(&url, 2).await.unwrap();
-        let tenant = TenantId::from_uuid(Uuid::now_v7());
-        let mut conversations = Vec::new();
-        for _ in 0..2 {
-            let (conversation, _) = store
-                .get_or_create_customer(&NewCustomerConversation {
-                    id: ConversationId::from_uuid(Uuid::now_v7()),
-                    tenant,
-                    customer_id: CustomerId::from_uuid(Uuid::now_v7()),
-                    clinician: None,
-                    now: chrono::Utc::now(),
-                })
-                .await
-                .unwrap();
-            conversations.push(conversation.id);
-        }
-        let other_tenant = TenantId::from_uuid(Uuid::now_v7());
-        let batch = vec![
-            append(conversations[0], tenant, "a"),
-            append(conversations[1], tenant, "b"),
-            append(ConversationId::from_uuid(Uuid::now_v7()), other_tenant, "c"),
-        ];
-        let outcomes = store.append_batch(&batch).await.unwrap();
-        assert_eq!(seqs(&outcomes), [Some(1), Some(1), Some(0)]);
-
-        // The same key again replays the stored message, a new one follows;
-        // a conversation of another tenant is not found.
-        let again = vec![
-            append(conversations[0], tenant, "a"),
-            append(conversations[1], tenant, "d"),
-            append(conversations[0], other_tenant, "e"),
-        ];
-        let outcomes = store.append_batch(&again).await.unwrap();
-        assert_eq!(seqs(&outcomes), [None, Some(2), Some(0)]);
-        match &outcomes[0] {
-            Ok(AppendOutcome::Replayed(m)) => {
-                assert_eq!(*m, batch[0].message.clone().into_message(m.seq, Vec::new()));
-                assert_eq!(m.seq.get(), 1);
-            }
-            other => panic!("{other:?}"),
-        }
-
-        // Two sends of one conversation are refused before anything is
-        // written, to be appended one by one.
-        let twice = vec![
-            append(conversations[0], tenant, "f"),
-            append(conversations[0], tenant, "g"),
-        ];
-        assert!(matches!(
-            store.append_batch(&twice).await,
-            Err(BatchError::Staging(StageError::Unexpected(_)))
-        ));
-        let after = store.find(tenant, conversations[0]).await.unwrap().unwrap();
-        assert_eq!(after.last_seq.get(), 1);
+        chat_app::batch_contract::a_batch_gives_each_send_its_own_outcome(
+            &store,
+            |batch| {
+                let store = &store;
+                async move { store.append_batch(&batch).await }
+            },
+            rows::truncate,
+        )
+        .await;
     }
 }

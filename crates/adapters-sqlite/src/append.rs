@@ -182,13 +182,31 @@ where
         .map_err(|err| anyhow::anyhow!("binding a parameter: {err}"))
 }
 
-/// Binds a send's position in the batch, which the rows a query returns
-/// name it by.
-fn bind_position(args: &mut SqliteArguments<'_>, position: usize) -> anyhow::Result<()> {
-    bind(
-        args,
-        i64::try_from(position).context("batch position overflows")?,
-    )
+/// The rounds of a lookup of the sends at `positions`: each round's padded
+/// row count and arguments, a row being the send's position (which the
+/// rows the query returns name it by) and what `bind_row` binds of it,
+/// `columns` in all.
+fn lookup_rounds<'q>(
+    batch: &'q [Append],
+    positions: &[usize],
+    columns: usize,
+    bind_row: impl Fn(&mut SqliteArguments<'q>, &'q NewMessage) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<(usize, SqliteArguments<'q>)>> {
+    let most = MAX_VARIABLES / columns;
+    positions
+        .chunks(most)
+        .map(|chunk| {
+            let rows = padded(chunk.len(), most);
+            let mut args = SqliteArguments::default();
+            for &position in chunk {
+                let position_arg = i64::try_from(position).context("batch position overflows")?;
+                bind(&mut args, position_arg)?;
+                bind_row(&mut args, &batch[position].message)?;
+            }
+            pad(&mut args, chunk.len(), rows, columns)?;
+            Ok((rows, args))
+        })
+        .collect()
 }
 
 /// Reads the batch's conversations whole (each send's outcome carries its
@@ -251,20 +269,14 @@ async fn find_originals(
     positions: &[usize],
 ) -> anyhow::Result<HashMap<usize, Message>> {
     let mut originals = HashMap::new();
-    let most = MAX_VARIABLES / ORIGINAL_COLUMNS;
-    for chunk in positions.chunks(most) {
-        let rows = padded(chunk.len(), most);
-        let mut args = SqliteArguments::default();
-        for &position in chunk {
-            let m = &batch[position].message;
-            bind_position(&mut args, position)?;
-            bind(&mut args, *m.conversation_id.as_uuid())?;
-            bind(&mut args, *m.tenant.as_uuid())?;
-            bind(&mut args, m.sender.kind())?;
-            bind(&mut args, m.sender.id())?;
-            bind(&mut args, m.client_msg_id.as_ref().map(|k| k.as_str()))?;
-        }
-        pad(&mut args, chunk.len(), rows, ORIGINAL_COLUMNS)?;
+    let rounds = lookup_rounds(batch, positions, ORIGINAL_COLUMNS, |args, m| {
+        bind(args, *m.conversation_id.as_uuid())?;
+        bind(args, *m.tenant.as_uuid())?;
+        bind(args, m.sender.kind())?;
+        bind(args, m.sender.id())?;
+        bind(args, m.client_msg_id.as_ref().map(|k| k.as_str()))
+    })?;
+    for (rows, args) in rounds {
         let rows: Vec<SqliteRow> = sqlx::query_with(&find_originals_sql(rows), args)
             .fetch_all(&mut *conn)
             .await
@@ -302,18 +314,12 @@ async fn find_reply_targets(
     positions: &[usize],
 ) -> anyhow::Result<HashSet<usize>> {
     let mut found = HashSet::new();
-    let most = MAX_VARIABLES / REPLY_COLUMNS;
-    for chunk in positions.chunks(most) {
-        let rows = padded(chunk.len(), most);
-        let mut args = SqliteArguments::default();
-        for &position in chunk {
-            let m = &batch[position].message;
-            bind_position(&mut args, position)?;
-            bind(&mut args, m.reply_to.map(Uuid::from))?;
-            bind(&mut args, *m.conversation_id.as_uuid())?;
-            bind(&mut args, *m.tenant.as_uuid())?;
-        }
-        pad(&mut args, chunk.len(), rows, REPLY_COLUMNS)?;
+    let rounds = lookup_rounds(batch, positions, REPLY_COLUMNS, |args, m| {
+        bind(args, m.reply_to.map(Uuid::from))?;
+        bind(args, *m.conversation_id.as_uuid())?;
+        bind(args, *m.tenant.as_uuid())
+    })?;
+    for (rows, args) in rounds {
         let positions: Vec<i64> = sqlx::query_scalar_with(&find_reply_targets_sql(rows), args)
             .fetch_all(&mut *tx)
             .await
@@ -456,41 +462,14 @@ async fn link_attachments(
 
 #[cfg(test)]
 mod tests {
+    use chat_app::batch_contract::{self, seqs};
     use chat_app::ConversationRepository;
-    use chat_domain::{
-        ClientMsgId, ConversationId, CustomerId, MessageBody, MessageId, NewCustomerConversation,
-        Sender, TenantId,
-    };
+    use chat_domain::{ConversationId, CustomerId, NewCustomerConversation, TenantId};
 
     use super::*;
 
     fn append(conversation: ConversationId, tenant: TenantId, key: &str) -> Append {
-        Append {
-            message: NewMessage {
-                id: MessageId::from_uuid(Uuid::now_v7()),
-                tenant,
-                conversation_id: conversation,
-                sender: Sender::Customer(CustomerId::from_uuid(Uuid::from_u128(7))),
-                body: Some(MessageBody::parse("batched").unwrap()),
-                attachments: Vec::new(),
-                reply_to: None,
-                client_msg_id: Some(ClientMsgId::parse(key).unwrap()),
-                created_at: codec::truncate(chrono::Utc::now()),
-            },
-            reopen: false,
-        }
-    }
-
-    fn seqs(outcomes: &[Outcome]) -> Vec<Option<u64>> {
-        outcomes
-            .iter()
-            .map(|o| match o {
-                Ok(AppendOutcome::Created { message, .. }) => Some(message.seq.get()),
-                Ok(AppendOutcome::Replayed(_)) => None,
-                Err(AppendError::ConversationNotFound) => Some(0),
-                Err(err) => panic!("{err}"),
-            })
-            .collect()
+        batch_contract::append(conversation, tenant, key, codec::truncate)
     }
 
     async fn conversations(store: &SqliteStore, tenant: TenantId, n: usize) -> Vec<ConversationId> {
@@ -517,46 +496,15 @@ mod tests {
         let store = SqliteStore::connect(&dir.path().join("batch.db"))
             .await
             .unwrap();
-        let tenant = TenantId::from_uuid(Uuid::now_v7());
-        let conversations = conversations(&store, tenant, 2).await;
-        let other_tenant = TenantId::from_uuid(Uuid::now_v7());
-        let batch = vec![
-            append(conversations[0], tenant, "a"),
-            append(conversations[1], tenant, "b"),
-            append(ConversationId::from_uuid(Uuid::now_v7()), other_tenant, "c"),
-        ];
-        let outcomes = store.append_batch(&batch).await.unwrap();
-        assert_eq!(seqs(&outcomes), [Some(1), Some(1), Some(0)]);
-
-        // The same key again replays the stored message, a new one follows;
-        // a conversation of another tenant is not found.
-        let again = vec![
-            append(conversations[0], tenant, "a"),
-            append(conversations[1], tenant, "d"),
-            append(conversations[0], other_tenant, "e"),
-        ];
-        let outcomes = store.append_batch(&again).await.unwrap();
-        assert_eq!(seqs(&outcomes), [None, Some(2), Some(0)]);
-        match &outcomes[0] {
-            Ok(AppendOutcome::Replayed(m)) => {
-                assert_eq!(*m, batch[0].message.clone().into_message(m.seq, Vec::new()));
-                assert_eq!(m.seq.get(), 1);
-            }
-            other => panic!("{other:?}"),
-        }
-
-        // Two sends of one conversation are refused before anything is
-        // written, to be appended one by one.
-        let twice = vec![
-            append(conversations[0], tenant, "f"),
-            append(conversations[0], tenant, "g"),
-        ];
-        assert!(matches!(
-            store.append_batch(&twice).await,
-            Err(BatchError::Staging(StageError::Unexpected(_)))
-        ));
-        let after = store.find(tenant, conversations[0]).await.unwrap().unwrap();
-        assert_eq!(after.last_seq.get(), 1);
+        batch_contract::a_batch_gives_each_send_its_own_outcome(
+            &store,
+            |batch| {
+                let store = &store;
+                async move { store.append_batch(&batch).await }
+            },
+            codec::truncate,
+        )
+        .await;
         store.close().await;
     }
 

@@ -61,6 +61,7 @@
 //! - [`memory`]: in-memory adapters of a single node ([`InProcessBus`],
 //!   [`InMemoryPresence`]);
 //! - `contract` (feature `contract-tests`): the suite every store adapter
+//!   runs, and `batch_contract` the case every SQL store's batch append
 //!   runs;
 //! - `fixtures` (feature `mocks`): values for tests of code that handles
 //!   conversations and messages;
@@ -71,6 +72,8 @@
 
 mod access_cache;
 mod attachments;
+#[cfg(feature = "contract-tests")]
+pub mod batch_contract;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 mod conversations;
