@@ -1,5 +1,6 @@
-//! Conversations: the customer kind today (shared inbox or private clinician
-//! thread), shaped so that `direct` and `channel` kinds can join later.
+//! Conversations of three kinds: a customer's (shared inbox or private
+//! clinician thread), a staff `direct` conversation and a staff `channel`
+//! (their members and settings: [`crate::membership`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,12 +8,13 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{ConversationId, CustomerId, StaffUserId, TenantId};
+use crate::membership::{ChannelProfile, Visibility};
 use crate::message::Seq;
 
 /// What a conversation is and who it is between.
 ///
-/// Marked `non_exhaustive`: staff `direct` messages and `channel`s will be
-/// added as further variants, so match with a wildcard arm.
+/// Marked `non_exhaustive`: further kinds may follow, so match with a
+/// wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConversationKind {
@@ -25,13 +27,25 @@ pub enum ConversationKind {
         /// The clinician of a private thread; `None` for the shared inbox.
         clinician: Option<StaffUserId>,
     },
+    /// A fixed set of 2 to 8 staff of the tenant, its members
+    /// ([`crate::DirectMembers`]).
+    Direct,
+    /// A named group of staff with members, owners among them.
+    Channel {
+        /// Who may find and read it.
+        visibility: Visibility,
+        /// When it was archived (read-only since); `None` while active.
+        archived_at: Option<DateTime<Utc>>,
+    },
 }
 
 impl ConversationKind {
-    /// The wire name of the kind: `customer`.
+    /// The wire name of the kind: `customer`, `direct` or `channel`.
     pub const fn name(&self) -> &'static str {
         match self {
             Self::Customer { .. } => "customer",
+            Self::Direct => "direct",
+            Self::Channel { .. } => "channel",
         }
     }
 
@@ -39,6 +53,7 @@ impl ConversationKind {
     pub const fn customer_id(&self) -> Option<CustomerId> {
         match self {
             Self::Customer { customer_id, .. } => Some(*customer_id),
+            Self::Direct | Self::Channel { .. } => None,
         }
     }
 
@@ -46,6 +61,79 @@ impl ConversationKind {
     pub const fn clinician(&self) -> Option<StaffUserId> {
         match self {
             Self::Customer { clinician, .. } => *clinician,
+            Self::Direct | Self::Channel { .. } => None,
+        }
+    }
+
+    /// Whether its readers are its members (direct conversations and
+    /// channels) rather than fixed by its identity.
+    pub const fn has_members(&self) -> bool {
+        matches!(self, Self::Direct | Self::Channel { .. })
+    }
+
+    /// When a channel was archived.
+    pub const fn archived_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Channel { archived_at, .. } => *archived_at,
+            Self::Customer { .. } | Self::Direct => None,
+        }
+    }
+
+    /// A channel's visibility.
+    pub const fn visibility(&self) -> Option<Visibility> {
+        match self {
+            Self::Channel { visibility, .. } => Some(*visibility),
+            Self::Customer { .. } | Self::Direct => None,
+        }
+    }
+}
+
+/// The wire name names no kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("kind must be one of customer, direct, channel")]
+pub struct KindNameError;
+
+/// A kind by its wire name alone, for filters (`?kind=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KindName {
+    /// Customer conversations.
+    Customer,
+    /// Direct conversations.
+    Direct,
+    /// Channels.
+    Channel,
+}
+
+impl KindName {
+    /// The wire name.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Direct => "direct",
+            Self::Channel => "channel",
+        }
+    }
+
+    /// Whether `kind` is of this name.
+    pub const fn matches(&self, kind: &ConversationKind) -> bool {
+        matches!(
+            (self, kind),
+            (Self::Customer, ConversationKind::Customer { .. })
+                | (Self::Direct, ConversationKind::Direct)
+                | (Self::Channel, ConversationKind::Channel { .. })
+        )
+    }
+}
+
+impl FromStr for KindName {
+    type Err = KindNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "customer" => Ok(Self::Customer),
+            "direct" => Ok(Self::Direct),
+            "channel" => Ok(Self::Channel),
+            _ => Err(KindNameError),
         }
     }
 }
@@ -218,6 +306,8 @@ pub struct Conversation {
     pub assignee: Option<StaffUserId>,
     /// Labels set by staff.
     pub tags: Tags,
+    /// A channel's name and topic; `None` for the other kinds.
+    pub channel: Option<ChannelProfile>,
     /// The `seq` of the newest message; [`Seq::ZERO`] before the first one.
     pub last_seq: Seq,
     /// When it was created.
@@ -282,6 +372,7 @@ impl NewCustomerConversation {
             status: ConversationStatus::Open,
             assignee: None,
             tags: Tags::default(),
+            channel: None,
             last_seq: Seq::ZERO,
             created_at: self.now,
             updated_at: self.now,

@@ -18,6 +18,7 @@
 mod attachment;
 mod conversation;
 mod ids;
+mod membership;
 mod message;
 mod permissions;
 mod presence;
@@ -31,10 +32,16 @@ pub use attachment::{
 };
 pub use conversation::{
     Conversation, ConversationKind, ConversationPatch, ConversationStatus, ConversationStatusError,
-    NewCustomerConversation, Tag, TagError, Tags, TagsError,
+    KindName, KindNameError, NewCustomerConversation, Tag, TagError, Tags, TagsError,
 };
 pub use ids::{
     AttachmentId, ConversationId, CustomerId, IdParseError, MessageId, StaffUserId, TenantId,
+};
+pub use membership::{
+    check_owner_departure, ChannelName, ChannelPatch, ChannelProfile, ChannelTextError,
+    ChannelTopic, DirectMembers, DirectMembersError, LastOwner, Member, MemberRole,
+    MemberRoleError, NewChannel, NewDirect, NoticeKind, NoticeKindError, SystemNotice, Visibility,
+    VisibilityError,
 };
 pub use message::{
     ClientMsgId, ClientMsgIdError, Message, MessageBody, MessageBodyError, NewMessage, Seq,

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::attachment::AttachedFile;
 use crate::ids::{AttachmentId, ConversationId, MessageId, TenantId};
+use crate::membership::SystemNotice;
 use crate::principal::Sender;
 
 /// The longest message body, in characters (Unicode scalar values), after
@@ -207,6 +208,9 @@ pub struct Message {
     pub edited_at: Option<DateTime<Utc>>,
     /// When it was deleted (soft).
     pub deleted_at: Option<DateTime<Utc>>,
+    /// What a system message reports (membership changes); `None` for
+    /// messages of people.
+    pub system: Option<SystemNotice>,
 }
 
 /// A message to append to a conversation. The store assigns its `seq`.
@@ -250,6 +254,7 @@ impl NewMessage {
             created_at: self.created_at,
             edited_at: None,
             deleted_at: None,
+            system: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::conversation::{Conversation, ConversationKind};
 use crate::ids::{CustomerId, StaffUserId, TenantId};
+use crate::membership::{MemberRole, Visibility};
 use crate::principal::Principal;
 
 /// Something a principal wants to do to an existing conversation.
@@ -18,8 +19,51 @@ pub enum Action {
     Send,
     /// Move one's own read or delivered marker.
     MarkRead,
-    /// Change status, assignee or tags (staff only).
+    /// Change status, assignee or tags of a customer conversation (staff
+    /// only).
     Update,
+    /// React to a message (whoever may send).
+    React,
+    /// Pin or unpin a message (staff in customer conversations, members
+    /// elsewhere).
+    Pin,
+    /// Add members to a channel (owners and admins; any member of a public
+    /// channel).
+    AddMembers,
+    /// Remove members or change their roles (owners and admins).
+    ManageMembers,
+    /// Rename a channel, change its topic or visibility (owners and admins).
+    Rename,
+    /// Archive a channel or bring it back (owners and admins).
+    Archive,
+    /// Join a public channel.
+    Join,
+    /// Leave a channel.
+    Leave,
+}
+
+impl Action {
+    /// Every action, for tables.
+    pub const ALL: [Self; 12] = [
+        Self::Read,
+        Self::Send,
+        Self::MarkRead,
+        Self::Update,
+        Self::React,
+        Self::Pin,
+        Self::AddMembers,
+        Self::ManageMembers,
+        Self::Rename,
+        Self::Archive,
+        Self::Join,
+        Self::Leave,
+    ];
+
+    /// Whether it writes into the conversation, which an archived channel
+    /// refuses (archiving itself and marking read excepted).
+    const fn writes(self) -> bool {
+        !matches!(self, Self::Read | Self::MarkRead | Self::Archive)
+    }
 }
 
 /// Why an action is refused.
@@ -31,6 +75,10 @@ pub enum Denied {
     /// The principal may see the conversation but not do this.
     #[error("not allowed to do this")]
     Forbidden,
+    /// The principal could do this, but the channel is archived (read-only
+    /// until it is brought back).
+    #[error("the channel is archived")]
+    Archived,
 }
 
 /// Which conversations of a tenant a principal may read: the filter behind
@@ -69,7 +117,10 @@ impl ConversationScope {
     }
 }
 
-/// The conversations `principal` may read.
+/// The customer conversations `principal` may read (admins read every
+/// conversation of their tenant). Staff also take part in the direct
+/// conversations and channels they are members of, which lists add to this
+/// scope by membership.
 pub const fn conversation_scope(principal: &Principal) -> ConversationScope {
     match *principal {
         Principal::Staff {
@@ -131,6 +182,9 @@ impl ConversationAccess {
         // No wildcard: a new kind must decide.
         match self.kind {
             ConversationKind::Customer { .. } => true,
+            // Readers are members, who change (and a channel's visibility
+            // and archiving with them).
+            ConversationKind::Direct | ConversationKind::Channel { .. } => false,
         }
     }
 }
@@ -145,36 +199,59 @@ impl Conversation {
     }
 }
 
-fn can_read(principal: &Principal, conversation: &ConversationAccess) -> bool {
+fn can_read(
+    principal: &Principal,
+    conversation: &ConversationAccess,
+    member: Option<MemberRole>,
+) -> bool {
     if principal.tenant() != conversation.tenant {
         return false;
     }
     match (principal, conversation.kind) {
-        (Principal::Staff { .. }, _) if principal.is_admin() => true,
-        (Principal::Staff { user_id, .. }, ConversationKind::Customer { clinician, .. }) => {
-            clinician.is_none_or(|c| c == *user_id)
-        }
         (
             Principal::Customer { customer_id, .. },
             ConversationKind::Customer {
                 customer_id: owner, ..
             },
         ) => *customer_id == owner,
+        // Customers never reach staff conversations.
+        (
+            Principal::Customer { .. },
+            ConversationKind::Direct | ConversationKind::Channel { .. },
+        ) => false,
+        (Principal::Staff { .. }, _) if principal.is_admin() => true,
+        (Principal::Staff { user_id, .. }, ConversationKind::Customer { clinician, .. }) => {
+            clinician.is_none_or(|c| c == *user_id)
+        }
+        (
+            Principal::Staff { .. },
+            ConversationKind::Channel {
+                visibility: Visibility::Public,
+                ..
+            },
+        ) => true,
+        (Principal::Staff { .. }, ConversationKind::Direct | ConversationKind::Channel { .. }) => {
+            member.is_some()
+        }
     }
 }
 
-/// Whether `principal` may do `action` on `conversation`.
+/// Whether `principal`, a member of `conversation` with role `member` (for
+/// kinds with members; `None` when they are not one, and for customer
+/// conversations), may do `action` on it.
 ///
 /// # Errors
 /// [`Denied::NotFound`] when the conversation is not readable by the
 /// principal at all, [`Denied::Forbidden`] when it is readable but the action
-/// is not allowed.
+/// is not allowed, [`Denied::Archived`] when it would be allowed but the
+/// channel is archived.
 pub fn authorize(
     principal: &Principal,
     conversation: &Conversation,
+    member: Option<MemberRole>,
     action: Action,
 ) -> Result<(), Denied> {
-    authorize_access(principal, &conversation.access(), action)
+    authorize_access(principal, &conversation.access(), member, action)
 }
 
 /// [`authorize`] from a conversation's [`ConversationAccess`] alone: the
@@ -185,16 +262,52 @@ pub fn authorize(
 pub fn authorize_access(
     principal: &Principal,
     conversation: &ConversationAccess,
+    member: Option<MemberRole>,
     action: Action,
 ) -> Result<(), Denied> {
-    if !can_read(principal, conversation) {
+    if !can_read(principal, conversation, member) {
         return Err(Denied::NotFound);
     }
-    match action {
-        Action::Read | Action::Send | Action::MarkRead => Ok(()),
-        Action::Update if principal.is_staff() => Ok(()),
-        Action::Update => Err(Denied::Forbidden),
+    let allowed = match conversation.kind {
+        ConversationKind::Customer { .. } => match action {
+            Action::Read | Action::Send | Action::MarkRead | Action::React => true,
+            Action::Update | Action::Pin => principal.is_staff(),
+            Action::AddMembers
+            | Action::ManageMembers
+            | Action::Rename
+            | Action::Archive
+            | Action::Join
+            | Action::Leave => false,
+        },
+        // A fixed set of people: nobody manages it, nobody joins or leaves.
+        ConversationKind::Direct => match action {
+            Action::Read => true,
+            Action::Send | Action::MarkRead | Action::React | Action::Pin => member.is_some(),
+            _ => false,
+        },
+        ConversationKind::Channel { visibility, .. } => {
+            let manager = member == Some(MemberRole::Owner) || principal.is_admin();
+            match action {
+                Action::Read => true,
+                Action::Send | Action::MarkRead | Action::React | Action::Pin | Action::Leave => {
+                    member.is_some()
+                }
+                Action::Update => false,
+                Action::AddMembers => {
+                    manager || (member.is_some() && visibility == Visibility::Public)
+                }
+                Action::ManageMembers | Action::Rename | Action::Archive => manager,
+                Action::Join => visibility == Visibility::Public,
+            }
+        }
+    };
+    if !allowed {
+        return Err(Denied::Forbidden);
     }
+    if conversation.kind.archived_at().is_some() && action.writes() {
+        return Err(Denied::Archived);
+    }
+    Ok(())
 }
 
 /// A change to a stored message.
@@ -216,19 +329,27 @@ pub enum MessageChange {
 pub fn authorize_message_change(
     principal: &Principal,
     conversation: &Conversation,
+    member: Option<MemberRole>,
     message: &crate::Message,
     change: MessageChange,
 ) -> Result<(), Denied> {
-    authorize(principal, conversation, Action::Read)?;
+    authorize(principal, conversation, member, Action::Read)?;
     if message.conversation_id != conversation.id || message.tenant != conversation.tenant {
         return Err(Denied::NotFound);
     }
     let own = message.sender == principal.as_sender();
     match change {
-        MessageChange::Edit if own => Ok(()),
-        MessageChange::Delete if own || principal.is_admin() => Ok(()),
-        MessageChange::Edit | MessageChange::Delete => Err(Denied::Forbidden),
+        MessageChange::Edit if own => {}
+        MessageChange::Delete if own || principal.is_admin() => {}
+        MessageChange::Edit | MessageChange::Delete => return Err(Denied::Forbidden),
     }
+    // One's own messages change only where one may still send (a member
+    // who left cannot, nor anybody in an archived channel); an admin
+    // deleting moderates, wherever.
+    if change == MessageChange::Delete && principal.is_admin() && !own {
+        return Ok(());
+    }
+    authorize(principal, conversation, member, Action::Send)
 }
 
 /// Whether `principal` may get or create `conversation` (a prospective one,
@@ -245,8 +366,14 @@ pub fn authorize_create(principal: &Principal, conversation: &Conversation) -> R
     if principal.tenant() != conversation.tenant {
         return Err(Denied::NotFound);
     }
-    // Staff open what they could read once it exists.
-    if principal.is_staff() && can_read(principal, &conversation.access()) {
+    // Staff open what they could read once it exists: a customer
+    // conversation by its rules, a direct conversation or a channel as one
+    // of its members.
+    let member = conversation
+        .kind
+        .has_members()
+        .then_some(MemberRole::Member);
+    if principal.is_staff() && can_read(principal, &conversation.access(), member) {
         Ok(())
     } else {
         Err(Denied::Forbidden)
@@ -298,6 +425,7 @@ mod tests {
             status: ConversationStatus::Open,
             assignee: None,
             tags: Tags::default(),
+            channel: None,
             last_seq: Seq::ZERO,
             created_at: at,
             updated_at: at,
@@ -361,7 +489,7 @@ mod tests {
         ];
         for (rule, principal, conversation, action, expected) in table {
             assert_eq!(
-                authorize(&principal, conversation, action),
+                authorize(&principal, conversation, None, action),
                 expected,
                 "{rule}"
             );
@@ -372,7 +500,7 @@ mod tests {
             changed.assignee = Some(w.admin);
             changed.last_seq = Seq::from_u64(9).unwrap();
             assert_eq!(
-                authorize_access(&principal, &changed.access(), action),
+                authorize_access(&principal, &changed.access(), None, action),
                 expected,
                 "{rule} (access facts)"
             );
@@ -436,6 +564,7 @@ mod tests {
             created_at: conversation.created_at,
             edited_at: None,
             deleted_at: None,
+            system: None,
         };
         let customer = Principal::customer(w.tenant, w.customer);
         let colleague = Principal::staff(w.tenant, w.colleague, StaffRole::Staff);
@@ -465,7 +594,7 @@ mod tests {
         ];
         for (rule, principal, conversation, message, change, expected) in table {
             assert_eq!(
-                authorize_message_change(&principal, conversation, message, change),
+                authorize_message_change(&principal, conversation, None, message, change),
                 expected,
                 "{rule}"
             );
@@ -482,6 +611,135 @@ mod tests {
         ];
         for (label, conversation, fixed) in cases {
             assert_eq!(conversation.access().never_changes(), fixed, "{label}");
+        }
+    }
+
+    /// The rules of the kinds with members, for every (principal, kind)
+    /// pair, one letter per action of [`Action::ALL`]: `y` allowed, `n` not
+    /// found, `f` forbidden, `a` refused as archived.
+    #[test]
+    fn member_kind_rules() {
+        use crate::membership::MemberRole::{Member, Owner};
+        let w = world();
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let of = |kind| ConversationAccess {
+            tenant: w.tenant,
+            kind,
+        };
+        let direct = of(ConversationKind::Direct);
+        let channel = |visibility, archived_at| {
+            of(ConversationKind::Channel {
+                visibility,
+                archived_at,
+            })
+        };
+        let public = channel(Visibility::Public, None);
+        let private = channel(Visibility::Private, None);
+        let archived = channel(Visibility::Public, Some(at));
+        let archived_private = channel(Visibility::Private, Some(at));
+        let staff = Principal::staff(w.tenant, w.colleague, StaffRole::Staff);
+        let admin = Principal::staff(w.tenant, w.admin, StaffRole::Admin);
+        let customer = Principal::customer(w.tenant, w.customer);
+        let foreign = Principal::staff(w.other_tenant, w.colleague, StaffRole::Staff);
+        let foreign_admin = Principal::staff(w.other_tenant, w.admin, StaffRole::Admin);
+
+        // Actions:            R S M U R P A M R A J L
+        //                     e e a p e i d a e r o e
+        //                     a n r d a n d n n c i a
+        #[rustfmt::skip]
+        let table: Vec<(&str, Principal, Option<MemberRole>, ConversationAccess, &str)> = vec![
+            ("member, direct",               staff,         Some(Member), direct,           "yyyfyyffffff"),
+            ("owner role, direct",           staff,         Some(Owner),  direct,           "yyyfyyffffff"),
+            ("non-member staff, direct",     staff,         None,         direct,           "nnnnnnnnnnnn"),
+            ("admin, direct",                admin,         None,         direct,           "yfffffffffff"),
+            ("customer, direct",             customer,      None,         direct,           "nnnnnnnnnnnn"),
+            ("other tenant, direct",         foreign,       Some(Member), direct,           "nnnnnnnnnnnn"),
+            ("member, public",               staff,         Some(Member), public,           "yyyfyyyfffyy"),
+            ("owner, public",                staff,         Some(Owner),  public,           "yyyfyyyyyyyy"),
+            ("non-member staff, public",     staff,         None,         public,           "yfffffffffyf"),
+            ("admin, public",                admin,         None,         public,           "yfffffyyyyyf"),
+            ("customer, public",             customer,      None,         public,           "nnnnnnnnnnnn"),
+            ("other tenant, public",         foreign,       None,         public,           "nnnnnnnnnnnn"),
+            ("other tenant admin, public",   foreign_admin, None,         public,           "nnnnnnnnnnnn"),
+            ("member, private",              staff,         Some(Member), private,          "yyyfyyfffffy"),
+            ("owner, private",               staff,         Some(Owner),  private,          "yyyfyyyyyyfy"),
+            ("non-member staff, private",    staff,         None,         private,          "nnnnnnnnnnnn"),
+            ("admin, private",               admin,         None,         private,          "yfffffyyyyff"),
+            ("customer, private",            customer,      None,         private,          "nnnnnnnnnnnn"),
+            ("member, archived",             staff,         Some(Member), archived,         "yayfaaafffaa"),
+            ("owner, archived",              staff,         Some(Owner),  archived,         "yayfaaaaayaa"),
+            ("non-member staff, archived",   staff,         None,         archived,         "yfffffffffaf"),
+            ("admin, archived",              admin,         None,         archived,         "yfffffaaayaf"),
+            ("customer, archived",           customer,      None,         archived,         "nnnnnnnnnnnn"),
+            ("other tenant, archived",       foreign,       Some(Owner),  archived,         "nnnnnnnnnnnn"),
+            ("owner, archived private",      staff,         Some(Owner),  archived_private, "yayfaaaaayfa"),
+            ("non-member, archived private", staff,         None,         archived_private, "nnnnnnnnnnnn"),
+        ];
+        for (rule, principal, member, access, letters) in table {
+            let letters: Vec<char> = letters.chars().filter(|c| !c.is_whitespace()).collect();
+            assert_eq!(
+                letters.len(),
+                Action::ALL.len(),
+                "{rule}: one letter per action"
+            );
+            for (action, letter) in Action::ALL.into_iter().zip(letters) {
+                let expected = match letter {
+                    'y' => Ok(()),
+                    'n' => Err(Denied::NotFound),
+                    'f' => Err(Denied::Forbidden),
+                    'a' => Err(Denied::Archived),
+                    other => panic!("{rule}: unknown letter {other}"),
+                };
+                assert_eq!(
+                    authorize_access(&principal, &access, member, action),
+                    expected,
+                    "{rule}: {action:?}"
+                );
+            }
+            assert!(!access.never_changes(), "{rule}: members change");
+        }
+    }
+
+    #[test]
+    fn staff_create_staff_conversations_and_customers_do_not() {
+        use crate::membership::{
+            ChannelName, ChannelProfile, DirectMembers, NewChannel, NewDirect,
+        };
+        let w = world();
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let direct = NewDirect {
+            id: ConversationId::new_v7(),
+            tenant: w.tenant,
+            members: DirectMembers::new(w.colleague, &[w.clinician]).unwrap(),
+            now: at,
+        }
+        .prospective();
+        let channel = NewChannel {
+            id: ConversationId::new_v7(),
+            tenant: w.tenant,
+            profile: ChannelProfile {
+                name: ChannelName::parse("rx").unwrap(),
+                topic: None,
+            },
+            visibility: Visibility::Private,
+            owner: w.colleague,
+            members: vec![],
+            now: at,
+        }
+        .prospective();
+        let staff = Principal::staff(w.tenant, w.colleague, StaffRole::Staff);
+        let customer = Principal::customer(w.tenant, w.customer);
+        let foreign = Principal::staff(w.other_tenant, w.colleague, StaffRole::Staff);
+        for conversation in [&direct, &channel] {
+            assert_eq!(authorize_create(&staff, conversation), Ok(()));
+            assert_eq!(
+                authorize_create(&customer, conversation),
+                Err(Denied::Forbidden)
+            );
+            assert_eq!(
+                authorize_create(&foreign, conversation),
+                Err(Denied::NotFound)
+            );
         }
     }
 
