@@ -26,16 +26,14 @@ use crate::ports::ChatEvent;
 /// entry, or whose facts may change, drops the entry; so does a fresh load
 /// that disagrees ([`AccessCache::remember`] keeps the newest facts).
 ///
-/// For the membership feature (staff channels and direct conversations
-/// whose members join, leave, are added or removed, change roles; channels
-/// archived or made private): those kinds answer `false` from
-/// `never_changes`, and then nothing about them is cached. To cache them
-/// anyway, every node must drop the entry on each event that changes them
-/// (member added or removed, channel updated), including events published
-/// by other nodes, which reach this cache only if the transport feeds the
-/// bus's events to it: a drop on the publishing node alone would let the
-/// other nodes authorize a removed member's sends. `observe` must then
-/// list those events among the ones that drop the entry.
+/// Direct conversations and channels answer `false` from `never_changes`
+/// (their members join, leave, are added or removed; a channel is archived
+/// or made private), so nothing about them is kept: every action on them
+/// reads the conversation and the caller's membership afresh
+/// ([`crate::ChatService`]'s `authorized_as`), on whichever node, and a
+/// removed member is refused from the commit of their removal on. Caching
+/// them would need every node to drop the entry on each membership notice,
+/// including those published by other nodes.
 ///
 /// The cache is bounded and starts over when full (a miss costs one read,
 /// as without it).

@@ -18,11 +18,11 @@
 //! purpose, so a new cause does not compile until every transport words it.
 
 use chat_domain::{
-    AttachmentId, AttachmentIdsError, ClientMsgIdError, Denied, MessageBodyError,
-    PresenceStatusError, SeqError,
+    AttachmentId, AttachmentIdsError, ChannelTextError, ClientMsgIdError, Denied,
+    DirectMembersError, MessageBodyError, PresenceStatusError, SeqError,
 };
 
-use crate::ports::RepoError;
+use crate::ports::{MembershipError, RepoError};
 
 /// Why a use case failed. Each variant maps to one API error code.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,9 @@ pub enum Resource {
     /// this conversation (another conversation's, tenant's or uploader's,
     /// swept, or deleted with its message).
     Attachment(AttachmentId),
+    /// A member of a direct conversation or channel named by the request
+    /// who is not one.
+    Member,
 }
 
 impl std::fmt::Display for Resource {
@@ -93,6 +96,7 @@ impl std::fmt::Display for Resource {
             Self::Conversation => f.write_str("conversation"),
             Self::Message => f.write_str("message"),
             Self::Attachment(id) => write!(f, "attachment {id}"),
+            Self::Member => f.write_str("member"),
         }
     }
 }
@@ -120,6 +124,16 @@ pub enum Field {
     Status,
     /// The users of a presence query.
     Users,
+    /// The other people of a direct conversation, or members to add.
+    UserIds,
+    /// A channel's name.
+    Name,
+    /// A channel's topic.
+    Topic,
+    /// A member's role.
+    Role,
+    /// A conversation kind filter.
+    Kind,
 }
 
 impl Field {
@@ -135,6 +149,11 @@ impl Field {
             Self::UpTo => "up_to",
             Self::Status => "status",
             Self::Users => "users",
+            Self::UserIds => "user_ids",
+            Self::Name => "name",
+            Self::Topic => "topic",
+            Self::Role => "role",
+            Self::Kind => "kind",
         }
     }
 }
@@ -191,6 +210,12 @@ pub enum Reason {
     /// Not a status a user may choose.
     #[error(transparent)]
     Status(#[from] PresenceStatusError),
+    /// A channel name or topic breaks a rule.
+    #[error(transparent)]
+    ChannelText(#[from] ChannelTextError),
+    /// Not a valid set of people for a direct conversation.
+    #[error(transparent)]
+    DirectMembers(#[from] DirectMembersError),
 }
 
 /// Why a change conflicts with the state of what it changes.
@@ -199,6 +224,15 @@ pub enum Conflict {
     /// The message to edit was deleted.
     #[error("the message was deleted")]
     MessageDeleted,
+    /// The channel is archived: read-only until brought back.
+    #[error("the channel is archived")]
+    Archived,
+    /// Another channel of the tenant has this name.
+    #[error("the channel name is taken")]
+    NameTaken,
+    /// The last owner cannot go while other members stay.
+    #[error("the last owner cannot leave while other members stay")]
+    LastOwner,
 }
 
 impl From<Denied> for ChatError {
@@ -208,6 +242,19 @@ impl From<Denied> for ChatError {
         match denied {
             Denied::NotFound => Self::NotFound(Resource::Conversation),
             Denied::Forbidden => Self::Forbidden,
+            Denied::Archived => Self::Conflict(Conflict::Archived),
+        }
+    }
+}
+
+impl From<MembershipError> for ChatError {
+    fn from(err: MembershipError) -> Self {
+        match err {
+            MembershipError::ConversationNotFound => Self::NotFound(Resource::Conversation),
+            MembershipError::MemberNotFound => Self::NotFound(Resource::Member),
+            MembershipError::NameTaken => Self::Conflict(Conflict::NameTaken),
+            MembershipError::LastOwner(_) => Self::Conflict(Conflict::LastOwner),
+            MembershipError::Unexpected(err) => Self::Unexpected(err),
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn message(conversation: &Conversation, seq: u64, sender: Sender) -> Message
         created_at: chrono::Utc::now(),
         edited_at: None,
         deleted_at: None,
+        system: None,
     }
 }
 

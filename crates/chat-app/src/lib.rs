@@ -42,10 +42,11 @@
 //! - `typing`: typing indicators;
 //! - `presence`: [`PresenceService`], who is online;
 //! - `attachments`: [`AttachmentService`], uploads (with the content
-//!   sniffer, private to it), downloads and the sweeps.
+//!   sniffer, private to it), downloads and the sweeps;
+//! - `members`: staff direct conversations and channels: get or create,
+//!   create, change, archive, list, join, leave, add, remove, roles.
 //!
-//! Rooms kept for what comes next: `membership` (staff channels and direct
-//! conversations: join, leave, add, remove, roles), `search`, `webhooks`
+//! Rooms kept for what comes next: `search`, `webhooks`
 //! (with their outbox), `audit`. A new use
 //! case goes in its area's module; a new area gets a new module of the
 //! same shape, listed here. Nothing goes in `service`, which holds only
@@ -81,6 +82,7 @@ mod error;
 pub mod feed;
 #[cfg(any(test, feature = "mocks"))]
 pub mod fixtures;
+mod members;
 pub mod memory;
 mod messages;
 mod page;
@@ -99,23 +101,26 @@ pub use attachments::{
 };
 pub use error::{ChatError, Conflict, Field, Reason, Resource};
 pub use feed::{OrderedFeed, ORDER_IDLE};
+pub use members::{ChannelListRequest, NewChannelRequest};
 pub use memory::{broadcast_stream, InMemoryPresence, InProcessBus};
 pub use messages::{SendMessage, SendOutcome};
 pub use page::PageLimit;
 pub use ports::{
     AccessPolicy, AllowAll, AppendError, AppendOutcome, AttachmentRepository, BusEvent,
-    BusPublisher, ByteStream, ChatEvent, Clock, ConnectionId, ConversationCursor,
-    ConversationListQuery, ConversationPage, ConversationRepository, ConversationSummary,
-    CursorError, DownloadHeaders, EventBus, EventPublisher, EventStream, FileStorage, IdGenerator,
-    MessageCursor, MessagePage, MessageQuery, MessageRepository, PolicyAction, PresenceChange,
-    PresenceStore, ReadStateRepository, Receipt, ReceiptUpdate, RepoError, Route, ScanVerdict,
-    Scanner, StorageError, SystemClock, UuidV7Generator,
+    BusPublisher, ByteStream, ChannelListQuery, ChannelListing, ChannelPage, ChatEvent, Clock,
+    ConnectionId, ConversationCursor, ConversationListQuery, ConversationPage,
+    ConversationRepository, ConversationSummary, CursorError, DownloadHeaders, EventBus,
+    EventPublisher, EventStream, FileStorage, IdGenerator, ListCursor, MemberChange,
+    MemberChangeOutcome, MemberOp, MemberPage, MembershipError, MembershipFacts,
+    MembershipRepository, MessageCursor, MessagePage, MessageQuery, MessageRepository,
+    PolicyAction, PresenceChange, PresenceStore, ReadStateRepository, Receipt, ReceiptUpdate,
+    RepoError, Route, ScanVerdict, Scanner, StorageError, SystemClock, UuidV7Generator,
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{
     MockAccessPolicy, MockAttachmentRepository, MockClock, MockConversationRepository,
-    MockEventBus, MockEventPublisher, MockFileStorage, MockIdGenerator, MockMessageRepository,
-    MockPresenceStore, MockReadStateRepository, MockScanner,
+    MockEventBus, MockEventPublisher, MockFileStorage, MockIdGenerator, MockMembershipRepository,
+    MockMessageRepository, MockPresenceStore, MockReadStateRepository, MockScanner,
 };
 pub use presence::PresenceService;
 pub use service::{ChatService, Ports};

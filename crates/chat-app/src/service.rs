@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use chat_domain::{authorize, Action, Conversation, ConversationId, Principal};
+use chat_domain::{authorize, Action, Conversation, ConversationId, MemberRole, Principal};
 
 use crate::access_cache::AccessCache;
 use crate::error::{ChatError, Resource};
 use crate::ports::{
     AccessPolicy, AllowAll, ChatEvent, Clock, ConversationRepository, EventPublisher, IdGenerator,
-    MessageRepository, PolicyAction, ReadStateRepository, SystemClock, UuidV7Generator,
+    MembershipRepository, MessageRepository, PolicyAction, ReadStateRepository, SystemClock,
+    UuidV7Generator,
 };
 
 /// Everything [`ChatService`] talks to.
@@ -23,6 +24,8 @@ pub struct Ports {
     pub messages: Arc<dyn MessageRepository>,
     /// Read-marker storage.
     pub read_states: Arc<dyn ReadStateRepository>,
+    /// Members of direct conversations and channels.
+    pub members: Arc<dyn MembershipRepository>,
     /// Real-time fan-out.
     pub events: Arc<dyn EventPublisher>,
     /// The host's extra access rules ([`AllowAll`] by default).
@@ -34,16 +37,21 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Ports from one store that implements all three repositories, with the
+    /// Ports from one store that implements all four repositories, with the
     /// system clock, UUIDv7 ids and the [`AllowAll`] policy.
     pub fn from_store<S>(store: Arc<S>, events: Arc<dyn EventPublisher>) -> Self
     where
-        S: ConversationRepository + MessageRepository + ReadStateRepository + 'static,
+        S: ConversationRepository
+            + MessageRepository
+            + ReadStateRepository
+            + MembershipRepository
+            + 'static,
     {
         Self {
             conversations: store.clone(),
             messages: store.clone(),
-            read_states: store,
+            read_states: store.clone(),
+            members: store,
             events,
             policy: Arc::new(AllowAll),
             clock: Arc::new(SystemClock),
@@ -84,6 +92,18 @@ impl ChatService {
         id: ConversationId,
         action: Action,
     ) -> Result<Conversation, ChatError> {
+        Ok(self.authorized_as(principal, id, action).await?.0)
+    }
+
+    /// [`ChatService::authorized`], also giving the principal's role in a
+    /// conversation with members (read fresh from the store every time:
+    /// membership changes apply at once, on every node).
+    pub(crate) async fn authorized_as(
+        &self,
+        principal: &Principal,
+        id: ConversationId,
+        action: Action,
+    ) -> Result<(Conversation, Option<MemberRole>), ChatError> {
         let conversation = self
             .ports
             .conversations
@@ -91,12 +111,30 @@ impl ChatService {
             .await?
             .ok_or(ChatError::NotFound(Resource::Conversation))?;
         self.access.remember(conversation.id, conversation.access());
-        authorize(principal, &conversation, action)?;
+        let role = self.role_in(principal, &conversation).await?;
+        authorize(principal, &conversation, role, action)?;
         self.ports
             .policy
             .check(principal, &conversation, PolicyAction::Act(action))
             .await?;
-        Ok(conversation)
+        Ok((conversation, role))
+    }
+
+    /// The role of `principal` in `conversation`, for kinds with members
+    /// (customers are never members; customer conversations have none).
+    pub(crate) async fn role_in(
+        &self,
+        principal: &Principal,
+        conversation: &Conversation,
+    ) -> Result<Option<MemberRole>, ChatError> {
+        match principal {
+            Principal::Staff { user_id, .. } if conversation.kind.has_members() => Ok(self
+                .ports
+                .members
+                .member_role(conversation.tenant, conversation.id, *user_id)
+                .await?),
+            _ => Ok(None),
+        }
     }
 
     /// Hands `event` to the publisher, after the access cache has seen it

@@ -538,6 +538,7 @@ mod tests {
             status,
             assignee: None,
             tags: Tags::default(),
+            channel: None,
             last_seq: Seq::from_u64(last_seq).unwrap(),
             created_at: at(-60),
             updated_at: at(-60),

@@ -22,8 +22,8 @@ use crate::error::{Field, Reason, Resource};
 use crate::ports::{ChatEvent, ConversationSummary, PolicyAction};
 use crate::{
     ChatError, ChatService, MockAccessPolicy, MockClock, MockConversationRepository,
-    MockEventPublisher, MockIdGenerator, MockMessageRepository, MockReadStateRepository, Ports,
-    SendMessage, SystemClock,
+    MockEventPublisher, MockIdGenerator, MockMembershipRepository, MockMessageRepository,
+    MockReadStateRepository, Ports, SendMessage, SystemClock,
 };
 
 pub(crate) const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(0x7e_0001));
@@ -113,6 +113,7 @@ pub(crate) fn conversation(
         status,
         assignee: None,
         tags: Tags::default(),
+        channel: None,
         last_seq: seq(4),
         created_at: earlier(),
         updated_at: earlier(),
@@ -148,6 +149,7 @@ pub(crate) fn stored_message(sender: Sender, text: &str) -> Message {
         created_at: earlier(),
         edited_at: None,
         deleted_at: None,
+        system: None,
     }
 }
 
@@ -183,6 +185,7 @@ pub(crate) fn summary(conversation: Conversation, unread_count: u64) -> Conversa
             "Is my refill ready?",
         )),
         unread_count,
+        membership: None,
     }
 }
 
@@ -252,6 +255,7 @@ pub(crate) struct Harness {
     pub(crate) conversations: MockConversationRepository,
     pub(crate) messages: MockMessageRepository,
     pub(crate) read_states: MockReadStateRepository,
+    pub(crate) members: MockMembershipRepository,
     pub(crate) events: MockEventPublisher,
     pub(crate) policy: MockAccessPolicy,
     /// What the policy answers to `refuses_nothing` (a real policy that
@@ -281,6 +285,7 @@ impl Harness {
             conversations: Arc::new(self.conversations),
             messages: Arc::new(self.messages),
             read_states: Arc::new(self.read_states),
+            members: Arc::new(self.members),
             events: Arc::new(self.events),
             policy: Arc::new(policy),
             clock: Arc::new(clock),
@@ -479,6 +484,7 @@ pub(crate) async fn assert_denied<T, Fut>(
         let as_expected = match row.expected {
             Denied::NotFound => matches!(err, ChatError::NotFound(Resource::Conversation)),
             Denied::Forbidden => matches!(err, ChatError::Forbidden),
+            Denied::Archived => matches!(err, ChatError::Conflict(crate::Conflict::Archived)),
         };
         assert!(
             as_expected,
@@ -521,6 +527,7 @@ pub(crate) fn chat_finding(
         conversations: Arc::new(conversations),
         messages: Arc::new(crate::ports::MockMessageRepository::new()),
         read_states: Arc::new(read_states),
+        members: Arc::new(crate::ports::MockMembershipRepository::new()),
         events: Arc::new(events),
         policy: Arc::new(crate::AllowAll),
         clock: Arc::new(SystemClock),

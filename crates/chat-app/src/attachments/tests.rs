@@ -466,6 +466,7 @@ mod drafts_and_containers {
             conversations: Arc::new(conversations),
             messages: Arc::new(MockMessageRepository::new()),
             read_states: Arc::new(MockReadStateRepository::new()),
+            members: Arc::new(crate::ports::MockMembershipRepository::new()),
             events: Arc::new(MockEventPublisher::new()),
             policy: Arc::new(AllowAll),
             clock: clock(),

@@ -7,7 +7,7 @@
 
 use chat_domain::{
     authorize_create, conversation_scope, Action, Conversation, ConversationId, ConversationPatch,
-    ConversationStatus, CustomerId, NewCustomerConversation, Principal, StaffUserId,
+    ConversationStatus, CustomerId, KindName, NewCustomerConversation, Principal, StaffUserId,
 };
 
 use crate::error::{ChatError, Field, Reason, Resource};
@@ -57,8 +57,11 @@ impl ChatService {
             .await?)
     }
 
-    /// The conversations `principal` may read, most recent activity first,
-    /// with their last message and the principal's unread count.
+    /// The conversations `principal` takes part in (customer conversations
+    /// they may read; for staff also their direct conversations and joined
+    /// channels), most recent activity first, with their last message, the
+    /// principal's unread count and, for kinds with members, membership
+    /// facts; only `kind` when set.
     ///
     /// Conversations the host policy hides are left out of the page, so a
     /// page may hold fewer than `limit` items while more follow.
@@ -70,11 +73,13 @@ impl ChatService {
         &self,
         principal: &Principal,
         status: Option<ConversationStatus>,
+        kind: Option<KindName>,
         limit: PageLimit,
         cursor: Option<ConversationCursor>,
     ) -> Result<ConversationPage, ChatError> {
         let query = ConversationListQuery {
             scope: conversation_scope(principal),
+            kind,
             reader: principal.as_sender(),
             status,
             limit: limit.get(),
@@ -98,6 +103,7 @@ impl ChatService {
             }
         }
         page.items = visible;
+        self.with_membership(principal, &mut page.items).await?;
         Ok(page)
     }
 
@@ -114,11 +120,16 @@ impl ChatService {
         id: ConversationId,
     ) -> Result<ConversationSummary, ChatError> {
         self.authorized(principal, id, Action::Read).await?;
-        self.ports
+        let summary = self
+            .ports
             .conversations
             .find_summary(principal.tenant(), id, principal.as_sender())
             .await?
-            .ok_or(ChatError::NotFound(Resource::Conversation))
+            .ok_or(ChatError::NotFound(Resource::Conversation))?;
+        let mut one = [summary];
+        self.with_membership(principal, &mut one).await?;
+        let [summary] = one;
+        Ok(summary)
     }
 
     /// Changes status, assignee or tags. Staff only.
@@ -151,8 +162,8 @@ impl ChatService {
         Ok(conversation)
     }
 
-    /// The principal's unread messages over all conversations they may
-    /// read.
+    /// The principal's unread messages over all conversations they take
+    /// part in (a public channel not joined counts nothing).
     ///
     /// # Errors
     /// [`ChatError::Unexpected`] on storage failure.

@@ -284,6 +284,7 @@ async fn staff_lists_the_inbox_and_their_own_threads_as_reader() {
     expect_listing(
         &mut h,
         ConversationListQuery {
+            kind: None,
             scope: ConversationScope::InboxAndClinician {
                 tenant: TENANT,
                 clinician: COLLEAGUE,
@@ -303,6 +304,7 @@ async fn staff_lists_the_inbox_and_their_own_threads_as_reader() {
         .list_conversations(
             &staff(),
             Some(ConversationStatus::Open),
+            None,
             PageLimit::parse(20).unwrap(),
             Some(cursor()),
         )
@@ -319,6 +321,7 @@ async fn admin_lists_every_conversation_of_the_tenant() {
     expect_listing(
         &mut h,
         ConversationListQuery {
+            kind: None,
             scope: ConversationScope::All { tenant: TENANT },
             reader: Sender::Staff(ADMIN),
             status: None,
@@ -331,7 +334,7 @@ async fn admin_lists_every_conversation_of_the_tenant() {
 
     let listed = h
         .service()
-        .list_conversations(&admin(), None, PageLimit::default(), None)
+        .list_conversations(&admin(), None, None, PageLimit::default(), None)
         .await
         .unwrap();
 
@@ -348,6 +351,7 @@ async fn customer_lists_only_their_own_conversations() {
     expect_listing(
         &mut h,
         ConversationListQuery {
+            kind: None,
             scope: ConversationScope::Customer {
                 tenant: TENANT,
                 customer_id: CUSTOMER,
@@ -366,6 +370,7 @@ async fn customer_lists_only_their_own_conversations() {
         .list_conversations(
             &customer(),
             Some(ConversationStatus::Resolved),
+            None,
             PageLimit::parse(1).unwrap(),
             None,
         )
@@ -382,6 +387,7 @@ async fn conversations_the_host_policy_refuses_are_left_out_of_the_page() {
     expect_listing(
         &mut h,
         ConversationListQuery {
+            kind: None,
             scope: ConversationScope::All { tenant: TENANT },
             reader: Sender::Staff(ADMIN),
             status: None,
@@ -402,7 +408,7 @@ async fn conversations_the_host_policy_refuses_are_left_out_of_the_page() {
 
     let listed = h
         .service()
-        .list_conversations(&admin(), None, PageLimit::parse(3).unwrap(), None)
+        .list_conversations(&admin(), None, None, PageLimit::parse(3).unwrap(), None)
         .await
         .unwrap();
 
@@ -424,7 +430,7 @@ async fn an_empty_listing_asks_the_policy_nothing() {
 
     let listed = h
         .service()
-        .list_conversations(&staff(), None, PageLimit::default(), None)
+        .list_conversations(&staff(), None, None, PageLimit::default(), None)
         .await
         .unwrap();
 
@@ -442,7 +448,7 @@ async fn storage_failure_while_listing_conversations_is_unexpected() {
 
     let err = h
         .service()
-        .list_conversations(&staff(), None, PageLimit::default(), None)
+        .list_conversations(&staff(), None, None, PageLimit::default(), None)
         .await
         .unwrap_err();
 

@@ -66,6 +66,7 @@ fn service(w: &World, messages: MockMessageRepository, events: MockEventPublishe
         conversations: Arc::new(conversations),
         messages: Arc::new(messages),
         read_states: Arc::new(MockReadStateRepository::new()),
+        members: Arc::new(crate::ports::MockMembershipRepository::new()),
         events: Arc::new(events),
         policy: Arc::new(AllowAll),
         clock: Arc::new(clock),

@@ -63,7 +63,9 @@ impl ChatService {
     ) -> Result<(), ChatError> {
         if self.ports.policy.refuses_nothing() {
             if let Some(access) = self.access.get(id) {
-                return Ok(authorize_access(principal, &access, Action::Send)?);
+                // Cached facts are of customer conversations only, which
+                // have no members.
+                return Ok(authorize_access(principal, &access, None, Action::Send)?);
             }
         }
         self.authorized(principal, id, Action::Send).await?;
@@ -195,7 +197,7 @@ impl ChatService {
             MessageChange::Edit => Action::Send,
             MessageChange::Delete => Action::Read,
         };
-        let conversation = self.authorized(principal, id, action).await?;
+        let (conversation, role) = self.authorized_as(principal, id, action).await?;
         let message = self
             .ports
             .messages
@@ -204,12 +206,12 @@ impl ChatService {
             .ok_or(ChatError::NotFound(Resource::Message))?;
         // The conversation is readable (checked above): a refusal to see is
         // about the message.
-        authorize_message_change(principal, &conversation, &message, change).map_err(|denied| {
-            match denied {
+        authorize_message_change(principal, &conversation, role, &message, change).map_err(
+            |denied| match denied {
                 Denied::NotFound => ChatError::NotFound(Resource::Message),
-                Denied::Forbidden => ChatError::Forbidden,
-            }
-        })?;
+                denied => denied.into(),
+            },
+        )?;
         Ok((conversation, message))
     }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chat_domain::{
     Conversation, ConversationId, ConversationPatch, ConversationScope, ConversationStatus,
-    Message, NewCustomerConversation, Sender, TenantId,
+    KindName, Message, NewCustomerConversation, Sender, TenantId,
 };
 use chrono::{DateTime, Utc};
 
@@ -54,11 +54,15 @@ impl FromStr for ConversationCursor {
     }
 }
 
-/// What to list of a principal's conversations.
+/// What to list of a principal's conversations: the customer conversations
+/// of `scope`, and for a staff reader also the direct conversations and
+/// channels they are a member of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationListQuery {
-    /// Which conversations may be listed at all.
+    /// Which customer conversations may be listed at all.
     pub scope: ConversationScope,
+    /// Only this kind, when set.
+    pub kind: Option<KindName>,
     /// Whose unread counts to compute.
     pub reader: Sender,
     /// Only this status, when set.
@@ -78,6 +82,10 @@ pub struct ConversationSummary {
     pub last_message: Option<Message>,
     /// Messages above the reader's read marker.
     pub unread_count: u64,
+    /// For a direct conversation or channel, its members as the reader
+    /// sees them. Stores leave it `None`: the service fills it from the
+    /// [`super::MembershipRepository`].
+    pub membership: Option<super::MembershipFacts>,
 }
 
 /// One page of a conversation list.

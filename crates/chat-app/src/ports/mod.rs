@@ -2,8 +2,8 @@
 //! Adapters implement them; every port has a mockall mock (feature
 //! `mocks`) for unit tests.
 //!
-//! - [`conversations`], [`messages`], [`receipts`]: the repositories of a
-//!   store (one adapter usually implements all three, see
+//! - [`conversations`], [`messages`], [`receipts`], [`membership`]: the
+//!   repositories of a store (one adapter usually implements all four, see
 //!   [`crate::Ports::from_store`]);
 //! - [`files`]: attachment bytes, metadata and the malware scanner;
 //! - [`events`]: what happened, and the bus that carries it between nodes;
@@ -21,6 +21,7 @@ pub mod conversations;
 pub mod events;
 pub mod files;
 pub mod ids;
+pub mod membership;
 pub mod messages;
 pub mod policy;
 pub mod presence;
@@ -37,6 +38,10 @@ pub use files::{
     StorageError,
 };
 pub use ids::{IdGenerator, UuidV7Generator};
+pub use membership::{
+    ChannelListQuery, ChannelListing, ChannelPage, ListCursor, MemberChange, MemberChangeOutcome,
+    MemberOp, MemberPage, MembershipError, MembershipFacts, MembershipRepository,
+};
 pub use messages::{
     AppendError, AppendOutcome, MessageCursor, MessagePage, MessageQuery, MessageRepository,
 };
@@ -54,6 +59,8 @@ pub use events::{MockEventBus, MockEventPublisher};
 pub use files::{MockAttachmentRepository, MockFileStorage, MockScanner};
 #[cfg(any(test, feature = "mocks"))]
 pub use ids::MockIdGenerator;
+#[cfg(any(test, feature = "mocks"))]
+pub use membership::MockMembershipRepository;
 #[cfg(any(test, feature = "mocks"))]
 pub use messages::MockMessageRepository;
 #[cfg(any(test, feature = "mocks"))]

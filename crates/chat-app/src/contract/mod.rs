@@ -31,15 +31,20 @@ use chat_domain::{
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::ports::AttachmentRepository;
 use crate::ports::{
     AppendError, AppendOutcome, ConversationListQuery, ConversationRepository, MessageCursor,
     MessagePage, MessageQuery, MessageRepository, ReadStateRepository, Receipt, ReceiptUpdate,
 };
+use crate::ports::{AttachmentRepository, MembershipRepository};
 
 /// A store the suite can run against: all the repositories in one.
 pub trait Store:
-    ConversationRepository + MessageRepository + ReadStateRepository + AttachmentRepository + 'static
+    ConversationRepository
+    + MessageRepository
+    + ReadStateRepository
+    + AttachmentRepository
+    + MembershipRepository
+    + 'static
 {
 }
 
@@ -48,9 +53,14 @@ impl<T> Store for T where
         + MessageRepository
         + ReadStateRepository
         + AttachmentRepository
+        + MembershipRepository
         + 'static
 {
 }
+
+mod membership;
+#[allow(clippy::wildcard_imports)]
+use membership::*;
 
 /// Declares the cases of the suite, once: the list below is the only one.
 ///
@@ -129,6 +139,20 @@ contract_cases!(
     deleting_a_message_takes_its_attachments_with_it,
     concurrent_new_and_retried_client_msg_ids_each_get_their_own_outcome,
     an_append_returns_what_reads_find_alone_or_batched,
+    a_direct_conversation_is_one_per_set_of_people,
+    concurrent_get_or_create_of_one_direct_set_gives_one_conversation,
+    channel_names_are_unique_per_tenant_ignoring_case,
+    a_new_channel_posts_a_notice_per_member_but_its_owner,
+    membership_changes_post_notices_in_the_seq_stream,
+    the_last_owner_cannot_leave_while_members_stay,
+    concurrent_joins_add_each_member_once_with_gap_free_notices,
+    a_removal_is_immediate_and_only_of_members,
+    channel_updates_apply_the_patch_and_post_a_notice,
+    channel_lists_show_public_and_own_private_channels_by_name,
+    member_pages_walk_every_member_once,
+    conversation_lists_and_unread_totals_include_joined_kinds_only,
+    membership_facts_cover_a_page_in_one_call,
+    no_membership_row_crosses_tenants,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -825,6 +849,7 @@ async fn conversation_lists_honour_scope_status_and_order<S: Store>(store: Arc<S
         async move {
             store
                 .list_conversations(&ConversationListQuery {
+                    kind: None,
                     scope,
                     reader,
                     status,
@@ -938,6 +963,7 @@ async fn conversation_list_cursor_walks_every_row_once<S: Store>(store: Arc<S>) 
     loop {
         let page = store
             .list_conversations(&ConversationListQuery {
+                kind: None,
                 scope: ConversationScope::All { tenant },
                 reader: Sender::System,
                 status: None,
@@ -1081,6 +1107,7 @@ async fn a_tenant_never_sees_another_tenants_rows<S: Store>(store: Arc<S>) {
     ] {
         let listed = store
             .list_conversations(&ConversationListQuery {
+                kind: None,
                 scope,
                 reader: Sender::Customer(customer),
                 status: None,
@@ -1242,6 +1269,7 @@ async fn a_message_links_its_attachments_in_order_and_every_read_carries_them<S:
     assert_eq!(summary.last_message.as_ref(), Some(&stored));
     let list = store
         .list_conversations(&ConversationListQuery {
+            kind: None,
             scope: ConversationScope::All { tenant },
             reader: customer,
             status: None,
@@ -1707,6 +1735,7 @@ pub async fn concurrent_new_and_retried_client_msg_ids_each_get_their_own_outcom
         conversations.push(conversation);
     }
     /// What a send must get.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Debug)]
     enum Expect {
         Replay(chat_domain::Message),
