@@ -15,10 +15,14 @@
 //! Version 2 (this one): routes instead of whole conversations, files
 //! without storage keys or checksums, one `message_changed` for edits and
 //! deletions. Version 1 shipped the whole conversation with every event.
+//! Added within version 2, since a node that predates them has nothing to
+//! route them to and skips the event as invalid: the `direct` and `channel`
+//! kinds, a channel's `channel` profile, and a message's `system` notice.
 
 use chat_app::{ChatEvent, Receipt, Route};
 use chat_domain::{
-    AttachedFile, AttachmentId, AttachmentName, ClientMsgId, Conversation, ConversationAccess,
+    AttachedFile, AttachmentId, AttachmentName, ChannelName, ChannelProfile, ChannelTopic,
+    ClientMsgId, Conversation, ConversationAccess, NoticeKind, SystemNotice, Visibility,
     ConversationId, ConversationKind, ConversationStatus, CustomerId, MediaType, Message,
     MessageBody, MessageId, Presence, PresenceStatus, ReadState, Sender, Seq, StaffUserId, Tags,
     TenantId, MAX_ATTACHMENTS_PER_MESSAGE,
@@ -205,7 +209,7 @@ impl EventDto {
                 receipt,
                 state,
             } => {
-                let route = route.into_domain();
+                let route = route.into_domain()?;
                 let state = state.into_domain()?;
                 if state.conversation_id != route.conversation_id {
                     return Err(CodecError::Invalid("read state of another conversation"));
@@ -224,7 +228,7 @@ impl EventDto {
                 sender,
                 is_typing,
             } => ChatEvent::Typing {
-                route: route.into_domain(),
+                route: route.into_domain()?,
                 sender: sender.into_domain()?,
                 is_typing,
             },
@@ -238,7 +242,7 @@ impl EventDto {
 
 /// A message and the route it travels by, which must be its conversation's.
 fn message_in(route: RouteDto, message: MessageDto) -> Result<(Route, Message), CodecError> {
-    let route = route.into_domain();
+    let route = route.into_domain()?;
     let message = message.into_domain()?;
     if message.conversation_id != route.conversation_id || message.tenant != route.access.tenant {
         return Err(CodecError::Invalid("message of another conversation"));
@@ -301,6 +305,12 @@ enum KindDto {
         #[serde(default)]
         clinician: Option<Uuid>,
     },
+    Direct,
+    Channel {
+        visibility: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        archived_at: Option<Time>,
+    },
 }
 
 impl KindDto {
@@ -313,12 +323,20 @@ impl KindDto {
                 customer_id: *customer_id.as_uuid(),
                 clinician: clinician.map(|c| *c.as_uuid()),
             }),
+            ConversationKind::Direct => Ok(Self::Direct),
+            ConversationKind::Channel {
+                visibility,
+                archived_at,
+            } => Ok(Self::Channel {
+                visibility: visibility.as_str().to_owned(),
+                archived_at: archived_at.map(time),
+            }),
             _ => Err(CodecError::Unsupported("conversation kind")),
         }
     }
 
-    fn into_domain(self) -> ConversationKind {
-        match self {
+    fn into_domain(self) -> Result<ConversationKind, CodecError> {
+        Ok(match self {
             Self::Customer {
                 customer_id,
                 clinician,
@@ -326,7 +344,82 @@ impl KindDto {
                 customer_id: CustomerId::from_uuid(customer_id),
                 clinician: clinician.map(StaffUserId::from_uuid),
             },
+            Self::Direct => ConversationKind::Direct,
+            Self::Channel {
+                visibility,
+                archived_at,
+            } => ConversationKind::Channel {
+                visibility: visibility
+                    .parse::<Visibility>()
+                    .map_err(|_| CodecError::Invalid("channel visibility"))?,
+                archived_at: parse_optional_time(archived_at.as_deref())?,
+            },
+        })
+    }
+}
+
+/// A channel's name and topic, exactly as stored (trimmed and valid).
+#[derive(Serialize, Deserialize)]
+struct ChannelDto {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+}
+
+impl ChannelDto {
+    fn from_domain(profile: &ChannelProfile) -> Self {
+        Self {
+            name: profile.name.as_str().to_owned(),
+            topic: profile.topic.as_ref().map(|t| t.as_str().to_owned()),
         }
+    }
+
+    fn into_domain(self) -> Result<ChannelProfile, CodecError> {
+        let name = ChannelName::parse(&self.name)
+            .ok()
+            .filter(|name| name.as_str() == self.name)
+            .ok_or(CodecError::Invalid("channel name"))?;
+        let topic = match self.topic {
+            None => None,
+            Some(raw) => Some(
+                ChannelTopic::parse(&raw)
+                    .ok()
+                    .flatten()
+                    .filter(|topic| topic.as_str() == raw)
+                    .ok_or(CodecError::Invalid("channel topic"))?,
+            ),
+        };
+        Ok(ChannelProfile { name, topic })
+    }
+}
+
+/// What a system message reports.
+#[derive(Serialize, Deserialize)]
+struct NoticeDto {
+    event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<Uuid>,
+    by: Uuid,
+}
+
+impl NoticeDto {
+    fn from_domain(notice: &SystemNotice) -> Self {
+        Self {
+            event: notice.kind.as_str().to_owned(),
+            user: notice.user.map(|u| *u.as_uuid()),
+            by: *notice.by.as_uuid(),
+        }
+    }
+
+    fn into_domain(self) -> Result<SystemNotice, CodecError> {
+        Ok(SystemNotice {
+            kind: self
+                .event
+                .parse::<NoticeKind>()
+                .map_err(|_| CodecError::Invalid("system notice"))?,
+            user: self.user.map(StaffUserId::from_uuid),
+            by: StaffUserId::from_uuid(self.by),
+        })
     }
 }
 
@@ -347,14 +440,14 @@ impl RouteDto {
         })
     }
 
-    fn into_domain(self) -> Route {
-        Route {
+    fn into_domain(self) -> Result<Route, CodecError> {
+        Ok(Route {
             conversation_id: ConversationId::from_uuid(self.conversation_id),
             access: ConversationAccess {
                 tenant: TenantId::from_uuid(self.tenant),
-                kind: self.kind.into_domain(),
+                kind: self.kind.into_domain()?,
             },
-        }
+        })
     }
 }
 
@@ -367,6 +460,8 @@ struct ConversationDto {
     #[serde(default)]
     assignee: Option<Uuid>,
     tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channel: Option<ChannelDto>,
     last_seq: u64,
     created_at: Time,
     updated_at: Time,
@@ -382,6 +477,7 @@ impl ConversationDto {
             status: conversation.status.as_str().to_owned(),
             assignee: conversation.assignee.map(|a| *a.as_uuid()),
             tags: conversation.tags.to_strings(),
+            channel: conversation.channel.as_ref().map(ChannelDto::from_domain),
             last_seq: conversation.last_seq.get(),
             created_at: time(conversation.created_at),
             updated_at: time(conversation.updated_at),
@@ -396,10 +492,17 @@ impl ConversationDto {
         if tags.iter().count() != self.tags.len() {
             return Err(CodecError::Invalid("tags"));
         }
+        let kind = self.kind.into_domain()?;
+        let channel = self.channel.map(ChannelDto::into_domain).transpose()?;
+        // A channel has a name, and nothing else has one.
+        if matches!(kind, ConversationKind::Channel { .. }) != channel.is_some() {
+            return Err(CodecError::Invalid("channel"));
+        }
         Ok(Conversation {
             id: ConversationId::from_uuid(self.id),
             tenant: TenantId::from_uuid(self.tenant),
-            kind: self.kind.into_domain(),
+            kind,
+            channel,
             status: self
                 .status
                 .parse::<ConversationStatus>()
@@ -469,6 +572,8 @@ struct MessageDto {
     edited_at: Option<Time>,
     #[serde(default)]
     deleted_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system: Option<NoticeDto>,
 }
 
 impl MessageDto {
@@ -493,6 +598,7 @@ impl MessageDto {
             created_at: time(message.created_at),
             edited_at: message.edited_at.map(time),
             deleted_at: message.deleted_at.map(time),
+            system: message.system.as_ref().map(NoticeDto::from_domain),
         }
     }
 
@@ -536,6 +642,7 @@ impl MessageDto {
             created_at: parse_time(&self.created_at)?,
             edited_at: parse_optional_time(self.edited_at.as_deref())?,
             deleted_at: parse_optional_time(self.deleted_at.as_deref())?,
+            system: self.system.map(NoticeDto::into_domain).transpose()?,
         })
     }
 }
@@ -609,7 +716,7 @@ impl PresenceDto {
 
 #[cfg(test)]
 mod tests {
-    use chat_domain::NewCustomerConversation;
+    use chat_domain::{DirectMembers, NewChannel, NewCustomerConversation, NewDirect};
     use chrono::TimeZone;
     use serde_json::{json, Value};
 
@@ -663,7 +770,38 @@ mod tests {
             created_at: at(1),
             edited_at: Some(at(2)),
             deleted_at: Some(at(3)),
+            system: None,
         }
+    }
+
+    /// An archived public channel with a topic, and a direct conversation.
+    fn staff_conversations() -> (Conversation, Conversation) {
+        let tenant = TenantId::new_v4();
+        let mut channel = NewChannel {
+            id: ConversationId::new_v7(),
+            tenant,
+            profile: ChannelProfile {
+                name: ChannelName::parse("Night shift").unwrap(),
+                topic: ChannelTopic::parse("Hand-over notes\nand refills").unwrap(),
+            },
+            visibility: Visibility::Public,
+            owner: StaffUserId::new_v4(),
+            members: vec![],
+            now: at(0),
+        }
+        .prospective();
+        channel.kind = ConversationKind::Channel {
+            visibility: Visibility::Private,
+            archived_at: Some(at(77)),
+        };
+        let direct = NewDirect {
+            id: ConversationId::new_v7(),
+            tenant,
+            members: DirectMembers::new(StaffUserId::new_v4(), &[StaffUserId::new_v4()]).unwrap(),
+            now: at(0),
+        }
+        .prospective();
+        (channel, direct)
     }
 
     /// One event of every variant, with every optional field both set and
@@ -696,6 +834,30 @@ mod tests {
             updated_at: at(77),
         };
         let (route, shared_route) = (Route::of(&conversation), Route::of(&shared_inbox));
+        let (channel, direct) = staff_conversations();
+        let notice = Message {
+            body: None,
+            attachments: vec![],
+            reply_to: None,
+            client_msg_id: None,
+            edited_at: None,
+            deleted_at: None,
+            sender: Sender::System,
+            system: Some(SystemNotice {
+                kind: NoticeKind::MemberRemoved,
+                user: Some(StaffUserId::new_v4()),
+                by: StaffUserId::new_v4(),
+            }),
+            ..message(&channel)
+        };
+        let update_notice = Message {
+            system: Some(SystemNotice {
+                kind: NoticeKind::ChannelUpdated,
+                user: None,
+                by: StaffUserId::new_v4(),
+            }),
+            ..notice.clone()
+        };
         vec![
             ChatEvent::MessageCreated {
                 route,
@@ -765,6 +927,22 @@ mod tests {
                     last_seen_at: Some(at(31_415)),
                 },
             },
+            ChatEvent::MessageCreated {
+                route: Route::of(&channel),
+                message: notice,
+            },
+            ChatEvent::MessageCreated {
+                route: Route::of(&channel),
+                message: update_notice,
+            },
+            ChatEvent::ConversationUpdated {
+                conversation: channel.clone(),
+            },
+            ChatEvent::Typing {
+                route: Route::of(&direct),
+                sender: Sender::Staff(StaffUserId::new_v4()),
+                is_typing: true,
+            },
         ]
     }
 
@@ -781,7 +959,7 @@ mod tests {
     /// to the same JSON: a change of the format, either way, fails here and
     /// has to be a deliberate new version (or a field older nodes ignore,
     /// with the files updated in the same change).
-    const GOLDEN_V2: [(&str, &str); 12] = [
+    const GOLDEN_V2: [(&str, &str); 15] = [
         (
             "message_created",
             include_str!("../tests/golden/v2/message_created.json"),
@@ -829,6 +1007,18 @@ mod tests {
         (
             "presence_offline",
             include_str!("../tests/golden/v2/presence_offline.json"),
+        ),
+        (
+            "message_created_notice",
+            include_str!("../tests/golden/v2/message_created_notice.json"),
+        ),
+        (
+            "conversation_updated_channel",
+            include_str!("../tests/golden/v2/conversation_updated_channel.json"),
+        ),
+        (
+            "typing_direct",
+            include_str!("../tests/golden/v2/typing_direct.json"),
         ),
     ];
 
@@ -1056,8 +1246,40 @@ mod tests {
         let updated = || encoded(&every_event()[4]);
         let receipt = || encoded(&every_event()[6]);
         let presence = || encoded(&every_event()[10]);
+        let notice = || encoded(&every_event()[12]);
+        let channel = || encoded(&every_event()[14]);
         type Edit = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(&str, Value, Edit)> = vec![
+            (
+                "unknown notice",
+                notice(),
+                Box::new(|v| v["event"]["message"]["system"]["event"] = json!("member_banned")),
+            ),
+            (
+                "unknown visibility",
+                notice(),
+                Box::new(|v| v["event"]["route"]["kind"]["visibility"] = json!("secret")),
+            ),
+            (
+                "channel without a name",
+                channel(),
+                Box::new(|v| v["event"]["conversation"]["channel"] = json!(null)),
+            ),
+            (
+                "name on a customer conversation",
+                updated(),
+                Box::new(|v| v["event"]["conversation"]["channel"] = json!({"name": "x"})),
+            ),
+            (
+                "untrimmed channel name",
+                channel(),
+                Box::new(|v| v["event"]["conversation"]["channel"]["name"] = json!(" x ")),
+            ),
+            (
+                "empty topic",
+                channel(),
+                Box::new(|v| v["event"]["conversation"]["channel"]["topic"] = json!("")),
+            ),
             (
                 "empty body",
                 message(),
