@@ -1,9 +1,11 @@
 //! Wire types of the REST API (API.md), kept apart from the domain types.
 
-use chat_app::{ChatError, ConversationSummary, MessagePage, SendMessage};
+use chat_app::{
+    ChannelListing, ChatError, ConversationSummary, MembershipFacts, MessagePage, SendMessage,
+};
 use chat_domain::{
-    AttachedFile, Attachment, AttachmentId, ClientMsgId, Conversation, Message, MessageBody,
-    MessageId, Sender,
+    AttachedFile, Attachment, AttachmentId, ClientMsgId, Conversation, ConversationKind, Member,
+    Message, MessageBody, MessageId, Sender, SystemNotice,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -72,6 +74,27 @@ pub struct MessageDto {
     created_at: String,
     edited_at: Option<String>,
     deleted_at: Option<String>,
+    /// What a system message reports; absent on people's messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<NoticeDto>,
+}
+
+/// What a system message reports: `{"event", "user", "by"}`.
+#[derive(Debug, Serialize)]
+pub struct NoticeDto {
+    event: &'static str,
+    user: Option<SenderDto>,
+    by: SenderDto,
+}
+
+impl From<SystemNotice> for NoticeDto {
+    fn from(notice: SystemNotice) -> Self {
+        Self {
+            event: notice.kind.as_str(),
+            user: notice.user.map(|u| Sender::Staff(u).into()),
+            by: Sender::Staff(notice.by).into(),
+        }
+    }
 }
 
 impl From<Message> for MessageDto {
@@ -99,6 +122,7 @@ impl From<Message> for MessageDto {
             created_at: time(m.created_at),
             edited_at: m.edited_at.map(time),
             deleted_at: m.deleted_at.map(time),
+            system: m.system.map(Into::into),
         }
     }
 }
@@ -123,6 +147,30 @@ pub struct ConversationDto {
     last_message: Option<Option<MessageDto>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unread_count: Option<u64>,
+    /// A channel's name, topic, visibility and archiving time.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    channel: Option<ChannelFieldsDto>,
+    /// A direct conversation's people, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_ids: Option<Vec<Uuid>>,
+    /// How many members a channel has, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_count: Option<u64>,
+    /// Whether the caller is a member of the channel, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_member: Option<bool>,
+    /// The caller's role in the channel, when a member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
+/// The fields only channels have.
+#[derive(Debug, Serialize)]
+pub struct ChannelFieldsDto {
+    name: String,
+    topic: Option<String>,
+    visibility: &'static str,
+    archived_at: Option<String>,
 }
 
 impl From<Conversation> for ConversationDto {
@@ -142,18 +190,168 @@ impl From<Conversation> for ConversationDto {
             last_activity_at: time(c.last_activity_at),
             last_message: None,
             unread_count: None,
+            channel: c.channel.map(|profile| ChannelFieldsDto {
+                name: profile.name.as_str().to_owned(),
+                topic: profile.topic.map(|t| t.as_str().to_owned()),
+                visibility: c.kind.visibility().map_or("public", |v| v.as_str()),
+                archived_at: c.kind.archived_at().map(time),
+            }),
+            member_ids: None,
+            member_count: None,
+            is_member: None,
+            role: None,
         }
+    }
+}
+
+impl ConversationDto {
+    /// With what the caller knows of its members.
+    fn with_membership(mut self, kind: &ConversationKind, facts: Option<MembershipFacts>) -> Self {
+        let Some(facts) = facts else {
+            return self;
+        };
+        match kind {
+            ConversationKind::Direct => {
+                self.member_ids = Some(facts.member_ids.into_iter().map(Into::into).collect());
+            }
+            _ => {
+                self.member_count = Some(facts.member_count);
+                self.is_member = Some(facts.role.is_some());
+                self.role = facts.role.map(|r| r.as_str());
+            }
+        }
+        self
+    }
+}
+
+impl From<ChannelListing> for ConversationDto {
+    fn from(listing: ChannelListing) -> Self {
+        let kind = listing.conversation.kind;
+        let facts = MembershipFacts {
+            member_count: listing.member_count,
+            role: listing.role,
+            member_ids: Vec::new(),
+        };
+        ConversationDto::from(listing.conversation).with_membership(&kind, Some(facts))
     }
 }
 
 impl From<ConversationSummary> for ConversationDto {
     fn from(s: ConversationSummary) -> Self {
+        let kind = s.conversation.kind;
         Self {
             last_message: Some(s.last_message.map(Into::into)),
             unread_count: Some(s.unread_count),
             ..s.conversation.into()
         }
+        .with_membership(&kind, s.membership)
     }
+}
+
+/// A page of channels.
+#[derive(Debug, Serialize)]
+pub struct ChannelListDto {
+    pub channels: Vec<ConversationDto>,
+    pub next_cursor: Option<String>,
+}
+
+/// A member on the wire: `{"user": {sender}, "role", "joined_at"}`.
+#[derive(Debug, Serialize)]
+pub struct MemberDto {
+    user: SenderDto,
+    role: &'static str,
+    joined_at: String,
+}
+
+impl From<Member> for MemberDto {
+    fn from(m: Member) -> Self {
+        Self {
+            user: Sender::Staff(m.user).into(),
+            role: m.role.as_str(),
+            joined_at: time(m.joined_at),
+        }
+    }
+}
+
+/// A page of members, or the members a request added.
+#[derive(Debug, Serialize)]
+pub struct MemberListDto {
+    pub members: Vec<MemberDto>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<Option<String>>,
+}
+
+/// `POST /direct`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenDirectRequest {
+    pub user_ids: Vec<Uuid>,
+}
+
+/// `POST /channels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannelRequest {
+    pub name: String,
+    pub visibility: String,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub member_ids: Vec<Uuid>,
+}
+
+/// `PATCH /channels/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannelRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub topic: Option<Option<String>>,
+    #[serde(default)]
+    pub visibility: Option<String>,
+    #[serde(default)]
+    pub archived: Option<bool>,
+}
+
+/// `POST /channels/{id}/members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembersRequest {
+    pub user_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// `PATCH /channels/{id}/members/{user_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMemberRequest {
+    pub role: String,
+}
+
+/// `GET /channels` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListChannelsQuery {
+    #[serde(default)]
+    pub joined: Option<bool>,
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `GET /channels/{id}/members` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListMembersQuery {
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// A page of conversations.
@@ -246,6 +444,8 @@ pub struct CustomerTokenRequest {
 pub struct ListConversationsQuery {
     #[serde(default)]
     pub status: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
     #[serde(default)]
     pub limit: Option<u32>,
     #[serde(default)]

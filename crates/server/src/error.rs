@@ -185,6 +185,7 @@ fn not_found_message(resource: Resource) -> String {
             "{}: {attachment} is not an upload of yours in this conversation",
             wire_name(Field::AttachmentIds)
         ),
+        Resource::Member => "not a member of this conversation".to_owned(),
     }
 }
 
@@ -200,6 +201,11 @@ fn wire_name(field: Field) -> &'static str {
         Field::UpTo => "up_to_seq",
         Field::Status => "status",
         Field::Users => "users",
+        Field::UserIds => "user_ids",
+        Field::Name => "name",
+        Field::Topic => "topic",
+        Field::Role => "role",
+        Field::Kind => "kind",
     }
 }
 
@@ -207,9 +213,7 @@ fn wire_name(field: Field) -> &'static str {
 fn invalid_message(field: Field, reason: Reason) -> String {
     let name = wire_name(field);
     match (field, reason) {
-        (Field::Patch, Reason::Empty) => {
-            "nothing to update: give status, assignee_id or tags".to_owned()
-        }
+        (Field::Patch, Reason::Empty) => "nothing to update: give the fields to change".to_owned(),
         (_, Reason::Empty) => format!("{name} must not be empty"),
         (Field::Body, Reason::Required) => "a message needs a body or an attachment".to_owned(),
         (_, Reason::Required) => format!("{name} is required"),
@@ -233,6 +237,8 @@ fn invalid_message(field: Field, reason: Reason) -> String {
         // These domain messages name the field themselves.
         (_, Reason::ClientMsgId(err)) => err.to_string(),
         (_, Reason::Status(err)) => err.to_string(),
+        (_, Reason::ChannelText(err)) => format!("{name} {err}"),
+        (_, Reason::DirectMembers(err)) => format!("{name}: {err}"),
     }
 }
 
@@ -240,6 +246,11 @@ fn invalid_message(field: Field, reason: Reason) -> String {
 fn conflict_message(conflict: Conflict) -> &'static str {
     match conflict {
         Conflict::MessageDeleted => "the message was deleted",
+        Conflict::Archived => "the channel is archived: bring it back to change it",
+        Conflict::NameTaken => "a channel of this name exists already",
+        Conflict::LastOwner => {
+            "the last owner cannot leave while other members stay: make someone else an owner first"
+        }
     }
 }
 
@@ -273,8 +284,8 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use chat_domain::{
-        AttachmentId, ClientMsgIdError, MessageBodyError, PresenceStatusError, SeqError,
-        MAX_BODY_CHARS,
+        AttachmentId, ChannelTextError, ClientMsgIdError, DirectMembersError, MessageBodyError,
+        PresenceStatusError, SeqError, MAX_BODY_CHARS,
     };
     use uuid::Uuid;
 
@@ -297,7 +308,7 @@ mod tests {
             (invalid(Field::Limit, Reason::OutOfRange { min: 1, max: 200 }), StatusCode::BAD_REQUEST, "invalid_request",
                 "limit must be between 1 and 200".into()),
             (invalid(Field::Patch, Reason::Empty), StatusCode::BAD_REQUEST, "invalid_request",
-                "nothing to update: give status, assignee_id or tags".into()),
+                "nothing to update: give the fields to change".into()),
             (invalid(Field::Body, Reason::Required), StatusCode::BAD_REQUEST, "invalid_request",
                 "a message needs a body or an attachment".into()),
             (invalid(Field::AttachmentIds, Reason::AttachmentIds(AttachmentIdsError::TooMany(11))), StatusCode::BAD_REQUEST, "invalid_request",
@@ -321,6 +332,15 @@ mod tests {
             (invalid(Field::Status, Reason::Status(PresenceStatusError)), StatusCode::BAD_REQUEST, "invalid_request",
                 "status must be one of online, away, busy".into()),
             (ChatError::Conflict(Conflict::MessageDeleted), StatusCode::CONFLICT, "conflict", "the message was deleted".into()),
+            (ChatError::Conflict(Conflict::Archived), StatusCode::CONFLICT, "conflict", "the channel is archived: bring it back to change it".into()),
+            (ChatError::Conflict(Conflict::NameTaken), StatusCode::CONFLICT, "conflict", "a channel of this name exists already".into()),
+            (ChatError::Conflict(Conflict::LastOwner), StatusCode::CONFLICT, "conflict",
+                "the last owner cannot leave while other members stay: make someone else an owner first".into()),
+            (ChatError::NotFound(Resource::Member), StatusCode::NOT_FOUND, "not_found", "not a member of this conversation".into()),
+            (invalid(Field::Name, Reason::ChannelText(ChannelTextError::TooLong { max: 80 })), StatusCode::BAD_REQUEST, "invalid_request",
+                "name must be at most 80 characters".into()),
+            (invalid(Field::UserIds, Reason::DirectMembers(DirectMembersError::Alone)), StatusCode::BAD_REQUEST, "invalid_request",
+                "user_ids: name at least one other staff member".into()),
             (ChatError::Unexpected(anyhow::anyhow!("disk on fire")), StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into()),
         ];
         for (err, status, code, message) in cases {

@@ -356,7 +356,7 @@ mod tests {
             ),
             (
                 query::<ListConversationsQuery>("foo=bar"),
-                "Failed to deserialize query string: foo: unknown field `foo`, expected one of `status`, `limit`, `cursor`".into(),
+                "Failed to deserialize query string: foo: unknown field `foo`, expected one of `status`, `kind`, `limit`, `cursor`".into(),
             ),
         ];
         for (message, expected) in cases {

@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chat_app::ConversationCursor;
 use chat_domain::{
-    ConversationId, ConversationPatch, ConversationStatus, CustomerId, StaffUserId, Tags,
+    ConversationId, ConversationPatch, ConversationStatus, CustomerId, KindName, StaffUserId, Tags,
 };
 
 use super::page_limit;
@@ -35,6 +35,12 @@ async fn list(
     ApiQuery(query): ApiQuery<ListConversationsQuery>,
 ) -> Result<Json<ConversationListDto>, ApiError> {
     let status = query.status.as_deref().map(status).transpose()?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse::<KindName>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let cursor = query
         .cursor
         .as_deref()
@@ -43,7 +49,7 @@ async fn list(
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let page = state
         .service
-        .list_conversations(&principal, status, page_limit(query.limit)?, cursor)
+        .list_conversations(&principal, status, kind, page_limit(query.limit)?, cursor)
         .await?;
     Ok(Json(ConversationListDto {
         conversations: page.items.into_iter().map(Into::into).collect(),

@@ -1,9 +1,10 @@
 //! The HTTP routes: one module per resource, assembled by [`router`].
 //! A new route goes into the module of the resource its path names
-//! (`conversations`, `messages`, `receipts`, `presence`, `attachments`,
+//! (`conversations`, `channels` (with `/direct`), `messages`, `receipts`, `presence`, `attachments`,
 //! `tokens`, `health`); a new resource gets a module and one `merge` line.
 
 mod attachments;
+mod channels;
 mod conversations;
 mod health;
 mod messages;
@@ -35,6 +36,7 @@ fn page_limit(raw: Option<u32>) -> Result<PageLimit, ApiError> {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(conversations::router())
+        .merge(channels::router())
         .merge(attachments::router())
         .merge(tokens::router())
         .merge(messages::router())

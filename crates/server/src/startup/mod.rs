@@ -65,6 +65,7 @@ impl Application {
         let hub = Hub::new(
             ports.messages.clone(),
             ports.conversations.clone(),
+            ports.members.clone(),
             ports.policy.clone(),
         );
         tokio::spawn(hub.clone().run(bus.subscribe(), shutdown.clone()));

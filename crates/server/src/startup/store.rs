@@ -9,8 +9,8 @@ use adapters_sqlite::SqliteStore;
 use anyhow::Context;
 use async_trait::async_trait;
 use chat_app::{
-    AttachmentRepository, ConversationRepository, EventPublisher, MessageRepository, Ports,
-    ReadStateRepository,
+    AttachmentRepository, ConversationRepository, EventPublisher, MembershipRepository,
+    MessageRepository, Ports, ReadStateRepository,
 };
 
 use crate::config::DatabaseSettings;
@@ -76,6 +76,7 @@ impl Store {
             + MessageRepository
             + ReadStateRepository
             + AttachmentRepository
+            + MembershipRepository
             + Readiness
             + 'static,
     {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_app::{BusEvent, ChatEvent, EventStream, OrderedFeed, Route};
+use chat_domain::{NoticeKind, SystemNotice};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -58,10 +59,36 @@ async fn to_readers(hub: &Hub, route: Route, frame: &ServerFrame) {
     hub.to_readers(route, |_| true, &out).await;
 }
 
+/// Moves the audience of the conversation of `route` as its membership
+/// `notice` says, before the notice itself is delivered: a member added
+/// hears it and all that follows; a member removed hears only that they
+/// were (on every connection, even where the audience was not cached), and
+/// nothing after.
+async fn membership_moves(hub: &Hub, route: Route, notice: &SystemNotice) {
+    let Some(user) = notice.user else {
+        return;
+    };
+    match notice.kind {
+        NoticeKind::MemberAdded => hub.add_member(route.conversation_id, user),
+        NoticeKind::MemberRemoved | NoticeKind::MemberLeft => {
+            hub.remove_member(route.conversation_id, user);
+            if let Some(frame) = ServerFrame::membership(route.conversation_id, notice) {
+                let out = Outbound::of_conversation(route.conversation_id, frame.encode());
+                hub.to_staff_user(route.access.tenant, user, &out);
+            }
+        }
+        NoticeKind::ChannelUpdated => {}
+    }
+}
+
 /// Delivers one event to whom it concerns.
 pub(super) async fn route(hub: &Hub, event: ChatEvent) {
     match event {
         ChatEvent::MessageCreated { route, message } => {
+            let notice = message.system;
+            if let Some(notice) = notice {
+                membership_moves(hub, route, &notice).await;
+            }
             let out = Outbound {
                 conversation: Some(route.conversation_id),
                 seq: Some(message.seq.get()),
@@ -72,6 +99,11 @@ pub(super) async fn route(hub: &Hub, event: ChatEvent) {
                 frame: ServerFrame::new_message(message).encode(),
             };
             hub.to_readers(route, |_| true, &out).await;
+            if let Some(frame) =
+                notice.and_then(|n| ServerFrame::membership(route.conversation_id, &n))
+            {
+                to_readers(hub, route, &frame).await;
+            }
         }
         ChatEvent::MessageChanged { route, message } => {
             to_readers(hub, route, &ServerFrame::message_changed(message)).await;
@@ -164,6 +196,7 @@ mod tests {
         Hub::new(
             Arc::new(MockMessageRepository::new()),
             Arc::new(conversations),
+            Arc::new(chat_app::MockMembershipRepository::new()),
             policy,
         )
     }
@@ -259,6 +292,112 @@ mod tests {
         assert_eq!(hub.connection_count(), 7, "the phone's connection is gone");
         hub.unregister(&Principal::customer(tenant, customer), ConnectionId::new());
         assert_eq!(hub.connection_count(), 7, "unknown ids change nothing");
+    }
+
+    /// The frame types in `queue`, in order.
+    fn types(queue: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+        let mut types = Vec::new();
+        while let Ok(out) = queue.try_recv() {
+            let value: serde_json::Value = serde_json::from_str(out.frame.as_str()).unwrap();
+            types.push(value["type"].as_str().unwrap().to_owned());
+        }
+        types
+    }
+
+    #[tokio::test]
+    async fn membership_notices_move_a_channel_s_audience_at_their_place_in_the_stream() {
+        use chat_domain::{
+            ChannelName, ChannelProfile, MessageId, NewChannel, NoticeKind, SystemNotice,
+            Visibility,
+        };
+        let tenant = TenantId::new_v4();
+        let (owner, joiner, outsider) = (
+            StaffUserId::new_v4(),
+            StaffUserId::new_v4(),
+            StaffUserId::new_v4(),
+        );
+        let channel = NewChannel {
+            id: chat_domain::ConversationId::new_v7(),
+            tenant,
+            profile: ChannelProfile {
+                name: ChannelName::parse("Night shift").unwrap(),
+                topic: None,
+            },
+            visibility: Visibility::Public,
+            owner,
+            members: vec![],
+            now: chrono::Utc::now(),
+        }
+        .prospective();
+        let mut members = chat_app::MockMembershipRepository::new();
+        // Loaded once, when the first event needs the audience.
+        members
+            .expect_member_ids()
+            .times(1)
+            .returning(move |_, _| Ok(vec![owner]));
+        let hub = Hub::new(
+            Arc::new(MockMessageRepository::new()),
+            Arc::new(MockConversationRepository::new()),
+            Arc::new(members),
+            Arc::new(chat_app::AllowAll),
+        );
+        let mut owner_q = connect(&hub, Principal::staff(tenant, owner, StaffRole::Staff));
+        let mut joiner_q = connect(&hub, Principal::staff(tenant, joiner, StaffRole::Admin));
+        let mut outsider_q = connect(&hub, Principal::staff(tenant, outsider, StaffRole::Staff));
+        let message = |seq: u64, system: Option<SystemNotice>| Message {
+            id: MessageId::new_v7(),
+            seq: chat_domain::Seq::from_u64(seq).unwrap(),
+            sender: if system.is_some() {
+                Sender::System
+            } else {
+                Sender::Staff(owner)
+            },
+            system,
+            ..chat_app::fixtures::message(&channel, seq, Sender::Staff(owner))
+        };
+        let notice = |kind, by| {
+            Some(SystemNotice {
+                kind,
+                user: Some(joiner),
+                by,
+            })
+        };
+        for event in [
+            message(1, None),
+            message(2, notice(NoticeKind::MemberAdded, joiner)),
+            message(3, None),
+            message(4, notice(NoticeKind::MemberRemoved, owner)),
+            message(5, None),
+        ] {
+            route(&hub, created(&channel, event)).await;
+        }
+        let said = |s: &[&str]| s.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            types(&mut owner_q),
+            said(&[
+                "new_message",
+                "new_message",
+                "member_added",
+                "new_message",
+                "new_message",
+                "member_removed",
+                "new_message"
+            ])
+        );
+        assert_eq!(
+            types(&mut joiner_q),
+            said(&[
+                "new_message",
+                "member_added",
+                "new_message",
+                "member_removed"
+            ]),
+            "from their notice on, up to their removal"
+        );
+        assert!(
+            types(&mut outsider_q).is_empty(),
+            "staff who are not members hear nothing of a channel, public or not"
+        );
     }
 
     /// A host policy that keeps one staff member out of one customer's

@@ -10,5 +10,6 @@ mod bad_inputs;
 mod faults;
 mod hardening;
 mod multi_node;
+mod staff;
 mod walkthrough;
 mod ws;

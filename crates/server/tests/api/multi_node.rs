@@ -442,3 +442,65 @@ async fn the_users_of_a_crashed_node_are_announced_offline_once_their_connection
     drop(staff);
     cluster.stop().await;
 }
+
+/// A staff member added to a channel on node A while their socket sits on
+/// node B hears its messages from then on; removed on A, they hear nothing
+/// more on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changed_on_one_node_moves_the_audience_of_the_other() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (owner, colleague) = (StaffUserId::new_v4(), StaffUserId::new_v4());
+    let owner_token = a.staff(owner);
+    let created = a
+        .post(
+            "/api/v1/chat/channels",
+            &owner_token,
+            json!({"name": "Ward 3", "visibility": "private"}),
+        )
+        .await;
+    let room = created.body["id"].as_str().expect("channel id").to_owned();
+    let mut sender = Peer::connect(a, &owner_token).await;
+    let mut far = Peer::connect(b, &b.staff(colleague)).await;
+    b.wait_connections(1).await;
+    sender.request(send_frame(&room, "before", "m1")).await;
+
+    let added = a
+        .post(
+            &format!("/api/v1/chat/channels/{room}/members"),
+            &owner_token,
+            json!({"user_ids": [colleague.to_string()]}),
+        )
+        .await;
+    assert_eq!(added.status.as_u16(), 200, "{added:?}");
+    for i in 0..3 {
+        sender
+            .request(send_frame(&room, &format!("after {i}"), &format!("a{i}")))
+            .await;
+    }
+    far.event(|e| e["type"] == "new_message" && e["message"]["seq"] == 5)
+        .await;
+    assert_eq!(
+        far.seqs(&room),
+        vec![2, 3, 4, 5],
+        "the notice, then each message once"
+    );
+    far.event(|e| e["type"] == "member_added").await;
+
+    let removed = a
+        .delete(
+            &format!("/api/v1/chat/channels/{room}/members/{colleague}"),
+            &owner_token,
+        )
+        .await;
+    assert_eq!(removed.status.as_u16(), 204, "{removed:?}");
+    sender.request(send_frame(&room, "secret", "s1")).await;
+    far.event(|e| e["type"] == "member_removed").await;
+    far.settle(Duration::from_millis(500)).await;
+    assert_eq!(
+        far.seqs(&room),
+        vec![2, 3, 4, 5],
+        "nothing after the removal"
+    );
+    cluster.stop().await;
+}

@@ -1,10 +1,13 @@
 //! Who hears a conversation: the audience rule, and the per-conversation
 //! cache of what it resolved to.
 //!
-//! The rule, today:
-//! - the staff of the conversation's tenant hear every conversation of the
-//!   tenant;
+//! The rule:
+//! - the staff of the conversation's tenant hear every customer
+//!   conversation of the tenant;
 //! - a customer conversation is also heard by its customer;
+//! - a direct conversation or channel is heard by its members only (not
+//!   by the tenant's other staff, admins included: they may read its
+//!   history, not follow it live);
 //! - nobody else.
 //!
 //! An audience only says whose connections to look at. At every event the
@@ -12,18 +15,20 @@
 //! only its clinician and the admins) and then the host's `AccessPolicy`
 //! pick among them, so a change of policy applies from the next event.
 //!
-//! An audience is resolved once per conversation and cached. Today it
-//! follows from the conversation's `ConversationAccess`, which never
-//! changes. A rule that needs the store (the members of a staff channel)
-//! resolves here too; a membership event then changes the cached audience
-//! one principal at a time ([`Audiences::add`], [`Audiences::remove`]) or
-//! drops it ([`Audiences::forget`]) so the next event resolves it afresh.
+//! An audience is resolved once per conversation and cached. For a
+//! customer conversation it follows from the conversation's
+//! `ConversationAccess`, which never changes. The members of a conversation
+//! with members come from the store (the hub loads them, [`Audience::of_members`]);
+//! each membership notice then changes the cached audience one member at a
+//! time ([`Audiences::add_member`], [`Audiences::remove_member`]) as it
+//! passes the ordered feed, at its `seq`: what comes after a removal never
+//! reaches the removed member.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_domain::{ConversationAccess, ConversationId, Principal, TenantId};
+use chat_domain::{ConversationAccess, ConversationId, Principal, StaffUserId, TenantId};
 
 /// How long an audience no event used is kept.
 pub const AUDIENCE_IDLE: Duration = Duration::from_secs(600);
@@ -33,8 +38,11 @@ pub const AUDIENCE_IDLE: Duration = Duration::from_secs(600);
 pub struct Audience {
     /// The tenant whose staff all hear it.
     pub staff_of: Option<TenantId>,
-    /// Principals who hear it by name (its customer; a channel's members).
+    /// Principals who hear it by name (its customer).
     pub named: HashSet<Principal>,
+    /// The members who hear it, staff of the tenant, whatever their staff
+    /// role.
+    pub members: Option<(TenantId, HashSet<StaffUserId>)>,
 }
 
 impl Audience {
@@ -48,6 +56,17 @@ impl Audience {
                 .map(|customer| Principal::customer(access.tenant, customer))
                 .into_iter()
                 .collect(),
+            members: None,
+        }
+    }
+
+    /// The audience of a conversation with members: `members`, staff of
+    /// `tenant`.
+    pub fn of_members(tenant: TenantId, members: impl IntoIterator<Item = StaffUserId>) -> Self {
+        Self {
+            staff_of: None,
+            named: HashSet::new(),
+            members: Some((tenant, members.into_iter().collect())),
         }
     }
 }
@@ -76,6 +95,55 @@ impl Audiences {
         });
         cached.used = now;
         cached.audience.clone()
+    }
+
+    /// The cached audience of `id`, if any (marking it used).
+    pub fn cached(&mut self, id: ConversationId, now: Instant) -> Option<Arc<Audience>> {
+        self.0.get_mut(&id).map(|cached| {
+            cached.used = now;
+            cached.audience.clone()
+        })
+    }
+
+    /// Caches `audience` as that of `id`.
+    pub fn insert(
+        &mut self,
+        id: ConversationId,
+        audience: Audience,
+        now: Instant,
+    ) -> Arc<Audience> {
+        let audience = Arc::new(audience);
+        self.0.insert(
+            id,
+            Cached {
+                audience: audience.clone(),
+                used: now,
+            },
+        );
+        audience
+    }
+
+    /// Adds member `user` to the cached audience of `id`, a conversation
+    /// with members; `false` when none is cached (the next event loads one
+    /// from the store, which has them).
+    pub fn add_member(&mut self, id: ConversationId, user: StaffUserId) -> bool {
+        self.0.get_mut(&id).is_some_and(|cached| {
+            if let Some((_, members)) = &mut Arc::make_mut(&mut cached.audience).members {
+                members.insert(user);
+            }
+            true
+        })
+    }
+
+    /// Removes member `user` from the cached audience of `id`; `false` when
+    /// none is cached.
+    pub fn remove_member(&mut self, id: ConversationId, user: StaffUserId) -> bool {
+        self.0.get_mut(&id).is_some_and(|cached| {
+            if let Some((_, members)) = &mut Arc::make_mut(&mut cached.audience).members {
+                members.remove(&user);
+            }
+            true
+        })
     }
 
     /// Adds `principal` to the cached audience of `id`; `false` when none
@@ -168,6 +236,32 @@ mod tests {
             Audience::of(&access),
             "resolved afresh"
         );
+    }
+
+    #[test]
+    fn a_member_audience_changes_one_member_at_a_time() {
+        let (id, tenant) = (ConversationId::new_v7(), TenantId::new_v4());
+        let (a, b) = (StaffUserId::new_v4(), StaffUserId::new_v4());
+        let now = Instant::now();
+        let mut audiences = Audiences::default();
+        assert!(!audiences.add_member(id, b), "nothing cached");
+        assert_eq!(audiences.cached(id, now), None);
+        audiences.insert(id, Audience::of_members(tenant, [a]), now);
+        assert!(audiences.add_member(id, b));
+        let members = |audiences: &mut Audiences| {
+            audiences
+                .cached(id, now)
+                .unwrap()
+                .members
+                .clone()
+                .unwrap()
+                .1
+        };
+        assert_eq!(members(&mut audiences), HashSet::from([a, b]));
+        assert!(audiences.remove_member(id, a));
+        assert_eq!(members(&mut audiences), HashSet::from([b]));
+        let audience = audiences.cached(id, now).unwrap();
+        assert!(audience.staff_of.is_none() && audience.named.is_empty());
     }
 
     #[test]

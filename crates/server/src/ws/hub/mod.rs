@@ -19,9 +19,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use chat_app::{
-    AccessPolicy, ConnectionId, ConversationRepository, MessageRepository, PolicyAction, Route,
+    AccessPolicy, ConnectionId, ConversationRepository, MembershipRepository, MessageRepository,
+    PolicyAction, Route,
 };
-use chat_domain::{authorize_access, Action, ConversationId, Principal, TenantId};
+use chat_domain::{
+    authorize_access, Action, ConversationId, MemberRole, Principal, StaffRole, StaffUserId,
+    TenantId,
+};
 use tokio::sync::mpsc;
 
 use audience::Audiences;
@@ -84,7 +88,28 @@ impl Registry {
             .named
             .iter()
             .filter(move |p| self.users.contains_key(p) && !staff.is_some_and(|s| s.contains(p)));
-        staff.into_iter().flatten().chain(named)
+        let members = audience.members.iter().flat_map(move |(tenant, users)| {
+            users
+                .iter()
+                .flat_map(move |user| self.staff_user(*tenant, *user))
+        });
+        staff.into_iter().flatten().chain(named).chain(members)
+    }
+
+    /// The connected principals of staff member `user` of `tenant` (one per
+    /// staff role they connected with).
+    fn staff_user(
+        &self,
+        tenant: TenantId,
+        user: StaffUserId,
+    ) -> impl Iterator<Item = &Principal> + '_ {
+        [StaffRole::Staff, StaffRole::Admin]
+            .into_iter()
+            .filter_map(move |role| {
+                self.users
+                    .get_key_value(&Principal::staff(tenant, user, role))
+                    .map(|(principal, _)| principal)
+            })
     }
 }
 
@@ -97,17 +122,21 @@ pub struct Hub {
     pub(super) messages: Arc<dyn MessageRepository>,
     /// Read for the host's policy, which decides by the stored conversation.
     conversations: Arc<dyn ConversationRepository>,
+    /// Read for the audience of a conversation with members.
+    members: Arc<dyn MembershipRepository>,
     policy: Arc<dyn AccessPolicy>,
 }
 
 impl Hub {
-    /// A hub whose dispatcher reads missing messages from `messages`, and
+    /// A hub whose dispatcher reads missing messages from `messages`, the
+    /// members of direct conversations and channels from `members`, and
     /// that asks `policy` (the host's, as the use cases do) who may read a
     /// conversation's events, beside the domain rules, showing it the
     /// conversation as `conversations` has it.
     pub fn new(
         messages: Arc<dyn MessageRepository>,
         conversations: Arc<dyn ConversationRepository>,
+        members: Arc<dyn MembershipRepository>,
         policy: Arc<dyn AccessPolicy>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -116,6 +145,7 @@ impl Hub {
             count: AtomicUsize::new(0),
             messages,
             conversations,
+            members,
             policy,
         })
     }
@@ -182,6 +212,54 @@ impl Hub {
     /// Removes `principal` from the audience of `conversation`.
     pub fn remove_listener(&self, conversation: ConversationId, principal: &Principal) {
         self.audiences().remove(conversation, principal);
+    }
+
+    /// Adds member `user` to the audience of `conversation`, for a
+    /// membership notice; a no-op when its audience is not cached (the next
+    /// event loads it from the store).
+    pub fn add_member(&self, conversation: ConversationId, user: StaffUserId) {
+        self.audiences().add_member(conversation, user);
+    }
+
+    /// Removes member `user` from the audience of `conversation`.
+    pub fn remove_member(&self, conversation: ConversationId, user: StaffUserId) {
+        self.audiences().remove_member(conversation, user);
+    }
+
+    /// Queues `out` for the connections of staff member `user` of
+    /// `tenant`.
+    pub fn to_staff_user(&self, tenant: TenantId, user: StaffUserId, out: &Outbound) {
+        let dead = {
+            let registry = self.read();
+            Self::push(&registry, registry.staff_user(tenant, user), out)
+        };
+        self.bury(dead);
+    }
+
+    /// The audience of the conversation of `route`: cached, or resolved
+    /// (from the store, for a conversation with members). `None` when the
+    /// members cannot be read: nobody hears the event, readers resume.
+    async fn audience(&self, route: &Route) -> Option<Arc<Audience>> {
+        let id = route.conversation_id;
+        if !route.access.kind.has_members() {
+            return Some(self.audiences().resolve(id, &route.access, Instant::now()));
+        }
+        if let Some(cached) = self.audiences().cached(id, Instant::now()) {
+            return Some(cached);
+        }
+        // The dispatcher routes one event at a time, so no membership
+        // notice of this conversation can pass while this read runs.
+        match self.members.member_ids(route.access.tenant, id).await {
+            Ok(members) => Some(self.audiences().insert(
+                id,
+                Audience::of_members(route.access.tenant, members),
+                Instant::now(),
+            )),
+            Err(err) => {
+                tracing::error!(error = ?err, conversation_id = %id, "cannot read a conversation's members; they will resume");
+                None
+            }
+        }
     }
 
     /// Drops the cached audience of `conversation`: the next event
@@ -254,11 +332,18 @@ impl Hub {
         wants: impl Fn(&Principal) -> bool,
         out: &Outbound,
     ) {
-        let audience =
-            self.audiences()
-                .resolve(route.conversation_id, &route.access, Instant::now());
+        let Some(audience) = self.audience(&route).await else {
+            return;
+        };
+        // The audience of a conversation with members is its members.
+        let member = route
+            .access
+            .kind
+            .has_members()
+            .then_some(MemberRole::Member);
         let readable = |principal: &&Principal| {
-            authorize_access(principal, &route.access, Action::Read).is_ok() && wants(principal)
+            authorize_access(principal, &route.access, member, Action::Read).is_ok()
+                && wants(principal)
         };
         if self.policy.refuses_nothing() {
             let dead = {
@@ -323,6 +408,7 @@ mod tests {
         Hub::new(
             Arc::new(MockMessageRepository::new()),
             Arc::new(MockConversationRepository::new()),
+            Arc::new(chat_app::MockMembershipRepository::new()),
             Arc::new(AllowAll),
         )
     }

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::ws::Utf8Bytes;
 use chat_app::Receipt;
-use chat_domain::{Conversation, ConversationId, Message, Presence, ReadState, Sender};
+use chat_domain::{
+    Conversation, ConversationId, Message, NoticeKind, Presence, ReadState, Sender, SystemNotice,
+};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -127,6 +129,26 @@ pub enum ServerFrame {
         sender: SenderDto,
         /// Started (`true`) or stopped.
         is_typing: bool,
+    },
+    /// A staff member joined or was added to a direct conversation or
+    /// channel (sent to its members and to them).
+    MemberAdded {
+        /// Where.
+        conversation_id: Uuid,
+        /// Who.
+        user: SenderDto,
+        /// Who added them (themselves when joining).
+        by: SenderDto,
+    },
+    /// A staff member left or was removed (sent to the members who stay
+    /// and to them).
+    MemberRemoved {
+        /// Where.
+        conversation_id: Uuid,
+        /// Who.
+        user: SenderDto,
+        /// Who removed them (themselves when leaving).
+        by: SenderDto,
     },
     /// A user's presence changed.
     Presence {
@@ -252,6 +274,27 @@ impl ServerFrame {
             conversation_id: conversation.into(),
             sender: sender.into(),
             is_typing,
+        }
+    }
+
+    /// `member_added` or `member_removed`, as a membership `notice` of
+    /// `conversation` reports it; `None` for a notice that changes no
+    /// member (a channel's settings).
+    pub fn membership(conversation: ConversationId, notice: &SystemNotice) -> Option<Self> {
+        let user = Sender::Staff(notice.user?).into();
+        let (conversation_id, by) = (conversation.into(), Sender::Staff(notice.by).into());
+        match notice.kind {
+            NoticeKind::MemberAdded => Some(Self::MemberAdded {
+                conversation_id,
+                user,
+                by,
+            }),
+            NoticeKind::MemberRemoved | NoticeKind::MemberLeft => Some(Self::MemberRemoved {
+                conversation_id,
+                user,
+                by,
+            }),
+            NoticeKind::ChannelUpdated => None,
         }
     }
 
