@@ -12,7 +12,7 @@ use crate::{Options, Scenario};
 pub const USAGE: &str = "\
 usage: chat-bench [SCENARIO...] [OPTIONS]
 
-scenarios (default: pairs): pairs, max, fanout, idle, history, baseline, all
+scenarios (default: pairs): pairs, max, fanout, channel, idle, history, baseline, all
 
 server:
   --db sqlite|postgres        store of the server the tool starts (default sqlite)
@@ -37,6 +37,11 @@ load:
   --staff N,N,...             fanout: staff sockets (default 500,1000,2000)
   --fanout-messages N         fanout: messages (default 300)
   --fanout-interval-ms MS     fanout: time between messages (default 100)
+  --channel-members N,N,...   channel: members of each fan-out (default 1000; messages and
+                              interval as fanout's)
+  --churn-members N           channel: members added then removed during the stream (default 100)
+  --churn-rate R              channel: msgs/s of the churned channel (default 200)
+  --churn-duration S          channel: length of the churned stream, seconds (default 20)
   --connections N,N,...       idle: connections (default 10000)
   --hold S                    idle: seconds to hold before reading memory (default 3)
   --messages N                history: messages (default 1000000)
@@ -154,6 +159,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                     "--fanout-interval-ms" => {
                         options.fanout_interval = Duration::from_millis(number(flag, v)?);
                     }
+                    "--channel-members" => options.channel_members = list(flag, v)?,
+                    "--churn-members" => options.churn.churned = number(flag, v)?,
+                    "--churn-rate" => options.churn.rate = number(flag, v)?,
+                    "--churn-duration" => options.churn.duration = seconds(flag, v)?,
                     "--connections" => options.idle_connections = list(flag, v)?,
                     "--hold" => options.idle_hold = seconds(flag, v)?,
                     "--messages" => options.history.messages = number(flag, v)?,
@@ -176,8 +185,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
     if !scenarios.is_empty() {
         options.scenarios = scenarios;
     }
-    if options.pairs == 0 || options.rate <= 0.0 || options.rates.iter().any(|r| *r <= 0.0) {
-        bail!("--pairs, --rate and --rates must be above 0");
+    if options.pairs == 0
+        || options.rate <= 0.0
+        || options.rates.iter().any(|r| *r <= 0.0)
+        || options.churn.rate <= 0.0
+    {
+        bail!("--pairs, --rate, --rates and --churn-rate must be above 0");
     }
     if options.history.conversations == 0 || options.history.messages == 0 {
         bail!("--messages and --conversations must be above 0");

@@ -83,6 +83,12 @@ pub struct IncomingMessage {
     pub client_msg_id: Option<String>,
     /// Who sent it.
     pub sender: IncomingSender,
+    /// Its place in its conversation.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// Its conversation.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
 }
 
 /// A sender object.

@@ -1,7 +1,8 @@
-//! The `fanout` load: one tenant, one customer, N staff sockets (N staff
-//! members of the tenant's shared inbox). The customer sends on an open-loop
-//! schedule; a message counts as delivered when the last staff socket has
-//! it.
+//! The `fanout` load: one tenant, one sender, N listening staff sockets:
+//! either a customer writing to the tenant's shared inbox heard by N staff
+//! members (`fanout`), or a staff member writing in a channel of N other
+//! members (`channel`). The sender sends on an open-loop schedule; a message
+//! counts as delivered when the last listening socket has it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use crate::target::Target;
 /// What one fan-out size measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct FanoutResult {
+    /// Who listens: `shared inbox` or `channel`.
+    pub audience: &'static str,
     /// Staff sockets.
     pub staff_sockets: usize,
     /// Messages the customer sent.
@@ -133,8 +136,17 @@ async fn read_staff(
     seen
 }
 
-/// Connects `staff` staff sockets and one customer socket, then sends
-/// `messages` messages `interval` apart.
+/// Who sends, where, and who listens.
+struct Setup {
+    audience: &'static str,
+    conversation: String,
+    sender_token: String,
+    listener_tokens: Vec<String>,
+}
+
+/// Connects `staff` staff sockets and one customer socket, then the
+/// customer sends `messages` messages `interval` apart into the shared
+/// inbox.
 ///
 /// # Errors
 /// When the conversation, tokens or sockets cannot be had.
@@ -150,21 +162,78 @@ pub async fn run(
     let conversation = target
         .open_conversation(&first_staff, customer, None)
         .await?;
-    let customer_token = target.customer_token(&first_staff, customer).await?;
+    let sender_token = target.customer_token(&first_staff, customer).await?;
+    let listener_tokens = (0..staff)
+        .map(|_| target.staff_token(tenant, StaffUserId::new_v4(), "pharmacist"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let setup = Setup {
+        audience: "shared inbox",
+        conversation,
+        sender_token,
+        listener_tokens,
+    };
+    measure(target, setup, messages, interval).await
+}
 
+/// A private channel of `members` staff members and its owner; the owner
+/// sends `messages` messages `interval` apart, every other member listens.
+/// The members are added before any socket opens, so that their notices
+/// are not part of the measurement.
+///
+/// # Errors
+/// When the channel, tokens or sockets cannot be had.
+pub async fn run_channel(
+    target: &Target,
+    members: usize,
+    messages: usize,
+    interval: Duration,
+) -> anyhow::Result<FanoutResult> {
+    let tenant = TenantId::new_v4();
+    let owner = target.staff_token(tenant, StaffUserId::new_v4(), "pharmacist")?;
+    let users: Vec<StaffUserId> = (0..members).map(|_| StaffUserId::new_v4()).collect();
+    let conversation = target.create_channel(&owner, "fanout", &[]).await?;
+    for chunk in users.chunks(100) {
+        target.add_members(&owner, &conversation, chunk).await?;
+    }
+    let listener_tokens = users
+        .iter()
+        .map(|user| target.staff_token(tenant, *user, "pharmacist"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let setup = Setup {
+        audience: "channel",
+        conversation,
+        sender_token: owner,
+        listener_tokens,
+    };
+    measure(target, setup, messages, interval).await
+}
+
+/// Connects the listeners and the sender of `setup`, then sends
+/// `messages` messages `interval` apart.
+async fn measure(
+    target: &Target,
+    setup: Setup,
+    messages: usize,
+    interval: Duration,
+) -> anyhow::Result<FanoutResult> {
+    let Setup {
+        audience,
+        conversation,
+        sender_token: customer_token,
+        listener_tokens,
+    } = setup;
+    let staff = listener_tokens.len();
     let connect_started = Instant::now();
     let stop = CancellationToken::new();
     let quiet = Quiet {
         start: connect_started,
         last_frame_us: Arc::default(),
     };
-    let urls = (0..staff)
-        .map(|i| {
-            target
-                .staff_token(tenant, StaffUserId::new_v4(), "pharmacist")
-                .map(|token| target.ws_url(i, &token))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let urls: Vec<String> = listener_tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| target.ws_url(i, token))
+        .collect();
     // Each socket is read from the moment it opens: every staff member's
     // arrival is announced to the others (presence), and an unread socket
     // would be closed as too slow.
@@ -256,6 +325,7 @@ pub async fn run(
     let expected = (messages * staff) as u64;
     errors += expected.saturating_sub(delivered);
     Ok(FanoutResult {
+        audience,
         staff_sockets: staff,
         messages: messages as u64,
         expected,

@@ -7,13 +7,14 @@
 //! latencies in HdrHistograms, and holds every throughput figure against a
 //! baseline: the same send transaction issued straight to the database.
 //!
-//! Scenarios: `pairs`, `max`, `fanout`, `idle`, `history` (see
+//! Scenarios: `pairs`, `max`, `fanout`, `channel`, `idle`, `history` (see
 //! `docs/BENCHMARKS.md`). [`run`] runs a list of them and returns a
 //! [`report::Report`]; the binary prints it as tables and writes it as
 //! JSON, with an SVG chart of latency against offered rate.
 
 pub mod baseline;
 pub mod chart;
+pub mod churn;
 pub mod cli;
 pub mod client;
 pub mod fanout;
@@ -48,14 +49,18 @@ pub enum Scenario {
     Idle,
     /// History pages and conversation lists over seeded data.
     History,
+    /// One staff member's messages to a channel of N members, and members
+    /// added and removed while a channel carries a stream.
+    Channel,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Pairs,
         Self::Max,
         Self::Fanout,
+        Self::Channel,
         Self::Idle,
         Self::History,
     ];
@@ -72,8 +77,9 @@ impl Scenario {
             "fanout" => Self::Fanout,
             "idle" => Self::Idle,
             "history" => Self::History,
+            "channel" => Self::Channel,
             other => anyhow::bail!(
-                "unknown scenario {other:?}: pairs, max, fanout, idle, history, baseline or all"
+                "unknown scenario {other:?}: pairs, max, fanout, channel, idle, history, baseline or all"
             ),
         })
     }
@@ -106,6 +112,10 @@ pub struct Options {
     pub fanout_messages: usize,
     /// Time between two `fanout` messages.
     pub fanout_interval: Duration,
+    /// Members of each `channel` fan-out (besides its sender).
+    pub channel_members: Vec<usize>,
+    /// The membership churn of `channel`.
+    pub churn: churn::ChurnOptions,
     /// Connections of each `idle` run.
     pub idle_connections: Vec<usize>,
     /// How long idle connections are held before memory is read.
@@ -151,6 +161,13 @@ impl Options {
             fanout_staff: vec![500, 1000, 2000],
             fanout_messages: 300,
             fanout_interval: Duration::from_millis(100),
+            channel_members: vec![1000],
+            churn: churn::ChurnOptions {
+                steady: 20,
+                churned: 100,
+                rate: 200.0,
+                duration: Duration::from_secs(20),
+            },
             idle_connections: vec![10_000],
             idle_hold: Duration::from_secs(3),
             history: HistoryOptions {
@@ -178,6 +195,13 @@ impl Options {
         self.fanout_staff = vec![5];
         self.fanout_messages = 5;
         self.fanout_interval = Duration::from_millis(20);
+        self.channel_members = vec![5];
+        self.churn = churn::ChurnOptions {
+            steady: 2,
+            churned: 4,
+            rate: 40.0,
+            duration: Duration::from_secs(1),
+        };
         self.idle_connections = vec![20];
         self.idle_hold = Duration::from_millis(200);
         self.history = HistoryOptions {
@@ -279,6 +303,35 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                         result,
                     });
                 }
+            }
+            Scenario::Channel => {
+                for &members in &options.channel_members {
+                    let result = with_target(&options.target, async |target| {
+                        fanout::run_channel(
+                            target,
+                            members,
+                            options.fanout_messages,
+                            options.fanout_interval,
+                        )
+                        .await
+                        .with_context(|| format!("channel fanout to {members}"))
+                    })
+                    .await?;
+                    report.add(Outcome::Fanout {
+                        checks: report::fanout_checks(&result),
+                        result,
+                    });
+                }
+                let result = with_target(&options.target, async |target| {
+                    churn::run(target, options.churn)
+                        .await
+                        .context("membership churn")
+                })
+                .await?;
+                report.add(Outcome::Churn {
+                    checks: report::churn_checks(&result),
+                    result,
+                });
             }
             Scenario::Idle => {
                 for &connections in &options.idle_connections {

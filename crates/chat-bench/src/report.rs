@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::baseline::BaselineResult;
+use crate::churn::ChurnResult;
 use crate::fanout::FanoutResult;
 use crate::history::HistoryResult;
 use crate::idle::IdleResult;
@@ -79,6 +80,14 @@ pub enum Outcome {
         /// Figures.
         #[serde(flatten)]
         result: FanoutResult,
+        /// Targets.
+        checks: Vec<Check>,
+    },
+    /// Members added and removed while a channel carries a stream.
+    Churn {
+        /// Figures.
+        #[serde(flatten)]
+        result: ChurnResult,
         /// Targets.
         checks: Vec<Check>,
     },
@@ -186,8 +195,16 @@ impl Report {
                     p.result.error_samples
                 )),
                 Outcome::Fanout { result, .. } if result.errors > 0 => failures.push(format!(
-                    "fanout to {}: {} of {} deliveries, {} errors",
-                    result.staff_sockets, result.delivered, result.expected, result.errors
+                    "fanout ({}) to {}: {} of {} deliveries, {} errors",
+                    result.audience,
+                    result.staff_sockets,
+                    result.delivered,
+                    result.expected,
+                    result.errors
+                )),
+                Outcome::Churn { result, .. } if !result.clean() => failures.push(format!(
+                    "channel churn: {} lost, {} leaked, {} duplicated, {} errors",
+                    result.lost, result.leaked, result.duplicated, result.errors
                 )),
                 Outcome::Idle { result, .. } if result.closed_early > 0 => failures.push(format!(
                     "idle: {} of {} connections closed by the server",
@@ -257,6 +274,25 @@ pub fn fanout_checks(result: &FanoutResult) -> Vec<Check> {
             "last delivery p99 <= 50 ms (target set at 1,000 staff sockets)",
             format!("{:.2} ms", result.last_delivery.p99_ms),
             result.last_delivery.p99_ms <= 50.0,
+        ),
+    ]
+}
+
+/// The checks of a membership churn.
+pub fn churn_checks(result: &ChurnResult) -> Vec<Check> {
+    vec![
+        Check::new(
+            "members added or removed mid-stream: nothing lost, leaked or duplicated",
+            format!(
+                "{} lost, {} leaked, {} duplicated of {} deliveries",
+                result.lost, result.leaked, result.duplicated, result.expected
+            ),
+            result.lost == 0 && result.leaked == 0 && result.duplicated == 0,
+        ),
+        Check::new(
+            "every send acked, every change applied",
+            format!("{} acked, {} errors", result.sent, result.errors),
+            result.errors == 0,
         ),
     ]
 }
@@ -417,8 +453,8 @@ pub fn render(database: Database, outcome: &Outcome) -> String {
         Outcome::Fanout { result, checks: c } => {
             let _ = writeln!(
                 out,
-                "fanout ({db}: 1 customer -> {} staff sockets, {} messages; connect {:.1} s)",
-                result.staff_sockets, result.messages, result.connect_s
+                "fanout ({db}, {}: 1 sender -> {} staff sockets, {} messages; connect {:.1} s)",
+                result.audience, result.staff_sockets, result.messages, result.connect_s
             );
             let _ = writeln!(
                 out,
@@ -428,6 +464,19 @@ pub fn render(database: Database, outcome: &Outcome) -> String {
             latency_header(&mut out);
             latency_row(&mut out, "send->first staff", &result.first_delivery);
             latency_row(&mut out, "send->last staff", &result.last_delivery);
+            checks(&mut out, c);
+        }
+        Outcome::Churn { result, checks: c } => {
+            let _ = writeln!(
+                out,
+                "channel churn ({db}: {} members steady, {} added then removed, {:.0} msgs/s, {} sent)",
+                result.steady, result.churned, result.rate, result.sent
+            );
+            let _ = writeln!(
+                out,
+                "  deliveries expected {}, lost {}, leaked {}, duplicated {}, errors {}",
+                result.expected, result.lost, result.leaked, result.duplicated, result.errors
+            );
             checks(&mut out, c);
         }
         Outcome::Idle { result, checks: c } => {

@@ -435,6 +435,77 @@ impl Target {
             .context("conversation answer without an id")
     }
 
+    /// Creates a private channel named `name` (made unique) owned by
+    /// `owner_token`'s user, with `members`; returns its id.
+    ///
+    /// # Errors
+    /// When the request fails.
+    pub async fn create_channel(
+        &self,
+        owner_token: &str,
+        name: &str,
+        members: &[StaffUserId],
+    ) -> anyhow::Result<String> {
+        let members: Vec<String> = members.iter().map(ToString::to_string).collect();
+        let body = json!({
+            "name": format!("{name} {}", uuid::Uuid::now_v7().simple()),
+            "visibility": "private",
+            "member_ids": members,
+        });
+        let body = self.post("/channels", owner_token, body).await?;
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("channel answer without an id")
+    }
+
+    /// Adds `users` (at most 100) to channel `channel`.
+    ///
+    /// # Errors
+    /// When the request fails.
+    pub async fn add_members(
+        &self,
+        token: &str,
+        channel: &str,
+        users: &[StaffUserId],
+    ) -> anyhow::Result<()> {
+        let users: Vec<String> = users.iter().map(ToString::to_string).collect();
+        self.post(
+            &format!("/channels/{channel}/members"),
+            token,
+            json!({"user_ids": users}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes `user` from channel `channel`.
+    ///
+    /// # Errors
+    /// When the request fails.
+    pub async fn remove_member(
+        &self,
+        token: &str,
+        channel: &str,
+        user: StaffUserId,
+    ) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/api/v1/chat/channels/{channel}/members/{user}",
+            self.base(0)
+        );
+        let response = self
+            .http
+            .delete(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("removing a member")?;
+        if !response.status().is_success() {
+            bail!("removing a member: {}", response.status());
+        }
+        Ok(())
+    }
+
     /// The server's resident memory in KiB (`VmRSS`), when its process is
     /// known.
     pub fn rss_kib(&self) -> Option<u64> {

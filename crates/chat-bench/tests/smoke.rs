@@ -24,14 +24,16 @@ async fn smoke(database: Database) {
             Outcome::Baseline(_) => "baseline",
             Outcome::Pairs(_) => "pairs",
             Outcome::Max(_) => "max",
+            Outcome::Fanout { result, .. } if result.audience == "channel" => "channel",
             Outcome::Fanout { .. } => "fanout",
+            Outcome::Churn { .. } => "churn",
             Outcome::Idle { .. } => "idle",
             Outcome::History { .. } => "history",
         })
         .collect();
     assert_eq!(
         kinds,
-        ["baseline", "pairs", "max", "fanout", "idle", "history"]
+        ["baseline", "pairs", "max", "fanout", "channel", "churn", "idle", "history"]
     );
     let baseline = report.baseline.as_ref().expect("a baseline");
     assert!(baseline.transactions > 0);
@@ -45,6 +47,9 @@ async fn smoke(database: Database) {
             Outcome::History { result, .. } => {
                 assert!(result.page.count > 0 && result.list.count > 0);
             }
+            Outcome::Churn { result, .. } => {
+                assert!(result.sent > 0 && result.expected > 0, "{result:?}");
+            }
             _ => {}
         }
     }
@@ -52,7 +57,7 @@ async fn smoke(database: Database) {
         &std::fs::read_to_string(&options.json).expect("the JSON report is written"),
     )
     .expect("the report is JSON");
-    assert_eq!(json["outcomes"].as_array().map(Vec::len), Some(6));
+    assert_eq!(json["outcomes"].as_array().map(Vec::len), Some(8));
     let chart = dir
         .path()
         .join(format!("latency-vs-rate-{}.svg", database.name()));
