@@ -5,8 +5,9 @@
 
 use anyhow::{anyhow, bail, Context};
 use chat_domain::{
-    ClientMsgId, Conversation, ConversationId, ConversationKind, ConversationStatus, CustomerId,
-    Message, MessageBody, MessageId, Sender, Seq, StaffUserId, Tags, TenantId,
+    ChannelName, ChannelProfile, ChannelTopic, ClientMsgId, Conversation, ConversationId,
+    ConversationKind, ConversationStatus, CustomerId, Message, MessageBody, MessageId, Sender, Seq,
+    StaffUserId, SystemNotice, Tags, TenantId, Visibility,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -18,7 +19,8 @@ pub(crate) const CONVERSATION_COLUMNS: &str = "c.id as id, c.tenant_id as tenant
     c.kind as kind, c.customer_id as customer_id, c.staff_user_id as staff_user_id, \
     c.status as status, c.assignee_id as assignee_id, c.tags as tags, c.last_seq as last_seq, \
     c.created_at as created_at, c.updated_at as updated_at, \
-    c.last_activity_at as last_activity_at";
+    c.last_activity_at as last_activity_at, c.visibility as visibility, \
+    c.archived_at as archived_at, c.name as name, c.topic as topic";
 
 /// The columns of a message aliased `m`, prefixed `m_` so they can sit beside
 /// a conversation's, as [`message`] and [`optional_message`] read them.
@@ -26,7 +28,9 @@ pub(crate) const MESSAGE_COLUMNS: &str = "m.id as m_id, m.tenant_id as m_tenant_
     m.conversation_id as m_conversation_id, m.seq as m_seq, m.sender_type as m_sender_type, \
     m.sender_id as m_sender_id, m.body as m_body, m.reply_to as m_reply_to, \
     m.client_msg_id as m_client_msg_id, m.created_at as m_created_at, \
-    m.edited_at as m_edited_at, m.deleted_at as m_deleted_at";
+    m.edited_at as m_edited_at, m.deleted_at as m_deleted_at, \
+    m.system_event as m_system_event, m.system_user_id as m_system_user_id, \
+    m.system_by_id as m_system_by_id";
 
 /// A time as stored: microseconds since the Unix epoch.
 pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
@@ -84,7 +88,23 @@ fn decode_conversation(row: &SqliteRow, id: Uuid) -> anyhow::Result<Conversation
                 clinician: clinician.map(StaffUserId::from_uuid),
             }
         }
+        "direct" => ConversationKind::Direct,
+        "channel" => {
+            let visibility: Option<String> = row.try_get("visibility")?;
+            let visibility = visibility.context("channel without visibility")?;
+            let archived_at: Option<i64> = row.try_get("archived_at")?;
+            ConversationKind::Channel {
+                visibility: visibility
+                    .parse::<Visibility>()
+                    .with_context(|| format!("unknown visibility {visibility:?}"))?,
+                archived_at: archived_at.map(time).transpose()?,
+            }
+        }
         other => bail!("unknown conversation kind {other:?}"),
+    };
+    let channel = match kind {
+        ConversationKind::Channel { .. } => Some(channel_profile(row)?),
+        _ => None,
     };
     let status: String = row.try_get("status")?;
     let status: ConversationStatus = status
@@ -93,6 +113,7 @@ fn decode_conversation(row: &SqliteRow, id: Uuid) -> anyhow::Result<Conversation
     let assignee: Option<Uuid> = row.try_get("assignee_id")?;
     let raw_tags: String = row.try_get("tags")?;
     Ok(Conversation {
+        channel,
         id: ConversationId::from_uuid(id),
         tenant: TenantId::from_uuid(row.try_get("tenant_id")?),
         kind,
@@ -103,6 +124,20 @@ fn decode_conversation(row: &SqliteRow, id: Uuid) -> anyhow::Result<Conversation
         created_at: time(row.try_get("created_at")?)?,
         updated_at: time(row.try_get("updated_at")?)?,
         last_activity_at: time(row.try_get("last_activity_at")?)?,
+    })
+}
+
+fn channel_profile(row: &SqliteRow) -> anyhow::Result<ChannelProfile> {
+    let name: Option<String> = row.try_get("name")?;
+    let topic: Option<String> = row.try_get("topic")?;
+    Ok(ChannelProfile {
+        name: ChannelName::parse(&name.context("channel without name")?)
+            .context("stored channel name is invalid")?,
+        topic: topic
+            .map(|raw| ChannelTopic::parse(&raw))
+            .transpose()
+            .context("stored topic is invalid")?
+            .flatten(),
     })
 }
 
@@ -138,7 +173,22 @@ fn decode_message(row: &SqliteRow, id: Uuid) -> anyhow::Result<Message> {
     let reply_to: Option<Uuid> = row.try_get("m_reply_to")?;
     let edited_at: Option<i64> = row.try_get("m_edited_at")?;
     let deleted_at: Option<i64> = row.try_get("m_deleted_at")?;
+    let system: Option<String> = row.try_get("m_system_event")?;
+    let system = system
+        .map(|kind| -> anyhow::Result<SystemNotice> {
+            let user: Option<Uuid> = row.try_get("m_system_user_id")?;
+            let by: Option<Uuid> = row.try_get("m_system_by_id")?;
+            Ok(SystemNotice {
+                kind: kind
+                    .parse()
+                    .with_context(|| format!("unknown system notice {kind:?}"))?,
+                user: user.map(StaffUserId::from_uuid),
+                by: StaffUserId::from_uuid(by.context("system notice without its author")?),
+            })
+        })
+        .transpose()?;
     Ok(Message {
+        system,
         id: MessageId::from_uuid(id),
         tenant: TenantId::from_uuid(row.try_get("m_tenant_id")?),
         conversation_id: ConversationId::from_uuid(row.try_get("m_conversation_id")?),

@@ -8,8 +8,8 @@ use chat_app::{
     ConversationSummary, RepoError,
 };
 use chat_domain::{
-    Conversation, ConversationId, ConversationPatch, ConversationScope, NewCustomerConversation,
-    Sender, TenantId,
+    Conversation, ConversationId, ConversationPatch, ConversationScope, KindName,
+    NewCustomerConversation, Sender, TenantId,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -38,18 +38,20 @@ fn summary_joins(reader: usize) -> String {
 /// The unread count of the joined reader.
 const UNREAD: &str = "max(0, c.last_seq - coalesce(r.last_read_seq, 0))";
 
-/// The filters of a scope, one per index range to scan, on conversations
-/// aliased `c`; `?1` is the tenant and `?2` the clinician or customer.
+/// The customer conversations of a scope, one filter per index range to
+/// scan, on conversations aliased `c`; `?1` is the tenant and `?2` the
+/// clinician or customer. The `kind = 'customer'` term selects the partial
+/// list indexes.
 ///
 /// The inbox-and-clinician scope is two ranges of the
 /// `(tenant_id, staff_user_id, ...)` indexes, queried apart and combined:
 /// SQLite would otherwise read the whole tenant for the `or`.
 fn scope_ranges(scope: &ConversationScope) -> &'static [&'static str] {
     match scope {
-        ConversationScope::All { .. } => &["c.tenant_id = ?1"],
+        ConversationScope::All { .. } => &["c.tenant_id = ?1 and c.kind = 'customer'"],
         ConversationScope::InboxAndClinician { .. } => &[
-            "c.tenant_id = ?1 and c.staff_user_id is null",
-            "c.tenant_id = ?1 and c.staff_user_id = ?2",
+            "c.tenant_id = ?1 and c.kind = 'customer' and c.staff_user_id is null",
+            "c.tenant_id = ?1 and c.kind = 'customer' and c.staff_user_id = ?2",
         ],
         ConversationScope::Customer { .. } => {
             &["c.tenant_id = ?1 and c.kind = 'customer' and c.customer_id = ?2"]
@@ -66,13 +68,115 @@ fn scope_value(scope: &ConversationScope) -> Option<Uuid> {
     }
 }
 
-/// The list query: every range of the scope read in list order from the
+/// Which conversations a list or an unread total reads: the customer
+/// conversations of the scope, and the staff conversations (direct and
+/// channels) its staff reader is a member of, never those they are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reach {
+    /// The scope's customer conversations.
+    customers: bool,
+    /// The reader's memberships, with the kind term that filters them
+    /// (empty for every kind).
+    members: Option<&'static str>,
+}
+
+impl Reach {
+    /// What `reader` reads of `scope`, of `kind` only when given.
+    pub(crate) fn of(scope: &ConversationScope, reader: Sender, kind: Option<KindName>) -> Self {
+        let staff = matches!(reader, Sender::Staff(_))
+            && !matches!(scope, ConversationScope::Customer { .. });
+        let members = match kind {
+            _ if !staff => None,
+            None => Some(""),
+            Some(KindName::Customer) => None,
+            Some(KindName::Direct) => Some(" and c.kind = 'direct'"),
+            Some(KindName::Channel) => Some(" and c.kind = 'channel'"),
+        };
+        Self {
+            customers: matches!(kind, None | Some(KindName::Customer)),
+            members,
+        }
+    }
+
+    /// Every reach, for checking query plans.
+    #[cfg(test)]
+    pub(crate) fn all() -> [Self; 4] {
+        [
+            Self {
+                customers: true,
+                members: None,
+            },
+            Self {
+                customers: true,
+                members: Some(""),
+            },
+            Self {
+                customers: false,
+                members: Some(" and c.kind = 'direct'"),
+            },
+            Self {
+                customers: false,
+                members: None,
+            },
+        ]
+    }
+
+    /// Whether it reads the reader's memberships.
+    #[cfg(test)]
+    pub(crate) const fn has_members(&self) -> bool {
+        self.members.is_some()
+    }
+
+    /// Whether it reads the scope's customer conversations.
+    #[cfg(test)]
+    pub(crate) const fn has_customers(&self) -> bool {
+        self.customers
+    }
+
+    /// Whether it reads nothing at all (a customer asking for staff kinds).
+    pub(crate) const fn is_empty(&self) -> bool {
+        !self.customers && self.members.is_none()
+    }
+
+    /// The `from` and `where` of each index range to read, on conversations
+    /// aliased `c`: the scope's ranges, then the reader's memberships (the
+    /// staff reader's id bound to `?{reader}`), found in
+    /// `conversation_members` by user and then each conversation by id.
+    fn ranges(&self, scope: &ConversationScope, reader: usize) -> Vec<(&'static str, String)> {
+        let mut ranges = Vec::new();
+        if self.customers {
+            ranges.extend(
+                scope_ranges(scope)
+                    .iter()
+                    .map(|range| ("conversations c", (*range).to_owned())),
+            );
+        }
+        if let Some(kind) = self.members {
+            ranges.push((
+                "conversation_members cm join conversations c \
+                     on c.id = cm.conversation_id and c.tenant_id = cm.tenant_id",
+                format!("cm.tenant_id = ?1 and cm.user_id = ?{reader}{kind}"),
+            ));
+        }
+        ranges
+    }
+}
+
+/// The list query (for a reach that is not empty): every range of the
+/// reach read in list order from the
 /// keyset position, at most `?6` rows each, merged, then joined to the last
-/// message and read state.
+/// message and read state. A range of memberships sorts the reader's
+/// conversations (a staff member belongs to a bounded number of them);
+/// the others come in index order.
 ///
 /// Binds: `?1` tenant, `?2` scope value, `?3` status, `?4`/`?5` cursor time
 /// and id, `?6` rows to fetch, `?7`/`?8` reader.
-pub(crate) fn list_sql(scope: &ConversationScope, status: bool, cursor: bool) -> String {
+pub(crate) fn list_sql(
+    scope: &ConversationScope,
+    reach: Reach,
+    status: bool,
+    cursor: bool,
+) -> String {
     let mut filters = String::new();
     if status {
         filters.push_str(" and c.status = ?3");
@@ -80,11 +184,12 @@ pub(crate) fn list_sql(scope: &ConversationScope, status: bool, cursor: bool) ->
     if cursor {
         filters.push_str(" and (c.last_activity_at, c.id) < (?4, ?5)");
     }
-    let ranges: Vec<String> = scope_ranges(scope)
+    let ranges: Vec<String> = reach
+        .ranges(scope, 8)
         .iter()
-        .map(|range| {
+        .map(|(from, range)| {
             format!(
-                "select * from (select c.* from conversations c where {range}{filters} \
+                "select * from (select c.* from {from} where {range}{filters} \
                  order by c.last_activity_at desc, c.id desc limit ?6)"
             )
         })
@@ -110,14 +215,15 @@ pub(crate) fn summary_sql() -> String {
     )
 }
 
-/// The sum of unread counts over a scope, one index range at a time.
-/// Binds: `?1` tenant, `?2` scope value, `?3`/`?4` reader.
-pub(crate) fn unread_sql(scope: &ConversationScope) -> String {
-    let ranges: Vec<String> = scope_ranges(scope)
+/// The sum of unread counts over what a reader reads of a scope (a reach
+/// that is not empty), one index range at a time. Binds: `?1` tenant, `?2` scope value, `?3`/`?4` reader.
+pub(crate) fn unread_sql(scope: &ConversationScope, reach: Reach) -> String {
+    let ranges: Vec<String> = reach
+        .ranges(scope, 4)
         .iter()
-        .map(|range| {
+        .map(|(from, range)| {
             format!(
-                "select {UNREAD} as unread from conversations c \
+                "select {UNREAD} as unread from {from} \
                  left join read_states r \
                      on r.conversation_id = c.id and r.reader_type = ?3 \
                      and r.reader_id = ?4 and r.tenant_id = c.tenant_id \
@@ -143,6 +249,7 @@ pub(crate) fn customer_key_sql() -> String {
 
 fn summary(row: &SqliteRow) -> anyhow::Result<ConversationSummary> {
     Ok(ConversationSummary {
+        membership: None,
         conversation: codec::conversation(row)?,
         last_message: codec::optional_message(row)?,
         unread_count: codec::unread_count(row)?,
@@ -246,8 +353,13 @@ impl ConversationRepository for SqliteStore {
         query: &ConversationListQuery,
     ) -> Result<ConversationPage, RepoError> {
         let limit = usize::try_from(query.limit).context("page size overflows usize")?;
+        let reach = Reach::of(&query.scope, query.reader, query.kind);
+        if reach.is_empty() {
+            return Ok(ConversationPage::default());
+        }
         let rows = sqlx::query(&list_sql(
             &query.scope,
+            reach,
             query.status.is_some(),
             query.cursor.is_some(),
         ))
@@ -330,7 +442,7 @@ impl ConversationRepository for SqliteStore {
         scope: ConversationScope,
         reader: Sender,
     ) -> Result<u64, RepoError> {
-        let total: i64 = sqlx::query_scalar(&unread_sql(&scope))
+        let total: i64 = sqlx::query_scalar(&unread_sql(&scope, Reach::of(&scope, reader, None)))
             .bind(*scope.tenant().as_uuid())
             .bind(scope_value(&scope))
             .bind(reader.kind())

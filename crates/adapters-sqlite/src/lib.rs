@@ -1,8 +1,9 @@
 //! SQLite repositories for the chat core: the embedded default store.
 //!
 //! [`SqliteStore`] implements [`chat_app::ConversationRepository`],
-//! [`chat_app::MessageRepository`], [`chat_app::ReadStateRepository`] and
-//! [`chat_app::AttachmentRepository`] over one database file, so a single process needs nothing else to run the chat.
+//! [`chat_app::MessageRepository`], [`chat_app::ReadStateRepository`],
+//! [`chat_app::AttachmentRepository`] and
+//! [`chat_app::MembershipRepository`] over one database file, so a single process needs nothing else to run the chat.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -24,7 +25,7 @@
 //! the writer.
 //!
 //! One module per repository (`conversations`, `messages`, `read_states`,
-//! `attachments`); `append` is the one append path (a lone send is a batch
+//! `attachments`, `membership`); `append` is the one append path (a lone send is a batch
 //! of one: `load_state`, then `chat_app::store_support::assign`, then
 //! `write_fresh` and `link_attachments`, in one transaction), and
 //! `group_commit` only collects concurrent sends into batches for it. A
@@ -38,6 +39,7 @@ mod attachments;
 mod codec;
 mod conversations;
 mod group_commit;
+mod membership;
 mod messages;
 #[cfg(test)]
 mod plans;

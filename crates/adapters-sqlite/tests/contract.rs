@@ -119,6 +119,7 @@ mod sqlite_specific {
             [
                 "_sqlx_migrations",
                 "attachments",
+                "conversation_members",
                 "conversations",
                 "messages",
                 "read_states"
@@ -129,7 +130,7 @@ mod sqlite_specific {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2, 3]);
+        assert_eq!(applied, [1, 2, 3, 4]);
     }
 
     #[tokio::test]
@@ -338,6 +339,7 @@ mod sqlite_specific {
 
         let listed = store
             .list_conversations(&ConversationListQuery {
+                kind: None,
                 scope: ConversationScope::All { tenant },
                 reader: Sender::System,
                 status: None,
