@@ -22,10 +22,10 @@
 use chat_app::{ChatEvent, Receipt, Route};
 use chat_domain::{
     AttachedFile, AttachmentId, AttachmentName, ChannelName, ChannelProfile, ChannelTopic,
-    ClientMsgId, Conversation, ConversationAccess, NoticeKind, SystemNotice, Visibility,
-    ConversationId, ConversationKind, ConversationStatus, CustomerId, MediaType, Message,
-    MessageBody, MessageId, Presence, PresenceStatus, ReadState, Sender, Seq, StaffUserId, Tags,
-    TenantId, MAX_ATTACHMENTS_PER_MESSAGE,
+    ClientMsgId, Conversation, ConversationAccess, ConversationId, ConversationKind,
+    ConversationStatus, CustomerId, MediaType, Message, MessageBody, MessageId, NoticeKind,
+    Presence, PresenceStatus, ReadState, Sender, Seq, StaffUserId, SystemNotice, Tags, TenantId,
+    Visibility, MAX_ATTACHMENTS_PER_MESSAGE,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
