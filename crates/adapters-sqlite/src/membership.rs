@@ -744,12 +744,11 @@ impl MembershipRepository for SqliteStore {
         cursor: Option<ListCursor>,
     ) -> Result<MemberPage, RepoError> {
         let after = cursor
-            .map(|c| -> anyhow::Result<(i64, Uuid)> {
-                let micros = c
-                    .key
-                    .parse()
+            .map(|c| {
+                let at = c
+                    .joined_at()
                     .with_context(|| format!("member cursor key {:?} is not a time", c.key))?;
-                Ok((micros, c.id))
+                anyhow::Ok((codec::micros(at), c.id))
             })
             .transpose()?;
         let rows = sqlx::query(&members_sql(after.is_some()))
@@ -768,10 +767,7 @@ impl MembershipRepository for SqliteStore {
         let limit = usize::try_from(limit).context("page size overflows usize")?;
         let next_cursor = if members.len() > limit {
             members.truncate(limit);
-            members.last().map(|m| ListCursor {
-                key: codec::micros(m.joined_at).to_string(),
-                id: *m.user.as_uuid(),
-            })
+            members.last().map(ListCursor::after_member)
         } else {
             None
         };

@@ -113,6 +113,22 @@ pub struct ListCursor {
     pub id: uuid::Uuid,
 }
 
+impl ListCursor {
+    /// The cursor of a member page that ends with `member`.
+    pub fn after_member(member: &Member) -> Self {
+        Self {
+            key: member.joined_at.timestamp_micros().to_string(),
+            id: *member.user.as_uuid(),
+        }
+    }
+
+    /// The join time of a member-page cursor; `None` when the key is not
+    /// one (a cursor of another list, or made up).
+    pub fn joined_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_micros(self.key.parse().ok()?)
+    }
+}
+
 impl fmt::Display for ListCursor {
     // `<id>_<key in hex>`: opaque, URL-safe, whatever the key holds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -300,7 +316,9 @@ pub trait MembershipRepository: Send + Sync {
         change: &MemberChange,
     ) -> Result<MemberChangeOutcome, MembershipError>;
 
-    /// A page of members of conversation `id`, earliest joined first.
+    /// A page of members of conversation `id`, earliest joined first,
+    /// after `cursor` ([`ListCursor::after_member`], which the next page's
+    /// cursor is too; callers check [`ListCursor::joined_at`]).
     ///
     /// # Errors
     /// [`RepoError::Unexpected`] on storage failure.
@@ -329,7 +347,16 @@ mod tests {
             key: "night shift\nä".to_owned(),
             id: uuid::Uuid::now_v7(),
         };
-        assert_eq!(cursor.to_string().parse(), Ok(cursor));
+        assert_eq!(cursor.to_string().parse(), Ok(cursor.clone()));
+        assert_eq!(cursor.joined_at(), None, "a channel cursor");
+        let member = Member {
+            user: StaffUserId::new_v4(),
+            role: MemberRole::Member,
+            joined_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+        };
+        let after = ListCursor::after_member(&member);
+        assert_eq!(after.joined_at(), Some(member.joined_at));
+        assert_eq!(after.id, *member.user.as_uuid());
         let id = uuid::Uuid::now_v7().simple().to_string();
         for raw in [
             String::new(),

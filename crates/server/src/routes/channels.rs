@@ -178,14 +178,13 @@ async fn members(
     PathId(id): PathId<ConversationId>,
     ApiQuery(query): ApiQuery<ListMembersQuery>,
 ) -> Result<Json<MemberListDto>, ApiError> {
+    let cursor = cursor(query.cursor.as_deref())?;
+    if cursor.as_ref().is_some_and(|c| c.joined_at().is_none()) {
+        return Err(ApiError::invalid("cursor is not one of a member list"));
+    }
     let page = state
         .service
-        .list_members(
-            &principal,
-            id,
-            page_limit(query.limit)?,
-            cursor(query.cursor.as_deref())?,
-        )
+        .list_members(&principal, id, page_limit(query.limit)?, cursor)
         .await?;
     Ok(Json(MemberListDto {
         members: page.members.into_iter().map(Into::into).collect(),

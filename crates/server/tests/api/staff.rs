@@ -406,13 +406,6 @@ async fn channel_settings_and_members_follow_the_owner_rules(db: Db) {
     app.delete(&path(&format!("/channels/{room}/members/not-a-uuid")), &m)
         .await
         .expect_error(404, "not_found");
-    assert_eq!(
-        app.post(&path(&format!("/channels/{room}/leave")), &o, json!({}))
-            .await
-            .status,
-        StatusCode::NO_CONTENT,
-        "another owner stays"
-    );
     let page = app
         .get(&path(&format!("/channels/{room}/members?limit=1")), &m)
         .await;
@@ -421,9 +414,41 @@ async fn channel_settings_and_members_follow_the_owner_rules(db: Db) {
         Some(1),
         "{page:?}"
     );
-    app.get(&path(&format!("/channels/{room}/members?cursor=junk")), &m)
+    let next = page.body["next_cursor"].as_str().expect("a next page");
+    let second = app
+        .get(
+            &path(&format!("/channels/{room}/members?limit=1&cursor={next}")),
+            &m,
+        )
+        .await;
+    assert_eq!(
+        second.body["members"].as_array().map(Vec::len),
+        Some(1),
+        "{second:?}"
+    );
+    assert_ne!(second.body["members"], page.body["members"]);
+    assert_eq!(
+        second.body["next_cursor"],
+        Value::Null,
+        "two members in all"
+    );
+    // A cursor of the channel list (a name for a key) is not one of a member list.
+    let channel_cursor = format!("{}_{}", uuid::Uuid::nil().simple(), "6e69676874");
+    for junk in ["junk", channel_cursor.as_str()] {
+        app.get(
+            &path(&format!("/channels/{room}/members?cursor={junk}")),
+            &m,
+        )
         .await
         .expect_error(400, "invalid_request");
+    }
+    assert_eq!(
+        app.post(&path(&format!("/channels/{room}/leave")), &o, json!({}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT,
+        "another owner stays"
+    );
 }
 
 /// Frames of `kinds` until `n` of them came.
