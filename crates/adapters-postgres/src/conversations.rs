@@ -8,14 +8,16 @@ use chat_app::{
     ConversationSummary, RepoError,
 };
 use chat_domain::{
-    Conversation, ConversationId, ConversationPatch, ConversationScope, NewCustomerConversation,
-    Sender, TenantId,
+    Conversation, ConversationId, ConversationPatch, ConversationScope, KindName,
+    NewCustomerConversation, Sender, TenantId,
 };
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 
 use crate::attachments;
-use crate::rows::{self, CONVERSATION_COLUMNS, LAST_MESSAGE_SELECT, MESSAGE_COLUMNS};
+use crate::rows::{
+    self, CONVERSATION_COLUMNS, C_CONVERSATION_COLUMNS, LAST_MESSAGE_SELECT, MESSAGE_COLUMNS,
+};
 use crate::PostgresStore;
 
 /// How often get-or-create retries when the row it conflicted with is gone
@@ -59,7 +61,7 @@ fn summaries<'a>(
 /// Which rows of the tenant one branch of a list reads.
 #[derive(Clone, Copy)]
 enum Branch {
-    /// Every conversation of the tenant.
+    /// Every customer conversation of the tenant.
     Tenant,
     /// The shared inbox: customer conversations without a clinician.
     Inbox,
@@ -67,48 +69,114 @@ enum Branch {
     Clinician(uuid::Uuid),
     /// One customer's conversations.
     Customer(uuid::Uuid),
+    /// The direct conversations and channels (or only those of one kind)
+    /// one staff member belongs to.
+    Member(uuid::Uuid, Option<KindName>),
 }
 
-/// Pushes one ordered, limited select of a list page. Each branch is one
-/// range of an index in list order, so it stops after `limit` rows.
+/// The branches of a list: the customer conversations of `scope` and, for
+/// a staff reader outside a customer's scope, the staff conversations they
+/// are a member of; `kind` keeps only the branches that can hold it.
+fn branches(scope: ConversationScope, reader: Sender, kind: Option<KindName>) -> Vec<Branch> {
+    let mut branches = Vec::with_capacity(3);
+    if matches!(kind, None | Some(KindName::Customer)) {
+        match scope {
+            ConversationScope::All { .. } => branches.push(Branch::Tenant),
+            ConversationScope::InboxAndClinician { clinician, .. } => {
+                branches.push(Branch::Inbox);
+                branches.push(Branch::Clinician(*clinician.as_uuid()));
+            }
+            ConversationScope::Customer { customer_id, .. } => {
+                branches.push(Branch::Customer(*customer_id.as_uuid()));
+            }
+        }
+    }
+    let member = match (scope, reader) {
+        (ConversationScope::Customer { .. }, _) => None,
+        (_, Sender::Staff(user)) => Some(*user.as_uuid()),
+        (_, Sender::Customer(_) | Sender::System) => None,
+    };
+    if let (Some(user), None | Some(KindName::Direct | KindName::Channel)) = (member, kind) {
+        branches.push(Branch::Member(user, kind));
+    }
+    branches
+}
+
+/// Pushes the `from` and `where` of one branch over `conversations as c`
+/// (selecting nothing: the caller pushes the select list first).
+fn push_branch_rows(qb: &mut QueryBuilder<'_, Postgres>, tenant: TenantId, branch: Branch) {
+    match branch {
+        Branch::Member(user, kind) => {
+            // The member's rows of one index range, each conversation by its
+            // primary key.
+            qb.push(
+                " from conversation_members as cm \
+                 join conversations as c on c.id = cm.conversation_id \
+                 where cm.tenant_id = ",
+            );
+            qb.push_bind(*tenant.as_uuid());
+            qb.push(" and cm.user_id = ");
+            qb.push_bind(user);
+            qb.push(" and c.tenant_id = ");
+            qb.push_bind(*tenant.as_uuid());
+            match kind {
+                Some(kind) => {
+                    qb.push(" and c.kind = ");
+                    qb.push_bind(kind.as_str());
+                }
+                None => {
+                    qb.push(" and c.kind in ('direct', 'channel')");
+                }
+            }
+        }
+        Branch::Tenant | Branch::Inbox | Branch::Clinician(_) | Branch::Customer(_) => {
+            qb.push(" from conversations as c where c.tenant_id = ");
+            qb.push_bind(*tenant.as_uuid());
+            qb.push(" and c.kind = 'customer'");
+            match branch {
+                Branch::Inbox => {
+                    qb.push(" and c.staff_user_id is null");
+                }
+                Branch::Clinician(clinician) => {
+                    qb.push(" and c.staff_user_id = ");
+                    qb.push_bind(clinician);
+                }
+                Branch::Customer(customer) => {
+                    qb.push(" and c.customer_id = ");
+                    qb.push_bind(customer);
+                }
+                Branch::Tenant | Branch::Member(..) => {}
+            }
+        }
+    }
+}
+
+/// Pushes one ordered, limited select of a list page. Each customer branch
+/// is one range of an index in list order, so it stops after `limit` rows;
+/// the member branch reads the member's conversations through their
+/// memberships.
 fn push_branch(
     qb: &mut QueryBuilder<'_, Postgres>,
     tenant: TenantId,
     branch: Branch,
     query: &ConversationListQuery,
 ) {
-    qb.push(format!(
-        "select {CONVERSATION_COLUMNS} from conversations where tenant_id = "
-    ));
-    qb.push_bind(*tenant.as_uuid());
-    match branch {
-        Branch::Tenant => {}
-        Branch::Inbox => {
-            qb.push(" and kind = 'customer' and staff_user_id is null");
-        }
-        Branch::Clinician(clinician) => {
-            qb.push(" and kind = 'customer' and staff_user_id = ");
-            qb.push_bind(clinician);
-        }
-        Branch::Customer(customer) => {
-            qb.push(" and kind = 'customer' and customer_id = ");
-            qb.push_bind(customer);
-        }
-    }
+    qb.push(format!("select {C_CONVERSATION_COLUMNS}"));
+    push_branch_rows(qb, tenant, branch);
     if let Some(status) = query.status {
-        qb.push(" and status = ");
+        qb.push(" and c.status = ");
         qb.push_bind(status.as_str());
     }
     if let Some(cursor) = query.cursor {
         push_after_cursor(qb, cursor);
     }
-    qb.push(" order by last_activity_at desc, id desc limit ");
+    qb.push(" order by c.last_activity_at desc, c.id desc limit ");
     qb.push_bind(page_fetch(query.limit));
 }
 
 /// Rows strictly after `cursor` in list order (activity desc, id desc).
 fn push_after_cursor(qb: &mut QueryBuilder<'_, Postgres>, cursor: ConversationCursor) {
-    qb.push(" and (last_activity_at, id) < (");
+    qb.push(" and (c.last_activity_at, c.id) < (");
     qb.push_bind(cursor.last_activity_at);
     qb.push(", ");
     qb.push_bind(*cursor.id.as_uuid());
@@ -120,18 +188,19 @@ fn page_fetch(limit: u32) -> i64 {
     i64::from(limit) + 1
 }
 
-/// Pushes the `where` conditions of `scope` on `conversations as c` (after
-/// the tenant condition).
+/// Pushes the `where` conditions of the customer conversations of `scope`
+/// on `conversations as c` (after the tenant condition).
 fn push_scope_filter(qb: &mut QueryBuilder<'_, Postgres>, scope: ConversationScope) {
+    qb.push(" and c.kind = 'customer'");
     match scope {
         ConversationScope::All { .. } => {}
         ConversationScope::InboxAndClinician { clinician, .. } => {
-            qb.push(" and c.kind = 'customer' and (c.staff_user_id is null or c.staff_user_id = ");
+            qb.push(" and (c.staff_user_id is null or c.staff_user_id = ");
             qb.push_bind(*clinician.as_uuid());
             qb.push(")");
         }
         ConversationScope::Customer { customer_id, .. } => {
-            qb.push(" and c.kind = 'customer' and c.customer_id = ");
+            qb.push(" and c.customer_id = ");
             qb.push_bind(*customer_id.as_uuid());
         }
     }
@@ -244,21 +313,24 @@ impl ConversationRepository for PostgresStore {
         query: &ConversationListQuery,
     ) -> Result<ConversationPage, RepoError> {
         let tenant = query.scope.tenant();
-        let mut qb = summaries(query.reader, |qb| match query.scope {
-            ConversationScope::All { .. } => push_branch(qb, tenant, Branch::Tenant, query),
-            ConversationScope::Customer { customer_id, .. } => {
-                push_branch(qb, tenant, Branch::Customer(*customer_id.as_uuid()), query);
+        let branches = branches(query.scope, query.reader, query.kind);
+        if branches.is_empty() {
+            tracing::Span::current().record("items", 0);
+            return Ok(ConversationPage::default());
+        }
+        let mut qb = summaries(query.reader, |qb| {
+            if let [branch] = branches[..] {
+                push_branch(qb, tenant, branch, query);
+                return;
             }
-            ConversationScope::InboxAndClinician { clinician, .. } => {
-                // Two index ranges merged in list order, instead of one
-                // `or` that would have to sort the whole scope.
-                qb.push("(");
-                push_branch(qb, tenant, Branch::Inbox, query);
-                qb.push(") union all (");
-                push_branch(qb, tenant, Branch::Clinician(*clinician.as_uuid()), query);
-                qb.push(") order by last_activity_at desc, id desc limit ");
-                qb.push_bind(page_fetch(query.limit));
+            // Index ranges merged in list order, instead of one `or` that
+            // would have to sort the whole scope.
+            for (i, branch) in branches.iter().enumerate() {
+                qb.push(if i == 0 { "(" } else { ") union all (" });
+                push_branch(qb, tenant, *branch, query);
             }
+            qb.push(") order by last_activity_at desc, id desc limit ");
+            qb.push_bind(page_fetch(query.limit));
         });
         let rows = qb
             .build()
@@ -326,20 +398,37 @@ impl ConversationRepository for PostgresStore {
         scope: ConversationScope,
         reader: Sender,
     ) -> Result<u64, RepoError> {
+        let tenant = scope.tenant();
+        // The customer conversations of the scope in one pass over the
+        // tenant's rows in scope, and the reader's staff conversations.
         let mut qb = QueryBuilder::<Postgres>::new(
             "select coalesce(sum(greatest(0, c.last_seq - coalesce(r.last_read_seq, 0))), 0)::bigint \
-                 as total \
-             from conversations as c \
-             left join read_states as r on r.conversation_id = c.id \
-                 and r.tenant_id = c.tenant_id and r.reader_type = ",
+                 as total from (select c.id, c.tenant_id, c.last_seq \
+                 from conversations as c where c.tenant_id = ",
         );
+        qb.push_bind(*tenant.as_uuid());
+        push_scope_filter(&mut qb, scope);
+        // Conversations without messages cannot add to the total.
+        qb.push(" and c.last_seq > 0");
+        let member = branches(scope, reader, None)
+            .into_iter()
+            .find(|b| matches!(b, Branch::Member(..)));
+        if let Some(member) = member {
+            qb.push(" union all select c.id, c.tenant_id, c.last_seq");
+            push_branch_rows(&mut qb, tenant, member);
+            qb.push(" and c.last_seq > 0");
+        }
+        // The tenant is given again for the read states: the planner does
+        // not carry it through the union to reach the reader's index.
+        qb.push(
+            ") as c \
+             left join read_states as r on r.conversation_id = c.id and r.tenant_id = ",
+        );
+        qb.push_bind(*tenant.as_uuid());
+        qb.push(" and r.reader_type = ");
         qb.push_bind(reader.kind());
         qb.push(" and r.reader_id = ");
         qb.push_bind(rows::reader_id(reader));
-        // Conversations without messages cannot add to the total.
-        qb.push(" where c.last_seq > 0 and c.tenant_id = ");
-        qb.push_bind(*scope.tenant().as_uuid());
-        push_scope_filter(&mut qb, scope);
         let total: i64 = qb
             .build_query_scalar()
             .fetch_one(&self.pool)

@@ -1,9 +1,10 @@
 //! PostgreSQL repositories of the chat core: the production store.
 //!
 //! [`PostgresStore`] implements [`chat_app::ConversationRepository`],
-//! [`chat_app::MessageRepository`], [`chat_app::ReadStateRepository`] and
-//! [`chat_app::AttachmentRepository`] over one sqlx pool. The schema lives in `migrations/postgres` and is embedded in
-//! the binary; [`PostgresStore::connect`] applies it at start-up.
+//! [`chat_app::MessageRepository`], [`chat_app::ReadStateRepository`],
+//! [`chat_app::AttachmentRepository`] and [`chat_app::MembershipRepository`]
+//! over one sqlx pool. The schema lives in `migrations/postgres` and is
+//! embedded in the binary; [`PostgresStore::connect`] applies it at start-up.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -21,9 +22,10 @@
 //! another tenant's rows, whatever ids it guesses.
 //!
 //! One module per repository (`conversations`, `messages`, `read_states`,
-//! `attachments`); `append` is the one append path (a lone send is a batch
-//! of one: `load_state`, then `chat_app::store_support::assign`, then
-//! `write_fresh` and `link_attachments`, in one transaction), and
+//! `attachments`, `membership`); `append` is the one append path (a lone
+//! send is a batch of one: `load_state`, then
+//! `chat_app::store_support::assign`, then `write_fresh` and
+//! `link_attachments`, in one transaction), and
 //! `group_commit` only collects concurrent sends into batches for it. A
 //! new message column is written in `append` and read in `messages`, in
 //! both SQL adapters alike.
@@ -32,6 +34,7 @@ mod append;
 mod attachments;
 mod conversations;
 mod group_commit;
+mod membership;
 mod messages;
 mod read_states;
 mod rows;
@@ -51,7 +54,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 /// How long a caller waits for a pooled connection before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The PostgreSQL store: conversations, messages and read markers.
+/// The PostgreSQL store: conversations, messages, read markers,
+/// attachments and members.
 ///
 /// Cheap to clone (it shares one connection pool); share one per process,
 /// typically as an `Arc` handed to [`chat_app::Ports::from_store`].

@@ -5,8 +5,9 @@
 use anyhow::{bail, Context as _};
 use chat_app::ConversationSummary;
 use chat_domain::{
-    ClientMsgId, Conversation, ConversationId, ConversationKind, ConversationStatus, CustomerId,
-    Message, MessageBody, MessageId, Sender, Seq, StaffUserId, Tags, TenantId,
+    ChannelName, ChannelProfile, ChannelTopic, ClientMsgId, Conversation, ConversationId,
+    ConversationKind, ConversationStatus, CustomerId, Member, MemberRole, Message, MessageBody,
+    MessageId, NoticeKind, Sender, Seq, StaffUserId, SystemNotice, Tags, TenantId, Visibility,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -15,11 +16,18 @@ use uuid::Uuid;
 
 /// The conversation columns, in the order [`conversation`] reads them.
 pub(crate) const CONVERSATION_COLUMNS: &str = "id, tenant_id, kind, customer_id, staff_user_id, \
-     status, assignee_id, tags, last_seq, created_at, updated_at, last_activity_at";
+     status, assignee_id, tags, last_seq, created_at, updated_at, last_activity_at, visibility, \
+     archived_at, name, topic";
+
+/// [`CONVERSATION_COLUMNS`] of the table aliased `c`, for joins.
+pub(crate) const C_CONVERSATION_COLUMNS: &str = "c.id, c.tenant_id, c.kind, c.customer_id, \
+     c.staff_user_id, c.status, c.assignee_id, c.tags, c.last_seq, c.created_at, c.updated_at, \
+     c.last_activity_at, c.visibility, c.archived_at, c.name, c.topic";
 
 /// The message columns, unqualified.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, tenant_id, conversation_id, seq, sender_type, \
-     sender_id, body, reply_to, client_msg_id, created_at, edited_at, deleted_at";
+     sender_id, body, reply_to, client_msg_id, created_at, edited_at, deleted_at, system_event, \
+     system_user_id, system_by_id";
 
 /// The names under which a query returns the columns of a message.
 pub(crate) struct MessageColumns {
@@ -35,6 +43,9 @@ pub(crate) struct MessageColumns {
     created_at: &'static str,
     edited_at: &'static str,
     deleted_at: &'static str,
+    system_event: &'static str,
+    system_user_id: &'static str,
+    system_by_id: &'static str,
 }
 
 /// A message selected on its own ([`MESSAGE_COLUMNS`]).
@@ -51,6 +62,9 @@ pub(crate) const PLAIN: MessageColumns = MessageColumns {
     created_at: "created_at",
     edited_at: "edited_at",
     deleted_at: "deleted_at",
+    system_event: "system_event",
+    system_user_id: "system_user_id",
+    system_by_id: "system_by_id",
 };
 
 /// The last message beside a conversation ([`LAST_MESSAGE_SELECT`]).
@@ -67,6 +81,9 @@ pub(crate) const LAST_MESSAGE: MessageColumns = MessageColumns {
     created_at: "m_created_at",
     edited_at: "m_edited_at",
     deleted_at: "m_deleted_at",
+    system_event: "m_system_event",
+    system_user_id: "m_system_user_id",
+    system_by_id: "m_system_by_id",
 };
 
 /// Selects a lateral `m` under the names of [`LAST_MESSAGE`].
@@ -74,7 +91,9 @@ pub(crate) const LAST_MESSAGE_SELECT: &str = "m.id as m_id, m.tenant_id as m_ten
      m.conversation_id as m_conversation_id, m.seq as m_seq, m.sender_type as m_sender_type, \
      m.sender_id as m_sender_id, m.body as m_body, m.reply_to as m_reply_to, \
      m.client_msg_id as m_client_msg_id, m.created_at as m_created_at, \
-     m.edited_at as m_edited_at, m.deleted_at as m_deleted_at";
+     m.edited_at as m_edited_at, m.deleted_at as m_deleted_at, \
+     m.system_event as m_system_event, m.system_user_id as m_system_user_id, \
+     m.system_by_id as m_system_by_id";
 
 /// The id a read state is keyed by: the nil uuid stands for the system, which
 /// has no id (the primary key needs a value).
@@ -121,7 +140,35 @@ pub(crate) fn conversation(row: &PgRow) -> anyhow::Result<Conversation> {
                 clinician: clinician.map(StaffUserId::from_uuid),
             }
         }
+        "direct" => ConversationKind::Direct,
+        "channel" => {
+            let visibility: Option<String> = get(row, "visibility")?;
+            let visibility: Visibility = visibility
+                .with_context(|| format!("channel {id} has no visibility"))?
+                .parse()
+                .with_context(|| format!("channel {id} has an unknown visibility"))?;
+            ConversationKind::Channel {
+                visibility,
+                archived_at: get(row, "archived_at")?,
+            }
+        }
         other => bail!("conversation {id} has unknown kind `{other}`"),
+    };
+    let channel = match kind {
+        ConversationKind::Channel { .. } => {
+            let name: Option<String> = get(row, "name")?;
+            let name =
+                ChannelName::parse(&name.with_context(|| format!("channel {id} has no name"))?)
+                    .with_context(|| format!("channel {id} has an invalid name"))?;
+            let topic: Option<String> = get(row, "topic")?;
+            let topic = match topic {
+                Some(raw) => ChannelTopic::parse(&raw)
+                    .with_context(|| format!("channel {id} has an invalid topic"))?,
+                None => None,
+            };
+            Some(ChannelProfile { name, topic })
+        }
+        _ => None,
     };
     let status: String = get(row, "status")?;
     let status: ConversationStatus = status
@@ -137,6 +184,7 @@ pub(crate) fn conversation(row: &PgRow) -> anyhow::Result<Conversation> {
         status,
         assignee: assignee.map(StaffUserId::from_uuid),
         tags,
+        channel,
         last_seq: seq(get(row, "last_seq")?, "last_seq")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
@@ -165,6 +213,8 @@ pub(crate) fn message(row: &PgRow, cols: &MessageColumns) -> anyhow::Result<Mess
     let reply_to: Option<Uuid> = get(row, cols.reply_to)?;
     let edited_at: Option<DateTime<Utc>> = get(row, cols.edited_at)?;
     let deleted_at: Option<DateTime<Utc>> = get(row, cols.deleted_at)?;
+    let system =
+        notice(row, cols).with_context(|| format!("message {id} has an invalid notice"))?;
     Ok(Message {
         id: MessageId::from_uuid(id),
         tenant: TenantId::from_uuid(get(row, cols.tenant_id)?),
@@ -179,6 +229,39 @@ pub(crate) fn message(row: &PgRow, cols: &MessageColumns) -> anyhow::Result<Mess
         created_at: get(row, cols.created_at)?,
         edited_at,
         deleted_at,
+        system,
+    })
+}
+
+/// The system notice of a message row, if it carries one.
+fn notice(row: &PgRow, cols: &MessageColumns) -> anyhow::Result<Option<SystemNotice>> {
+    let event: Option<String> = get(row, cols.system_event)?;
+    let Some(event) = event else {
+        return Ok(None);
+    };
+    let kind: NoticeKind = event
+        .parse()
+        .with_context(|| format!("unknown notice kind `{event}`"))?;
+    let user: Option<Uuid> = get(row, cols.system_user_id)?;
+    let by: Option<Uuid> = get(row, cols.system_by_id)?;
+    Ok(Some(SystemNotice {
+        kind,
+        user: user.map(StaffUserId::from_uuid),
+        by: StaffUserId::from_uuid(by.context("a notice without its author")?),
+    }))
+}
+
+/// A member from a row of `user_id`, `role` and `joined_at`.
+pub(crate) fn member(row: &PgRow) -> anyhow::Result<Member> {
+    let user: Uuid = get(row, "user_id")?;
+    let role: String = get(row, "role")?;
+    let role: MemberRole = role
+        .parse()
+        .with_context(|| format!("member {user} has an unknown role `{role}`"))?;
+    Ok(Member {
+        user: StaffUserId::from_uuid(user),
+        role,
+        joined_at: get(row, "joined_at")?,
     })
 }
 
@@ -199,5 +282,7 @@ pub(crate) fn summary(row: &PgRow) -> anyhow::Result<ConversationSummary> {
         conversation,
         last_message,
         unread_count,
+        // Filled in by the service from the membership facts.
+        membership: None,
     })
 }

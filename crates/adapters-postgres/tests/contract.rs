@@ -82,7 +82,13 @@ mod postgres_specific {
         .unwrap();
         assert_eq!(
             tables,
-            ["attachments", "conversations", "messages", "read_states"]
+            [
+                "attachments",
+                "conversation_members",
+                "conversations",
+                "messages",
+                "read_states"
+            ]
         );
     }
 
@@ -202,6 +208,95 @@ mod postgres_specific {
         .unwrap_err();
         let constraint = err.as_database_error().and_then(|e| e.constraint());
         assert_eq!(constraint, Some("messages_client_msg_id_key"));
+    }
+
+    #[tokio::test]
+    async fn a_taken_channel_name_violates_the_index_the_adapter_maps() {
+        use chat_app::{MembershipError, MembershipRepository};
+        use chat_domain::{ChannelName, ChannelProfile, NewChannel, StaffUserId, Visibility};
+
+        let store = fresh_store().await;
+        let new = NewChannel {
+            id: ConversationId::new_v7(),
+            tenant: TenantId::new_v4(),
+            profile: ChannelProfile {
+                name: ChannelName::parse("Ärzte").unwrap(),
+                topic: None,
+            },
+            visibility: Visibility::Public,
+            owner: StaffUserId::new_v4(),
+            members: Vec::new(),
+            now: at_nanos(),
+        };
+        store.create_channel(&new, &[]).await.unwrap();
+        let folded: String =
+            sqlx::query_scalar("select name_folded from conversations where id = $1")
+                .bind(*new.id.as_uuid())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(folded, "ärzte", "folded in Rust, as every adapter folds");
+        // A writer that bypasses the adapter hits the unique index whose
+        // name the adapter maps to a taken name; another id is no excuse.
+        let err = sqlx::query(
+            "insert into conversations (id, tenant_id, kind, status, tags, last_seq, \
+                 created_at, updated_at, last_activity_at, visibility, name, name_folded) \
+             values ($1, $2, 'channel', 'open', '{}', 0, now(), now(), now(), 'private', \
+                 'ÄRZTE', 'ärzte')",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(*new.tenant.as_uuid())
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+        let constraint = err.as_database_error().and_then(|e| e.constraint());
+        assert_eq!(constraint, Some("conversations_channel_name_key"));
+        let again = NewChannel {
+            id: ConversationId::new_v7(),
+            profile: ChannelProfile {
+                name: ChannelName::parse("ÄRZTE").unwrap(),
+                topic: None,
+            },
+            ..new
+        };
+        let taken = store.create_channel(&again, &[]).await;
+        assert!(
+            matches!(taken, Err(MembershipError::NameTaken)),
+            "{taken:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_system_posts_notices_and_each_names_its_author() {
+        let store = fresh_store().await;
+        let conversation = inbox(&store).await;
+        let staff = uuid::Uuid::new_v4();
+        for (sender_type, sender_id, by, constraint) in [
+            (
+                "staff",
+                Some(staff),
+                Some(staff),
+                "messages_system_sender_check",
+            ),
+            ("system", None, None, "messages_system_parts_check"),
+        ] {
+            let err = sqlx::query(
+                "insert into messages (id, tenant_id, conversation_id, seq, sender_type, \
+                     sender_id, created_at, system_event, system_by_id) \
+                 values ($1, $2, $3, 1, $4, $5, now(), 'member_added', $6)",
+            )
+            .bind(uuid::Uuid::now_v7())
+            .bind(*conversation.tenant.as_uuid())
+            .bind(*conversation.id.as_uuid())
+            .bind(sender_type)
+            .bind(sender_id)
+            .bind(by)
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+            let violated = err.as_database_error().and_then(|e| e.constraint());
+            assert_eq!(violated, Some(constraint), "{sender_type}");
+        }
     }
 
     #[tokio::test]
