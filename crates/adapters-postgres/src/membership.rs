@@ -175,12 +175,46 @@ async fn insert_notices(
     .fetch_all(&mut *tx)
     .await
     .context("posting notices")?;
+    advance_author(tx, conversation, notices).await?;
     let mut messages = inserted
         .iter()
         .map(|row| rows::message(row, &PLAIN))
         .collect::<anyhow::Result<Vec<_>>>()?;
     messages.sort_by_key(|m| m.seq);
     Ok(messages)
+}
+
+/// Moves the read marker of the notices' author, while a member, past
+/// them: one's own change is never unread news (as a sender has read what
+/// they wrote).
+async fn advance_author(
+    tx: &mut PgConnection,
+    conversation: &Conversation,
+    notices: &[Notice],
+) -> anyhow::Result<()> {
+    let Some(last) = notices.iter().max_by_key(|n| n.seq) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "insert into read_states (tenant_id, conversation_id, reader_type, reader_id, \
+             last_read_seq, last_delivered_seq, updated_at) \
+         select $1, $2, 'staff', $3, $4, $4, now() \
+         where exists (select 1 from conversation_members \
+             where conversation_id = $2 and user_id = $3) \
+         on conflict (conversation_id, reader_type, reader_id) do update set \
+             last_read_seq = greatest(read_states.last_read_seq, excluded.last_read_seq), \
+             last_delivered_seq = \
+                 greatest(read_states.last_delivered_seq, excluded.last_delivered_seq), \
+             updated_at = excluded.updated_at",
+    )
+    .bind(*conversation.tenant.as_uuid())
+    .bind(*conversation.id.as_uuid())
+    .bind(*last.notice.by.as_uuid())
+    .bind(last.seq.as_i64())
+    .execute(&mut *tx)
+    .await
+    .context("moving the author's read marker past their notices")?;
+    Ok(())
 }
 
 /// Records notices up to `last_seq`, the newest at `at`, on the locked
@@ -719,12 +753,7 @@ impl MembershipRepository for PostgresStore {
         if let Some(cursor) = &cursor {
             // A key that no page of ours ends with is a position after
             // nothing: an empty page.
-            let Some(joined_at) = cursor
-                .key
-                .parse::<i64>()
-                .ok()
-                .and_then(DateTime::from_timestamp_micros)
-            else {
+            let Some(joined_at) = cursor.joined_at() else {
                 return Ok(MemberPage::default());
             };
             qb.push(" and (joined_at, user_id) > (");
@@ -748,10 +777,7 @@ impl MembershipRepository for PostgresStore {
             .map(rows::member)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let next_cursor = if has_more {
-            members.last().map(|m| ListCursor {
-                key: m.joined_at.timestamp_micros().to_string(),
-                id: *m.user.as_uuid(),
-            })
+            members.last().map(ListCursor::after_member)
         } else {
             None
         };

@@ -201,6 +201,29 @@ async fn post_notices(
         .await
         .context("counting system notices")?;
     }
+    if let Some(&(_, last)) = notices.last() {
+        // One's own change is never unread news, as a sender has read what
+        // they wrote: the author's marker moves past it while a member.
+        sqlx::query(
+            "insert into read_states (tenant_id, conversation_id, reader_type, reader_id, \
+                 last_read_seq, last_delivered_seq, updated_at) \
+             select ?1, ?2, 'staff', ?3, ?4, ?4, ?5 \
+             where exists (select 1 from conversation_members \
+                 where conversation_id = ?2 and user_id = ?3) \
+             on conflict (conversation_id, reader_type, reader_id) do update set \
+                 last_read_seq = max(last_read_seq, excluded.last_read_seq), \
+                 last_delivered_seq = max(last_delivered_seq, excluded.last_delivered_seq), \
+                 updated_at = excluded.updated_at",
+        )
+        .bind(*conversation.tenant.as_uuid())
+        .bind(*conversation.id.as_uuid())
+        .bind(*last.by.as_uuid())
+        .bind(seq.as_i64())
+        .bind(codec::micros(at))
+        .execute(&mut *tx)
+        .await
+        .context("moving the author's read marker past their notices")?;
+    }
     Ok(posted)
 }
 
@@ -743,14 +766,17 @@ impl MembershipRepository for SqliteStore {
         limit: u32,
         cursor: Option<ListCursor>,
     ) -> Result<MemberPage, RepoError> {
-        let after = cursor
-            .map(|c| {
-                let at = c
-                    .joined_at()
-                    .with_context(|| format!("member cursor key {:?} is not a time", c.key))?;
-                anyhow::Ok((codec::micros(at), c.id))
-            })
-            .transpose()?;
+        let after = match &cursor {
+            None => None,
+            Some(cursor) => {
+                // A key that no page of ours ends with is a position after
+                // nothing: an empty page.
+                let Some(at) = cursor.joined_at() else {
+                    return Ok(MemberPage::default());
+                };
+                Some((codec::micros(at), cursor.id))
+            }
+        };
         let rows = sqlx::query(&members_sql(after.is_some()))
             .bind(*tenant.as_uuid())
             .bind(*id.as_uuid())

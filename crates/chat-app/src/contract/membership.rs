@@ -308,6 +308,22 @@ pub(super) async fn a_new_channel_posts_a_notice_per_member_but_its_owner<S: Sto
         store.member_role(tenant, new.id, b).await.unwrap(),
         Some(MemberRole::Member)
     );
+    let unread = |user| {
+        let store = store.clone();
+        async move {
+            store
+                .find_summary(tenant, new.id, Sender::Staff(user))
+                .await
+                .unwrap()
+                .unwrap()
+                .unread_count
+        }
+    };
+    assert_eq!(
+        (unread(owner).await, unread(b).await),
+        (0, 2),
+        "one's own notices are read"
+    );
 }
 
 /// Adding, removing and leaving take the next seqs after the messages;

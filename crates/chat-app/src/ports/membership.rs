@@ -222,7 +222,9 @@ pub struct MembershipFacts {
 /// not found. Notices are messages from [`chat_domain::Sender::System`]
 /// carrying a [`chat_domain::SystemNotice`], appended with the next `seq`s of
 /// the conversation in the same transaction as the change, so a change and
-/// its notices are stored together or not at all.
+/// its notices are stored together or not at all. Like a sender's own
+/// message, a notice is read by its author (`by`) while they are a member:
+/// their read marker moves past it.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait MembershipRepository: Send + Sync {
@@ -318,7 +320,8 @@ pub trait MembershipRepository: Send + Sync {
 
     /// A page of members of conversation `id`, earliest joined first,
     /// after `cursor` ([`ListCursor::after_member`], which the next page's
-    /// cursor is too; callers check [`ListCursor::joined_at`]).
+    /// cursor is too; one whose [`ListCursor::joined_at`] is `None` gives
+    /// an empty page, so callers check it first).
     ///
     /// # Errors
     /// [`RepoError::Unexpected`] on storage failure.
