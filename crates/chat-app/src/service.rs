@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use chat_domain::{authorize, Action, Conversation, ConversationId, MemberRole, Principal};
+use chat_domain::{
+    authorize, authorize_create, Action, Conversation, ConversationId, MemberRole, Principal,
+};
 
 use crate::access_cache::AccessCache;
 use crate::error::{ChatError, Resource};
@@ -135,6 +137,49 @@ impl ChatService {
                 .await?),
             _ => Ok(None),
         }
+    }
+
+    /// Checks that `principal` may create `prospective`, through the domain
+    /// rules and then the host policy.
+    pub(crate) async fn may_create(
+        &self,
+        principal: &Principal,
+        prospective: &Conversation,
+    ) -> Result<(), ChatError> {
+        authorize_create(principal, prospective)?;
+        self.ports
+            .policy
+            .check(principal, prospective, PolicyAction::Create)
+            .await?;
+        Ok(())
+    }
+
+    /// The items of a listed page whose conversation (`conversation` of
+    /// each) the host policy lets `principal` read; the store has already
+    /// applied the domain rules.
+    pub(crate) async fn readable<T>(
+        &self,
+        principal: &Principal,
+        items: Vec<T>,
+        conversation: impl Fn(&T) -> &Conversation,
+    ) -> Vec<T> {
+        let mut visible = Vec::with_capacity(items.len());
+        for item in items {
+            let allowed = self
+                .ports
+                .policy
+                .check(
+                    principal,
+                    conversation(&item),
+                    PolicyAction::Act(Action::Read),
+                )
+                .await
+                .is_ok();
+            if allowed {
+                visible.push(item);
+            }
+        }
+        visible
     }
 
     /// Hands `event` to the publisher, after the access cache has seen it

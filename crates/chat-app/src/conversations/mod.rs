@@ -6,7 +6,7 @@
 //! `Forbidden`, `Invalid { field: Field::Patch, .. }` and `Unexpected`.
 
 use chat_domain::{
-    authorize_create, conversation_scope, Action, Conversation, ConversationId, ConversationPatch,
+    conversation_scope, Action, Conversation, ConversationId, ConversationPatch,
     ConversationStatus, CustomerId, KindName, NewCustomerConversation, Principal, StaffUserId,
 };
 
@@ -14,7 +14,6 @@ use crate::error::{ChatError, Field, Reason, Resource};
 use crate::page::PageLimit;
 use crate::ports::{
     ChatEvent, ConversationCursor, ConversationListQuery, ConversationPage, ConversationSummary,
-    PolicyAction,
 };
 use crate::service::ChatService;
 
@@ -44,12 +43,7 @@ impl ChatService {
             clinician,
             now: self.ports.clock.now(),
         };
-        let prospective = new.prospective();
-        authorize_create(principal, &prospective)?;
-        self.ports
-            .policy
-            .check(principal, &prospective, PolicyAction::Create)
-            .await?;
+        self.may_create(principal, &new.prospective()).await?;
         Ok(self
             .ports
             .conversations
@@ -86,23 +80,9 @@ impl ChatService {
             cursor,
         };
         let mut page = self.ports.conversations.list_conversations(&query).await?;
-        let mut visible = Vec::with_capacity(page.items.len());
-        for item in page.items {
-            let allowed = self
-                .ports
-                .policy
-                .check(
-                    principal,
-                    &item.conversation,
-                    PolicyAction::Act(Action::Read),
-                )
-                .await
-                .is_ok();
-            if allowed {
-                visible.push(item);
-            }
-        }
-        page.items = visible;
+        page.items = self
+            .readable(principal, page.items, |item| &item.conversation)
+            .await;
         self.with_membership(principal, &mut page.items).await?;
         Ok(page)
     }

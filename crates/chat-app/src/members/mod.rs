@@ -19,16 +19,15 @@
 use std::collections::HashSet;
 
 use chat_domain::{
-    authorize_create, Action, ChannelName, ChannelPatch, ChannelProfile, ChannelTopic,
-    Conversation, ConversationId, DirectMembers, MemberRole, Message, NewChannel, NewDirect,
-    Principal, StaffUserId, Visibility,
+    Action, ChannelName, ChannelPatch, ChannelProfile, ChannelTopic, Conversation, ConversationId,
+    DirectMembers, MemberRole, Message, NewChannel, NewDirect, Principal, StaffUserId, Visibility,
 };
 
 use crate::error::{ChatError, Field, Reason, Resource};
 use crate::page::PageLimit;
 use crate::ports::{
     ChannelListQuery, ChannelPage, ChatEvent, ConversationSummary, ListCursor, MemberChange,
-    MemberChangeOutcome, MemberOp, MemberPage, PolicyAction, Route,
+    MemberChangeOutcome, MemberOp, MemberPage, Route,
 };
 use crate::service::ChatService;
 
@@ -124,12 +123,7 @@ impl ChatService {
             members,
             now: self.ports.clock.now(),
         };
-        let prospective = new.prospective();
-        authorize_create(principal, &prospective)?;
-        self.ports
-            .policy
-            .check(principal, &prospective, PolicyAction::Create)
-            .await?;
+        self.may_create(principal, &new.prospective()).await?;
         Ok(self.ports.members.get_or_create_direct(&new).await?)
     }
 
@@ -161,12 +155,7 @@ impl ChatService {
             members,
             now: self.ports.clock.now(),
         };
-        let prospective = new.prospective();
-        authorize_create(principal, &prospective)?;
-        self.ports
-            .policy
-            .check(principal, &prospective, PolicyAction::Create)
-            .await?;
+        self.may_create(principal, &new.prospective()).await?;
         let notice_ids: Vec<_> = new
             .members
             .iter()
@@ -403,23 +392,9 @@ impl ChatService {
             cursor: request.cursor,
         };
         let mut page = self.ports.members.list_channels(&query).await?;
-        let mut visible = Vec::with_capacity(page.channels.len());
-        for listing in page.channels {
-            let allowed = self
-                .ports
-                .policy
-                .check(
-                    principal,
-                    &listing.conversation,
-                    PolicyAction::Act(Action::Read),
-                )
-                .await
-                .is_ok();
-            if allowed {
-                visible.push(listing);
-            }
-        }
-        page.channels = visible;
+        page.channels = self
+            .readable(principal, page.channels, |listing| &listing.conversation)
+            .await;
         Ok(page)
     }
 
