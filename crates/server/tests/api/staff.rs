@@ -520,6 +520,16 @@ async fn a_member_added_mid_stream_gets_every_later_message_once_and_in_order(db
     assert_eq!(typed["type"], "ack", "{typed}");
     let typing = sender.next_of("typing").await;
     assert_eq!(typing["sender"], staff_sender(late));
+    // Receipts too: the owner hears what the new member has read.
+    let read = phone
+        .request(json!({"type": "read", "conversation_id": room, "up_to_seq": 9}))
+        .await;
+    assert_eq!(read["type"], "ack", "{read}");
+    let receipt = sender.next_of("read").await;
+    assert_eq!(
+        (&receipt["reader"], &receipt["up_to_seq"]),
+        (&staff_sender(late), &json!(9))
+    );
 }
 
 /// A member removed hears that they were, then nothing more; history,
