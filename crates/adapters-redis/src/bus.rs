@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_app::{broadcast_stream, BusEvent, ChatEvent, EventBus, EventStream};
+use chat_app::{broadcast_stream, BusError, BusEvent, ChatEvent, EventBus, EventStream};
 use futures::stream::{self, PollNext, StreamExt};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Msg, PushInfo, PushKind};
@@ -130,12 +130,13 @@ impl RedisEventBus {
 #[async_trait]
 impl EventBus for RedisEventBus {
     #[tracing::instrument(skip_all)]
-    async fn publish(&self, event: ChatEvent) {
-        let payload = match codec::encode(&event) {
+    async fn publish(&self, event: &ChatEvent) -> Result<(), BusError> {
+        let payload = match codec::encode(event) {
             Ok(payload) => payload,
             Err(err) => {
+                // Sending it again would fail again: dropped, not retried.
                 tracing::error!(error = %err, "cannot encode an event for Redis: dropped");
-                return;
+                return Ok(());
             }
         };
         let mut command = redis::cmd("PUBLISH");
@@ -143,21 +144,20 @@ impl EventBus for RedisEventBus {
         // A connection Redis closed while it was idle (its `timeout`, a
         // `CLIENT KILL`) fails the first command sent on it; the manager then
         // opens a new one, which the second attempt waits for. Both attempts
-        // share one timeout, so an ack never waits longer than before.
+        // share one timeout.
         let publish = once_more_if_closed(&self.inner.publisher, |mut connection| {
             let command = &command;
             async move { command.query_async::<i64>(&mut connection).await }
         });
         match tokio::time::timeout(self.inner.publish_timeout, publish).await {
-            Ok(Ok(_receivers)) => {}
-            Ok(Err(err)) => tracing::warn!(
-                error = %err,
-                "publishing to Redis failed: the event is dropped, receivers catch up from the database"
-            ),
-            Err(_) => tracing::warn!(
-                timeout = ?self.inner.publish_timeout,
-                "publishing to Redis timed out: the event is dropped, receivers catch up from the database"
-            ),
+            Ok(Ok(_receivers)) => Ok(()),
+            Ok(Err(err)) => Err(BusError(
+                anyhow::Error::new(err).context("publishing to Redis failed"),
+            )),
+            Err(_) => Err(BusError(anyhow::anyhow!(
+                "publishing to Redis timed out after {:?}",
+                self.inner.publish_timeout
+            ))),
         }
     }
 

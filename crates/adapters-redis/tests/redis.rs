@@ -102,7 +102,9 @@ async fn every_event_reaches_every_node_exactly_once_in_publish_order() {
     const PER_NODE: u32 = 200;
     let publish = |bus: RedisEventBus, publisher: u8| async move {
         for n in 0..PER_NODE {
-            bus.publish(numbered(publisher, n)).await;
+            bus.publish(&numbered(publisher, n))
+                .await
+                .expect("published");
         }
     };
     tokio::join!(publish(node_a.clone(), 1), publish(node_b.clone(), 2));
@@ -149,7 +151,7 @@ async fn undecodable_payloads_are_skipped_and_delivery_goes_on() {
             .await
             .unwrap();
     }
-    bus.publish(numbered(7, 1)).await;
+    bus.publish(&numbered(7, 1)).await.expect("published");
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(7, 1)));
     quiet(&mut events, Duration::from_millis(100)).await;
 }
@@ -160,7 +162,7 @@ async fn a_killed_subscription_reconnects_and_reports_lag_before_newer_events() 
     let bus = RedisEventBus::connect(&settings).await.unwrap();
     let publisher = RedisEventBus::connect(&settings).await.unwrap();
     let mut events = bus.subscribe();
-    publisher.publish(numbered(1, 0)).await;
+    publisher.publish(&numbered(1, 0)).await.expect("published");
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, 0)));
 
     let killed = bus.subscriber_client_id();
@@ -168,10 +170,10 @@ async fn a_killed_subscription_reconnects_and_reports_lag_before_newer_events() 
 
     assert_eq!(next(&mut events).await, BusEvent::Lagged(0));
     assert_ne!(bus.subscriber_client_id(), killed, "a new connection");
-    publisher.publish(numbered(1, 1)).await;
+    publisher.publish(&numbered(1, 1)).await.expect("published");
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, 1)));
     // The publishing side of the bus was not affected.
-    bus.publish(numbered(2, 0)).await;
+    bus.publish(&numbered(2, 0)).await.expect("published");
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(2, 0)));
 }
 
@@ -187,7 +189,7 @@ async fn a_publishing_connection_closed_by_redis_is_replaced_and_nothing_is_drop
     for n in 0..3 {
         let killed = publisher.publisher_client_id().await.unwrap();
         kill_client(killed).await;
-        publisher.publish(numbered(1, n)).await;
+        publisher.publish(&numbered(1, n)).await.expect("published");
         assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, n)));
         assert_ne!(publisher.publisher_client_id().await.unwrap(), killed);
     }
@@ -270,12 +272,14 @@ async fn a_publish_to_a_stalled_redis_gives_up_within_its_timeout() {
     let bus = RedisEventBus::connect(&settings).await.unwrap();
     proxy.stall(true);
     let started = Instant::now();
-    bus.publish(numbered(1, 0)).await;
+    let published = bus.publish(&numbered(1, 0)).await;
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(150) && took < Duration::from_secs(1),
         "{took:?}"
     );
+    let err = published.expect_err("a stalled Redis does not take the event");
+    assert!(format!("{:#}", err.0).contains("timed out"), "{:#}", err.0);
 }
 
 #[tokio::test]
@@ -300,13 +304,13 @@ async fn a_stalled_subscription_is_detected_and_reported_as_lag_once_redis_answe
     let before = bus.subscriber_client_id();
 
     proxy.stall(true);
-    direct.publish(numbered(1, 0)).await; // lost to the stalled node
+    direct.publish(&numbered(1, 0)).await.expect("published"); // lost to the stalled node
     tokio::time::sleep(Duration::from_millis(700)).await;
     proxy.stall(false);
 
     assert_eq!(next(&mut events).await, BusEvent::Lagged(0));
     assert_ne!(bus.subscriber_client_id(), before);
-    direct.publish(numbered(1, 1)).await;
+    direct.publish(&numbered(1, 1)).await.expect("published");
     assert_eq!(next(&mut events).await, BusEvent::Event(numbered(1, 1)));
 }
 
@@ -432,7 +436,7 @@ async fn events_cross_a_tls_connection_and_untrusted_certificates_are_refused() 
     // The subscription may still be settling: publish until one arrives.
     let mut n = 0;
     let event = loop {
-        node_a.publish(numbered(1, n)).await;
+        node_a.publish(&numbered(1, n)).await.expect("published");
         match tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await {
             Ok(Some(BusEvent::Event(event))) => break event,
             Ok(other) => panic!("unexpected {other:?}"),

@@ -310,7 +310,7 @@ mod tests {
         let bus = InProcessBus::new(64);
         let mut feed = OrderedFeed::new(bus.subscribe(), Arc::new(messages));
         for event in events {
-            bus.publish(event).await;
+            bus.publish(&event).await.expect("published");
         }
         drop(bus);
         let mut out = Vec::new();
@@ -527,7 +527,7 @@ mod tests {
         let bus = InProcessBus::new(16);
         let feed = OrderedFeed::new(bus.subscribe(), Arc::new(store_of(&c, 4)));
         for seq in [1, 4, 3] {
-            bus.publish(new_message(&c, seq)).await;
+            bus.publish(&new_message(&c, seq)).await.expect("published");
         }
         drop(bus);
         let out: Vec<BusEvent> = feed.into_stream().collect().await;

@@ -61,6 +61,9 @@
 //!   transports);
 //! - [`memory`]: in-memory adapters of a single node ([`InProcessBus`],
 //!   [`InMemoryPresence`]);
+//! - `publish_queue`: [`QueuedPublisher`], which publishes to a bus that
+//!   may stall (Redis) in the background, in order, so no use case waits
+//!   for it;
 //! - `contract` (feature `contract-tests`): the suite every store adapter
 //!   runs, and `batch_contract` the case every SQL store's batch append
 //!   runs;
@@ -88,6 +91,7 @@ mod messages;
 mod page;
 pub mod ports;
 mod presence;
+mod publish_queue;
 mod receipts;
 mod service;
 pub mod store_support;
@@ -106,7 +110,7 @@ pub use memory::{broadcast_stream, InMemoryPresence, InProcessBus};
 pub use messages::{SendMessage, SendOutcome};
 pub use page::PageLimit;
 pub use ports::{
-    AccessPolicy, AllowAll, AppendError, AppendOutcome, AttachmentRepository, BusEvent,
+    AccessPolicy, AllowAll, AppendError, AppendOutcome, AttachmentRepository, BusError, BusEvent,
     BusPublisher, ByteStream, ChannelListQuery, ChannelListing, ChannelPage, ChatEvent, Clock,
     ConnectionId, ConversationCursor, ConversationListQuery, ConversationPage,
     ConversationRepository, ConversationSummary, CursorError, DownloadHeaders, EventBus,
@@ -123,4 +127,5 @@ pub use ports::{
     MockMessageRepository, MockPresenceStore, MockReadStateRepository, MockScanner,
 };
 pub use presence::PresenceService;
+pub use publish_queue::{PublishStats, QueuedPublisher};
 pub use service::{ChatService, Ports};

@@ -8,11 +8,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chat_app::PublishStats;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -111,6 +113,16 @@ impl Metrics {
         }
     }
 
+    /// Also reports the counts of the event queue in front of the bus:
+    /// `chat_events_pending`, `chat_events_dropped_total` and
+    /// `chat_event_publish_failures_total`.
+    #[must_use]
+    pub fn with_publish_queue(mut self, stats: Arc<PublishStats>) -> Self {
+        self.registry
+            .register_collector(Box::new(PublishQueueCollector(stats)));
+        self
+    }
+
     /// Counts an accepted connection.
     pub(crate) fn connection_opened(&self) {
         self.connections_open.inc();
@@ -197,4 +209,37 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Result<Response, Api
         body,
     )
         .into_response())
+}
+
+/// Reads a [`QueuedPublisher`](chat_app::QueuedPublisher)'s counts at each
+/// scrape.
+#[derive(Debug)]
+struct PublishQueueCollector(Arc<PublishStats>);
+
+impl Collector for PublishQueueCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let pending = ConstGauge::new(i64::try_from(self.0.pending()).unwrap_or(i64::MAX));
+        pending.encode(encoder.encode_descriptor(
+            "events_pending",
+            "Events waiting to be published to the event bus",
+            None,
+            pending.metric_type(),
+        )?)?;
+        let dropped = ConstCounter::new(self.0.dropped());
+        dropped.encode(encoder.encode_descriptor(
+            "events_dropped",
+            "Events dropped because the queue to the event bus was full \
+             (their readers catch up from the database)",
+            None,
+            dropped.metric_type(),
+        )?)?;
+        let failures = ConstCounter::new(self.0.failures());
+        failures.encode(encoder.encode_descriptor(
+            "event_publish_failures",
+            "Publish tries the event bus refused (each is tried again)",
+            None,
+            failures.metric_type(),
+        )?)?;
+        Ok(())
+    }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
-use crate::ports::{BusEvent, ChatEvent, EventBus, EventStream};
+use crate::ports::{BusError, BusEvent, ChatEvent, EventBus, EventStream};
 
 /// The single-node bus: a bounded in-memory broadcast channel.
 #[derive(Debug, Clone)]
@@ -43,9 +43,10 @@ pub fn broadcast_stream(receiver: broadcast::Receiver<ChatEvent>) -> EventStream
 
 #[async_trait]
 impl EventBus for InProcessBus {
-    async fn publish(&self, event: ChatEvent) {
+    async fn publish(&self, event: &ChatEvent) -> Result<(), BusError> {
         // No subscriber only means nobody is connected.
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(event.clone());
+        Ok(())
     }
 
     fn subscribe(&self) -> EventStream {
@@ -73,7 +74,7 @@ mod tests {
             },
         };
         for _ in 0..3 {
-            bus.publish(event.clone()).await;
+            bus.publish(&event).await.expect("published");
         }
         assert_eq!(first.next().await, Some(BusEvent::Lagged(1)));
         assert_eq!(first.next().await, Some(BusEvent::Event(event.clone())));

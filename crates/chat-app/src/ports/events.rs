@@ -125,27 +125,39 @@ pub enum BusEvent {
 /// A subscription to the bus.
 pub type EventStream = Pin<Box<dyn Stream<Item = BusEvent> + Send>>;
 
+/// The bus could not take an event (for example Redis is down or did not
+/// answer in time); the caller may try again.
+#[derive(Debug, thiserror::Error)]
+#[error("the event bus did not take the event")]
+pub struct BusError(#[source] pub anyhow::Error);
+
 /// Carries events to every server node (including the publishing one).
 /// Fan-out is best effort: the database is the truth.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait EventBus: Send + Sync {
-    /// Sends `event` to every node's subscribers. Failures are the
-    /// adapter's to log.
-    async fn publish(&self, event: ChatEvent);
+    /// Sends `event` to every node's subscribers.
+    ///
+    /// # Errors
+    /// [`BusError`] when the bus did not take it (nothing was sent).
+    async fn publish(&self, event: &ChatEvent) -> Result<(), BusError>;
 
     /// Every event published from now on, on any node.
     fn subscribe(&self) -> EventStream;
 }
 
 /// Lets any [`EventBus`] serve as the [`EventPublisher`] of a
-/// [`crate::ChatService`].
+/// [`crate::ChatService`], publishing each event before the use case goes
+/// on: right for a bus that never waits ([`crate::InProcessBus`]). For one
+/// that may ([`crate::QueuedPublisher`]), a use case would wait for it.
 #[derive(Clone)]
 pub struct BusPublisher(pub Arc<dyn EventBus>);
 
 #[async_trait]
 impl EventPublisher for BusPublisher {
     async fn publish(&self, event: ChatEvent) {
-        self.0.publish(event).await;
+        if let Err(err) = self.0.publish(&event).await {
+            tracing::warn!(error = %err, "an event was not published; readers catch up from the database");
+        }
     }
 }

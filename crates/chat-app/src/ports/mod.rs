@@ -32,7 +32,9 @@ pub use conversations::{
     ConversationCursor, ConversationListQuery, ConversationPage, ConversationRepository,
     ConversationSummary, CursorError,
 };
-pub use events::{BusEvent, BusPublisher, ChatEvent, EventBus, EventPublisher, EventStream, Route};
+pub use events::{
+    BusError, BusEvent, BusPublisher, ChatEvent, EventBus, EventPublisher, EventStream, Route,
+};
 pub use files::{
     AttachmentRepository, ByteStream, DownloadHeaders, FileStorage, ScanVerdict, Scanner,
     StorageError,

@@ -14,7 +14,7 @@ use anyhow::Context;
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::Router;
-use chat_app::{BusPublisher, ChatService, PresenceService, SystemClock};
+use chat_app::{ChatService, PresenceService, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +31,7 @@ pub mod attachments;
 mod realtime;
 mod store;
 
-use realtime::{announce_expired_presence, realtime_adapters, send_limiter};
+use realtime::{announce_expired_presence, realtime_adapters, send_limiter, RealtimeAdapters};
 use store::Store;
 
 /// A bound, ready-to-run server.
@@ -51,8 +51,12 @@ impl Application {
     /// When the store cannot be opened, a key cannot be read, or the
     /// address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let (bus, presence_store) = realtime_adapters(&settings).await?;
-        let events = Arc::new(BusPublisher(bus.clone()));
+        let RealtimeAdapters {
+            bus,
+            presence: presence_store,
+            events,
+            publish_stats,
+        } = realtime_adapters(&settings).await?;
         let store = Store::open(&settings.database, events.clone()).await?;
         let ports = store.ports;
         let auth = Authenticator {
@@ -94,7 +98,7 @@ impl Application {
             &settings.attachments,
             realtime.shutdown.clone(),
         );
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let metrics = Arc::new(crate::metrics::Metrics::new().with_publish_queue(publish_stats));
         let state = AppState {
             service,
             auth: Arc::new(auth),

@@ -6,30 +6,51 @@ use std::sync::Arc;
 
 use adapters_redis::{RedisEventBus, RedisPresence, RedisSettings};
 use anyhow::Context;
-use chat_app::{EventBus, InMemoryPresence, InProcessBus, PresenceService, PresenceStore};
+use chat_app::{
+    BusPublisher, EventBus, EventPublisher, InMemoryPresence, InProcessBus, PresenceService,
+    PresenceStore, PublishStats, QueuedPublisher,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 
+/// The real-time adapters of a node.
+pub(super) struct RealtimeAdapters {
+    /// Carries events between nodes.
+    pub bus: Arc<dyn EventBus>,
+    /// Who is online.
+    pub presence: Arc<dyn PresenceStore>,
+    /// What the use cases publish to: the bus itself in-process, a queue in
+    /// front of Redis (a send is acked without waiting for Redis).
+    pub events: Arc<dyn EventPublisher>,
+    /// The queue's counts (zero in-process).
+    pub publish_stats: Arc<PublishStats>,
+}
+
 /// The event bus and presence store: Redis when configured (several
 /// nodes), in-process otherwise.
-pub(super) async fn realtime_adapters(
-    settings: &Settings,
-) -> anyhow::Result<(Arc<dyn EventBus>, Arc<dyn PresenceStore>)> {
+pub(super) async fn realtime_adapters(settings: &Settings) -> anyhow::Result<RealtimeAdapters> {
     match &settings.realtime.redis_url {
-        None => Ok((
-            Arc::new(InProcessBus::default()),
-            Arc::new(InMemoryPresence::default()),
-        )),
+        None => {
+            let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+            Ok(RealtimeAdapters {
+                events: Arc::new(BusPublisher(bus.clone())),
+                bus,
+                presence: Arc::new(InMemoryPresence::default()),
+                publish_stats: Arc::default(),
+            })
+        }
         Some(url) => {
             let realtime = &settings.realtime;
             let redis = RedisSettings {
                 presence_ttl: realtime.redis_presence_ttl,
                 ..RedisSettings::new(url.expose(), realtime.redis_prefix.as_str())
             };
-            let bus = RedisEventBus::connect(&redis)
-                .await
-                .context("connecting the event bus to Redis (CHAT_REDIS_URL)")?;
+            let bus: Arc<dyn EventBus> = Arc::new(
+                RedisEventBus::connect(&redis)
+                    .await
+                    .context("connecting the event bus to Redis (CHAT_REDIS_URL)")?,
+            );
             let presence = RedisPresence::connect(&redis)
                 .await
                 .context("connecting presence to Redis (CHAT_REDIS_URL)")?;
@@ -38,7 +59,13 @@ pub(super) async fn realtime_adapters(
                 presence_ttl = ?realtime.redis_presence_ttl,
                 "using Redis for cross-node events and presence"
             );
-            Ok((Arc::new(bus), Arc::new(presence)))
+            let queue = QueuedPublisher::spawn(bus.clone(), QueuedPublisher::DEFAULT_CAPACITY);
+            Ok(RealtimeAdapters {
+                bus,
+                presence: Arc::new(presence),
+                publish_stats: queue.stats(),
+                events: Arc::new(queue),
+            })
         }
     }
 }

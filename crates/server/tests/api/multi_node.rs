@@ -4,7 +4,8 @@
 //! presence, and a client that moves to the other node resumes exactly what
 //! it missed.
 
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use adapters_redis::testing::{redis_url, TestPrefix};
 use adapters_redis::{RedisPresence, RedisSettings};
@@ -30,10 +31,14 @@ impl Cluster {
 
     /// Both nodes with `extra` variables too.
     async fn start_with(extra: &[(&str, &str)]) -> Self {
+        Self::start_on(&redis_url(), extra).await
+    }
+
+    /// Both nodes on the Redis at `url`, with `extra` variables too.
+    async fn start_on(url: &str, extra: &[(&str, &str)]) -> Self {
         let keys = TestPrefix::new();
-        let url = redis_url();
         let mut env = vec![
-            ("CHAT_REDIS_URL", url.as_str()),
+            ("CHAT_REDIS_URL", url),
             ("CHAT_REDIS_PREFIX", keys.as_str()),
         ];
         env.extend_from_slice(extra);
@@ -501,6 +506,154 @@ async fn membership_changed_on_one_node_moves_the_audience_of_the_other() {
         far.seqs(&room),
         vec![2, 3, 4, 5],
         "nothing after the removal"
+    );
+    cluster.stop().await;
+}
+
+/// A `redis-server` of the test's own on a free port, which the test may
+/// pause and wake (`SIGSTOP`, `SIGCONT`); killed when dropped.
+struct PrivateRedis {
+    child: Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    /// `None` when `redis-server` cannot be started here.
+    async fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(server)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    fn wake(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        // A paused server would not die of SIGKILL's cleanup otherwise.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis paused while a customer on node A writes to staff on node B:
+/// every send is acked at once (the database is the truth; events wait in
+/// the node's queue, not the client), and once Redis wakes every message
+/// reaches the other node live, in order and once, with no `resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_never_wait_for_a_paused_redis_and_its_events_arrive_once_it_wakes() {
+    let Some(redis) = PrivateRedis::start().await else {
+        eprintln!("SKIPPED: cannot start a redis-server of the test's own");
+        return;
+    };
+    let cluster = Cluster::start_on(&redis.url, &[]).await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let staff_token = b.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = a.open_conversation(&staff_token, customer).await;
+    let customer_token = a.customer_token(&staff_token, customer).await;
+    let mut staff = Peer::connect(b, &staff_token).await;
+    b.wait_connections(1).await;
+    let mut patient = Peer::connect(a, &customer_token).await;
+    a.wait_connections(1).await;
+    let first = patient.request(send_frame(&id, "hello", "k-0")).await;
+    assert_eq!(first["type"], "ack", "{first}");
+    staff
+        .event(|e| e["type"] == "new_message" && e["message"]["seq"] == 1)
+        .await;
+
+    redis.pause();
+    const SENDS: u64 = 10;
+    let started = Instant::now();
+    for i in 1..=SENDS {
+        let ack = patient
+            .request(send_frame(
+                &id,
+                &format!("while paused {i}"),
+                &format!("k-{i}"),
+            ))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["message"]["seq"], i + 1);
+    }
+    let acked_in = started.elapsed();
+    // Waiting for each publish (500 ms) would take 5 s or more.
+    assert!(
+        acked_in < Duration::from_secs(2),
+        "{SENDS} acks took {acked_in:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.wake();
+
+    let last = SENDS + 1;
+    staff
+        .event(|e| e["type"] == "new_message" && e["message"]["seq"] == last)
+        .await;
+    staff.settle(Duration::from_millis(500)).await;
+    assert_eq!(
+        staff.seqs(&id),
+        (1..=last).collect::<Vec<_>>(),
+        "every message live, once, in order"
+    );
+    let metrics = a
+        .client
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(metrics.contains("chat_events_pending 0"), "{metrics}");
+    assert!(metrics.contains("chat_events_dropped_total 0"), "{metrics}");
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chat_event_publish_failures_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .expect("a failure count");
+    assert!(
+        failures >= 1,
+        "the paused Redis refused publishes: {metrics}"
     );
     cluster.stop().await;
 }
