@@ -37,6 +37,7 @@ both_databases!(
     websocket_sends_share_the_rate_limit,
     a_pending_send_does_not_hold_up_what_its_sender_receives,
     pipelined_sends_are_acked_in_order_each_before_its_own_echo,
+    a_stalled_store_keeps_pings_answered_and_refuses_sends_beyond_the_queue,
     answers_keep_their_exact_bytes_on_the_wire,
 );
 
@@ -1054,6 +1055,89 @@ async fn a_pending_send_does_not_hold_up_what_its_sender_receives(db: Db) {
     assert_eq!(echo["message"]["id"], ack["message"]["id"]);
     let delivered = staff.next_of("new_message").await;
     assert_eq!(delivered["message"]["id"], ack["message"]["id"]);
+}
+
+/// While the store stalls, a client that keeps sending still has its pings
+/// answered: the connection goes on reading. Sends beyond the queue (64
+/// waiting, one being stored) are refused with `rate_limited` and not
+/// counted as abuse; once the store is back every queued send is acked in
+/// order, the refused ones go through when sent again, and nothing is
+/// stored twice.
+async fn a_stalled_store_keeps_pings_answered_and_refuses_sends_beyond_the_queue(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let (id, mut patient, _staff) = patient_and_staff(&app).await;
+    let lock = WriteLock::take(&app, &id).await;
+    const SENDS: usize = 100;
+    for i in 0..SENDS {
+        let mut frame = send_frame(&id, &format!("stalled {i}"), &format!("k-{i}"));
+        frame["request_id"] = json!(format!("r-{i}"));
+        patient.send(frame).await;
+    }
+    patient
+        .socket
+        .send(Message::Ping(b"still there?".to_vec().into()))
+        .await
+        .expect("ping sent");
+    // 64 wait and one is being stored: the rest is refused. The pong may
+    // overtake the refusals (it is written by the socket itself).
+    let beyond = SENDS - 65;
+    let mut refused = Vec::new();
+    let mut ponged = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !ponged || refused.len() < beyond {
+        let message = tokio::time::timeout_at(deadline, patient.socket.next())
+            .await
+            .expect("a pong and the refusals while the store stalls")
+            .expect("socket open")
+            .expect("frame");
+        match message {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"still there?");
+                ponged = true;
+            }
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(text.as_str()).expect("json");
+                assert_eq!(frame["type"], "error", "{frame}");
+                assert_eq!(frame["code"], "rate_limited", "{frame}");
+                refused.push(frame["request_id"].as_str().expect("request id").to_owned());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (SENDS - beyond..SENDS).map(|i| format!("r-{i}")).collect();
+    assert_eq!(refused, expected, "the last sends are refused");
+    lock.release().await;
+
+    let mut acked = Vec::new();
+    while acked.len() < SENDS - refused.len() {
+        let frame = patient.next().await;
+        if frame["type"] == "ack" {
+            acked.push(frame["request_id"].as_str().expect("request id").to_owned());
+        }
+    }
+    let in_order: Vec<String> = (0..acked.len()).map(|i| format!("r-{i}")).collect();
+    assert_eq!(acked, in_order);
+    for i in SENDS - refused.len()..SENDS {
+        let ack = patient
+            .request(send_frame(&id, &format!("stalled {i}"), &format!("k-{i}")))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["message"]["seq"], i + 1, "{ack}");
+    }
+    let page = app
+        .get(
+            &format!("/api/v1/chat/conversations/{id}/messages?after=0&limit=100"),
+            &app.staff(StaffUserId::new_v4()),
+        )
+        .await;
+    let bodies: Vec<&str> = page.body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default())
+        .collect();
+    let sent: Vec<String> = (0..SENDS).map(|i| format!("stalled {i}")).collect();
+    assert_eq!(bodies, sent, "each stored once, in order");
 }
 
 async fn pipelined_sends_are_acked_in_order_each_before_its_own_echo(db: Db) {

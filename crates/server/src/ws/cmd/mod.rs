@@ -53,6 +53,16 @@ impl Refusal {
             server_fault: false,
         }
     }
+
+    /// `rate_limited` because the server is slow, not because the client
+    /// sent too much: answered, never counted as abuse.
+    pub(in crate::ws) fn busy(message: String) -> Self {
+        Self {
+            code: "rate_limited",
+            message,
+            server_fault: true,
+        }
+    }
 }
 
 impl From<ChatError> for Refusal {

@@ -19,6 +19,11 @@ impl SendMessageFrame {
                 format!("too many messages: retry in {} ms", wait.as_millis().max(1)),
             ));
         }
+        if conn.send_queue_full() {
+            return Err(Refusal::busy(
+                "too many sends are waiting to be stored: send it again after an ack".to_owned(),
+            ));
+        }
         let (ticket, request) = self.into_send(request_id.cloned(), &conn.principal)?;
         conn.queue_send(ticket, request);
         Ok(Reply::Later)

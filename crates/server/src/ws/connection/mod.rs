@@ -153,7 +153,10 @@ impl Connection {
             let step = tokio::select! {
                 () = self.control.closed() => return Some(close_for(self.control.reason())),
                 (ticket, result) = self.sends.finished() => self.sent(ticket, result).await,
-                incoming = stream.next(), if self.sends.has_room() => {
+                // Always read, even while sends wait for the store: pings
+                // are answered and a close is seen (a send beyond the queue
+                // is refused, see `sends`).
+                incoming = stream.next() => {
                     let message = match incoming {
                         None => return None,
                         Some(Err(err)) if oversize::is_too_large(&err) => return Some(too_large()),

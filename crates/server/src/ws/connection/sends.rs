@@ -19,9 +19,11 @@ use crate::ws::cmd::Refusal;
 use crate::ws::outbound::{EchoKey, Outbound};
 use crate::ws::protocol::{RequestId, ServerFrame};
 
-/// Sends received and not yet stored, per connection; beyond it the client's
-/// next frames wait in the socket (events keep flowing).
-const SEND_QUEUE: usize = 32;
+/// Sends received and not yet stored, per connection. A send beyond it is
+/// refused (`rate_limited`, the client sends it again after an ack) rather
+/// than left in the socket: the connection keeps reading, so it answers
+/// pings and sees a close however long the store takes.
+const SEND_QUEUE: usize = 64;
 /// How long a closing connection waits for the sends it already received.
 const SEND_DRAIN: Duration = Duration::from_secs(5);
 
@@ -59,9 +61,9 @@ impl Sends {
             .chain(self.queued.iter().map(|(ticket, _)| ticket))
     }
 
-    /// Whether another send may be read from the socket.
-    pub(super) fn has_room(&self) -> bool {
-        self.queued.len() < SEND_QUEUE
+    /// Whether another send would exceed [`SEND_QUEUE`].
+    fn is_full(&self) -> bool {
+        self.queued.len() >= SEND_QUEUE
     }
 
     /// Whether `echo` is the key of a send of this connection not yet acked.
@@ -115,6 +117,12 @@ impl Held {
 }
 
 impl Connection {
+    /// Whether the sends waiting to be stored fill their queue: a new one
+    /// is refused until one is answered.
+    pub(in crate::ws) fn send_queue_full(&self) -> bool {
+        self.sends.is_full()
+    }
+
     /// Queues a send; it is answered once stored ([`Connection::sent`]).
     pub(in crate::ws) fn queue_send(&mut self, ticket: Ticket, request: SendMessage) {
         self.sends.queued.push_back((ticket, request));
