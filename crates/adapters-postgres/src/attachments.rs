@@ -189,7 +189,7 @@ impl PostgresStore {
 
 #[async_trait]
 impl AttachmentRepository for PostgresStore {
-    #[tracing::instrument(skip_all, fields(attachment_id = %new.id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %new.id), err(level = "debug"))]
     async fn insert_attachment(&self, new: &NewAttachment) -> Result<Attachment, RepoError> {
         let row = sqlx::query(&format!(
             "insert into attachments (id, tenant_id, conversation_id, uploader_type, \
@@ -214,7 +214,7 @@ impl AttachmentRepository for PostgresStore {
         Ok(attachment(&row)?)
     }
 
-    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err(level = "debug"))]
     async fn find_attachment(
         &self,
         tenant: TenantId,
@@ -232,7 +232,7 @@ impl AttachmentRepository for PostgresStore {
         Ok(row.as_ref().map(attachment).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn list_orphans(
         &self,
         before: DateTime<Utc>,
@@ -251,7 +251,7 @@ impl AttachmentRepository for PostgresStore {
         Ok(attachments(&rows)?)
     }
 
-    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err(level = "debug"))]
     async fn delete_unattached(
         &self,
         tenant: TenantId,
@@ -266,7 +266,7 @@ impl AttachmentRepository for PostgresStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn list_deleted(&self, limit: u32) -> Result<Vec<Attachment>, RepoError> {
         let rows = sqlx::query(&format!(
             "select {ATTACHMENT_COLUMNS} from attachments where deleted_at is not null \
@@ -279,7 +279,7 @@ impl AttachmentRepository for PostgresStore {
         Ok(attachments(&rows)?)
     }
 
-    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err(level = "debug"))]
     async fn purge_deleted(&self, tenant: TenantId, id: AttachmentId) -> Result<bool, RepoError> {
         self.delete_attachment_if(
             tenant,

@@ -208,7 +208,7 @@ fn push_scope_filter(qb: &mut QueryBuilder<'_, Postgres>, scope: ConversationSco
 
 #[async_trait]
 impl ConversationRepository for PostgresStore {
-    #[tracing::instrument(skip_all, fields(conversation_id = %new.id, created), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %new.id, created), err(level = "debug"))]
     async fn get_or_create_customer(
         &self,
         new: &NewCustomerConversation,
@@ -257,7 +257,7 @@ impl ConversationRepository for PostgresStore {
         Err(anyhow::anyhow!("customer conversation kept conflicting without being readable").into())
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     async fn find(
         &self,
         tenant: TenantId,
@@ -274,7 +274,7 @@ impl ConversationRepository for PostgresStore {
         Ok(row.as_ref().map(rows::conversation).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     async fn find_summary(
         &self,
         tenant: TenantId,
@@ -306,7 +306,7 @@ impl ConversationRepository for PostgresStore {
     #[tracing::instrument(
         skip_all,
         fields(tenant_id = %query.scope.tenant(), limit = query.limit, items),
-        err
+        err(level = "debug")
     )]
     async fn list_conversations(
         &self,
@@ -357,7 +357,7 @@ impl ConversationRepository for PostgresStore {
         Ok(ConversationPage { items, next_cursor })
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     async fn update(
         &self,
         tenant: TenantId,
@@ -392,7 +392,7 @@ impl ConversationRepository for PostgresStore {
         Ok(row.as_ref().map(rows::conversation).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant()), err(level = "debug"))]
     async fn unread_total(
         &self,
         scope: ConversationScope,

@@ -103,7 +103,7 @@ impl PostgresStore {
     ///
     /// # Errors
     /// When a migration fails, or an applied one was edited since.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR
             .run(&self.pool)
@@ -115,7 +115,7 @@ impl PostgresStore {
     ///
     /// # Errors
     /// When no connection can be had or the query fails.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("select 1")
             .execute(&self.pool)

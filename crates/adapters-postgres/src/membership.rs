@@ -446,7 +446,7 @@ async fn change_in(
 
 #[async_trait]
 impl MembershipRepository for PostgresStore {
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     async fn member_role(
         &self,
         tenant: TenantId,
@@ -469,7 +469,7 @@ impl MembershipRepository for PostgresStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     async fn member_ids(
         &self,
         tenant: TenantId,
@@ -487,7 +487,7 @@ impl MembershipRepository for PostgresStore {
         Ok(ids.into_iter().map(StaffUserId::from_uuid).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversations = ids.len()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversations = ids.len()), err(level = "debug"))]
     async fn membership_facts(
         &self,
         tenant: TenantId,
@@ -538,7 +538,7 @@ impl MembershipRepository for PostgresStore {
             .map_err(RepoError::from)
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %new.id, created), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %new.id, created), err(level = "debug"))]
     async fn get_or_create_direct(
         &self,
         new: &NewDirect,
@@ -603,7 +603,7 @@ impl MembershipRepository for PostgresStore {
         Err(anyhow::anyhow!("direct conversation kept conflicting without being readable").into())
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %new.id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %new.id), err(level = "debug"))]
     async fn create_channel(
         &self,
         new: &NewChannel,
@@ -651,7 +651,7 @@ impl MembershipRepository for PostgresStore {
         Ok((channel, notices))
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     async fn update_channel(
         &self,
         tenant: TenantId,
@@ -715,7 +715,7 @@ impl MembershipRepository for PostgresStore {
     #[tracing::instrument(
         skip_all,
         fields(conversation_id = %change.conversation_id, changed),
-        err
+        err(level = "debug")
     )]
     async fn change_members(
         &self,
@@ -736,7 +736,7 @@ impl MembershipRepository for PostgresStore {
         Ok(outcome)
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, limit), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, limit), err(level = "debug"))]
     async fn list_members(
         &self,
         tenant: TenantId,
@@ -787,7 +787,7 @@ impl MembershipRepository for PostgresStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %query.tenant, limit = query.limit, items), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %query.tenant, limit = query.limit, items), err(level = "debug"))]
     async fn list_channels(&self, query: &ChannelListQuery) -> Result<ChannelPage, RepoError> {
         let prefix = query
             .prefix

@@ -37,7 +37,7 @@ impl MessageRepository for PostgresStore {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, limit = query.limit, items), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, limit = query.limit, items), err(level = "debug"))]
     async fn list_messages(
         &self,
         tenant: TenantId,
@@ -82,7 +82,7 @@ impl MessageRepository for PostgresStore {
         Ok(MessagePage { messages, has_more })
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err(level = "debug"))]
     async fn find_message(
         &self,
         tenant: TenantId,
@@ -107,7 +107,7 @@ impl MessageRepository for PostgresStore {
         Ok(Some(found))
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err(level = "debug"))]
     async fn edit_message(
         &self,
         tenant: TenantId,
@@ -131,7 +131,7 @@ impl MessageRepository for PostgresStore {
         self.find_message(tenant, id, message).await
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, message_id = %message), err(level = "debug"))]
     async fn delete_message(
         &self,
         tenant: TenantId,

@@ -73,7 +73,7 @@ fn markers(row: &PgRow) -> anyhow::Result<(Seq, Seq, DateTime<Utc>)> {
 
 #[async_trait]
 impl ReadStateRepository for PostgresStore {
-    #[tracing::instrument(skip_all, fields(conversation_id = %id, ?receipt, up_to = %up_to, moved), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id, ?receipt, up_to = %up_to, moved), err(level = "debug"))]
     async fn advance(
         &self,
         tenant: TenantId,
@@ -139,7 +139,7 @@ impl ReadStateRepository for PostgresStore {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(conversation_id = %id), err(level = "debug"))]
     async fn list_receipts(
         &self,
         tenant: TenantId,

@@ -388,7 +388,7 @@ impl RedisPresence {
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn connect_within(
         &self,
         tenant: TenantId,
@@ -413,7 +413,7 @@ impl PresenceStore for RedisPresence {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn disconnected(
         &self,
         tenant: TenantId,
@@ -436,7 +436,7 @@ impl PresenceStore for RedisPresence {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn refresh(
         &self,
         tenant: TenantId,
@@ -461,7 +461,7 @@ impl PresenceStore for RedisPresence {
         .map(|_| ())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn set_status(
         &self,
         tenant: TenantId,
@@ -491,7 +491,7 @@ impl PresenceStore for RedisPresence {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn get(&self, tenant: TenantId, users: &[Sender]) -> Result<Vec<Presence>, RepoError> {
         if users.is_empty() {
             return Ok(Vec::new());
@@ -522,7 +522,7 @@ impl PresenceStore for RedisPresence {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn take_expired(&self, limit: usize) -> Result<Vec<(TenantId, Presence)>, RepoError> {
         if limit == 0 {
             return Ok(Vec::new());

@@ -221,7 +221,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl AttachmentRepository for SqliteStore {
-    #[tracing::instrument(skip_all, fields(attachment_id = %new.id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %new.id), err(level = "debug"))]
     async fn insert_attachment(&self, new: &NewAttachment) -> Result<Attachment, RepoError> {
         let mut stored = new.clone().into_attachment();
         stored.created_at = codec::truncate(stored.created_at);
@@ -249,7 +249,7 @@ impl AttachmentRepository for SqliteStore {
         Ok(stored)
     }
 
-    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err(level = "debug"))]
     async fn find_attachment(
         &self,
         tenant: TenantId,
@@ -264,7 +264,7 @@ impl AttachmentRepository for SqliteStore {
         Ok(row.as_ref().map(attachment).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn list_orphans(
         &self,
         before: DateTime<Utc>,
@@ -279,7 +279,7 @@ impl AttachmentRepository for SqliteStore {
         Ok(attachments(&rows)?)
     }
 
-    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err(level = "debug"))]
     async fn delete_unattached(
         &self,
         tenant: TenantId,
@@ -294,7 +294,7 @@ impl AttachmentRepository for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn list_deleted(&self, limit: u32) -> Result<Vec<Attachment>, RepoError> {
         let rows = sqlx::query(&deleted_sql())
             .bind(i64::from(limit))
@@ -304,7 +304,7 @@ impl AttachmentRepository for SqliteStore {
         Ok(attachments(&rows)?)
     }
 
-    #[tracing::instrument(skip_all, fields(attachment_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(attachment_id = %id), err(level = "debug"))]
     async fn purge_deleted(&self, tenant: TenantId, id: AttachmentId) -> Result<bool, RepoError> {
         self.delete_attachment_if(
             tenant,

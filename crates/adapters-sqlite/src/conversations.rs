@@ -265,7 +265,7 @@ pub(crate) fn find_sql() -> String {
 
 #[async_trait]
 impl ConversationRepository for SqliteStore {
-    #[tracing::instrument(skip_all, fields(tenant_id = %new.tenant), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %new.tenant), err(level = "debug"))]
     async fn get_or_create_customer(
         &self,
         new: &NewCustomerConversation,
@@ -308,7 +308,7 @@ impl ConversationRepository for SqliteStore {
         Ok((conversation, created))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn find(
         &self,
         tenant: TenantId,
@@ -323,7 +323,7 @@ impl ConversationRepository for SqliteStore {
         Ok(row.as_ref().map(codec::conversation).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn find_summary(
         &self,
         tenant: TenantId,
@@ -347,7 +347,7 @@ impl ConversationRepository for SqliteStore {
         Ok(Some(found))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %query.scope.tenant()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %query.scope.tenant()), err(level = "debug"))]
     async fn list_conversations(
         &self,
         query: &ConversationListQuery,
@@ -391,7 +391,7 @@ impl ConversationRepository for SqliteStore {
         Ok(ConversationPage { items, next_cursor })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn update(
         &self,
         tenant: TenantId,
@@ -436,7 +436,7 @@ impl ConversationRepository for SqliteStore {
         Ok(Some(conversation))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %scope.tenant()), err(level = "debug"))]
     async fn unread_total(
         &self,
         scope: ConversationScope,

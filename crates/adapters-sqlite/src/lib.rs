@@ -106,7 +106,7 @@ impl SqliteStore {
     /// # Errors
     /// When the directory or file cannot be created or opened, or a migration
     /// fails (for example a database written by a newer version).
-    #[tracing::instrument(skip_all, fields(path = %path.display()), err)]
+    #[tracing::instrument(skip_all, fields(path = %path.display()), err(level = "debug"))]
     pub async fn connect(path: &Path) -> anyhow::Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             // A one-off at start-up, before any connection exists.

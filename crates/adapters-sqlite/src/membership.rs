@@ -387,7 +387,7 @@ fn prefix_end(prefix: &str) -> String {
 
 #[async_trait]
 impl MembershipRepository for SqliteStore {
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn member_role(
         &self,
         tenant: TenantId,
@@ -407,7 +407,7 @@ impl MembershipRepository for SqliteStore {
         Ok(role(raw)?)
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn member_ids(
         &self,
         tenant: TenantId,
@@ -425,7 +425,7 @@ impl MembershipRepository for SqliteStore {
         Ok(ids.into_iter().map(StaffUserId::from_uuid).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversations = ids.len()), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversations = ids.len()), err(level = "debug"))]
     async fn membership_facts(
         &self,
         tenant: TenantId,
@@ -481,7 +481,7 @@ impl MembershipRepository for SqliteStore {
         Ok(facts)
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %new.tenant), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %new.tenant), err(level = "debug"))]
     async fn get_or_create_direct(
         &self,
         new: &NewDirect,
@@ -758,7 +758,7 @@ impl MembershipRepository for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn list_members(
         &self,
         tenant: TenantId,
@@ -803,7 +803,7 @@ impl MembershipRepository for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %query.tenant), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %query.tenant), err(level = "debug"))]
     async fn list_channels(&self, query: &ChannelListQuery) -> Result<ChannelPage, RepoError> {
         let prefix = query.prefix.as_ref().map(|p| p.to_lowercase());
         let rows = sqlx::query(&channels_sql(

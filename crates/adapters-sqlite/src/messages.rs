@@ -52,7 +52,7 @@ impl MessageRepository for SqliteStore {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn list_messages(
         &self,
         tenant: TenantId,
@@ -87,7 +87,7 @@ impl MessageRepository for SqliteStore {
         Ok(MessagePage { messages, has_more })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err(level = "debug"))]
     async fn find_message(
         &self,
         tenant: TenantId,
@@ -112,7 +112,7 @@ impl MessageRepository for SqliteStore {
         Ok(Some(found))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err(level = "debug"))]
     async fn edit_message(
         &self,
         tenant: TenantId,
@@ -138,7 +138,7 @@ impl MessageRepository for SqliteStore {
         self.find_message(tenant, id, message).await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id, message_id = %message), err(level = "debug"))]
     async fn delete_message(
         &self,
         tenant: TenantId,

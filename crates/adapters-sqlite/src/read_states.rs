@@ -15,7 +15,7 @@ impl ReadStateRepository for SqliteStore {
     #[tracing::instrument(
         skip_all,
         fields(tenant_id = %tenant, conversation_id = %id, receipt = ?receipt, up_to = %up_to),
-        err
+        err(level = "debug")
     )]
     async fn advance(
         &self,
@@ -109,7 +109,7 @@ impl ReadStateRepository for SqliteStore {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, conversation_id = %id), err(level = "debug"))]
     async fn list_receipts(
         &self,
         tenant: TenantId,

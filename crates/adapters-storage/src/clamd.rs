@@ -132,7 +132,7 @@ fn parse_verdict(reply: &str) -> anyhow::Result<ScanVerdict> {
 
 #[async_trait]
 impl Scanner for ClamdScanner {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     async fn scan(&self, content: ByteStream) -> anyhow::Result<ScanVerdict> {
         tokio::time::timeout(self.timeout, async {
             match self.address.strip_prefix("unix:") {

@@ -81,7 +81,7 @@ impl LocalStorage {
 
 #[async_trait]
 impl FileStorage for LocalStorage {
-    #[tracing::instrument(skip_all, fields(key = %key), err)]
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn put(
         &self,
         key: &StorageKey,
@@ -117,7 +117,7 @@ impl FileStorage for LocalStorage {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(key = %key), err)]
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn get(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
         let path = self.path(key);
         let file = match tokio::fs::File::open(&path).await {
@@ -132,7 +132,7 @@ impl FileStorage for LocalStorage {
         Ok(Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)))
     }
 
-    #[tracing::instrument(skip_all, fields(key = %key), err)]
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
         let path = self.path(key);
         match tokio::fs::remove_file(&path).await {

@@ -141,7 +141,7 @@ struct BodyOutcome {
 
 #[async_trait]
 impl FileStorage for S3Storage {
-    #[tracing::instrument(skip_all, fields(key = %key), err)]
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn put(
         &self,
         key: &StorageKey,
@@ -193,7 +193,7 @@ impl FileStorage for S3Storage {
         Ok(outcome.seen)
     }
 
-    #[tracing::instrument(skip_all, fields(key = %key), err)]
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn get(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
         let response = self
             .bucket
@@ -212,7 +212,7 @@ impl FileStorage for S3Storage {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(key = %key), err)]
+    #[tracing::instrument(skip_all, fields(key = %key), err(level = "debug"))]
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
         let response = self
             .bucket
