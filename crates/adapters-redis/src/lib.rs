@@ -91,6 +91,10 @@ impl RedisSettings {
             .as_str()
             .into_connection_info()
             .map_err(ConnectError::InvalidUrl)?;
+        // Commands are small and answers awaited: without TCP_NODELAY a
+        // command written while an earlier one is unacknowledged waits for
+        // the peer's delayed ACK (tens of milliseconds).
+        let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let info = if resp3 {
             let redis = info
                 .redis_settings()

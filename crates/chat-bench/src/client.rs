@@ -26,7 +26,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Socket> {
     for attempt in 0..5u32 {
         match tokio::time::timeout(
             Duration::from_secs(20),
-            tokio_tungstenite::connect_async(url),
+            // TCP_NODELAY: small frames go out at once, as the server's do.
+            tokio_tungstenite::connect_async_with_config(url, None, true),
         )
         .await
         {
