@@ -37,6 +37,7 @@
 //! once the store has appended the batch: after the commit, never before.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use chat_domain::{Conversation, ConversationId, Message, NewMessage, Seq, TenantId};
 use tokio::sync::{mpsc, oneshot};
@@ -307,6 +308,24 @@ impl BatchError {
     }
 }
 
+/// One failure handed to every send of a batch: its sources are the
+/// failure's own chain.
+#[derive(Debug, Clone)]
+struct SharedFailure(Arc<anyhow::Error>);
+
+impl std::fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the batch's commit failed")
+    }
+}
+
+impl std::error::Error for SharedFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let inner: &(dyn std::error::Error + Send + Sync + 'static) = (*self.0).as_ref();
+        Some(inner)
+    }
+}
+
 /// Where the outcome of one submitted send goes.
 #[derive(Debug)]
 pub struct Answer(oneshot::Sender<Outcome>);
@@ -421,10 +440,14 @@ impl Batch {
             }
             Err(BatchError::Commit(err)) => {
                 tracing::error!(error = ?err, size, "batch commit failed");
+                // Every send gets the whole cause, so that callers can tell
+                // a full disk or a lost connection from a bug.
+                let err = SharedFailure(Arc::new(err));
                 for answer in self.answers {
-                    answer.send(Err(AppendError::Unexpected(anyhow::anyhow!(
-                        "committing a batch of appends failed: {err:#}"
-                    ))));
+                    answer.send(Err(AppendError::Unexpected(
+                        anyhow::Error::new(err.clone())
+                            .context("committing a batch of appends failed"),
+                    )));
                 }
                 None
             }

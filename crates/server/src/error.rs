@@ -130,6 +130,36 @@ impl ApiError {
         }
     }
 
+    /// 503 `unavailable` with `Retry-After`: the store cannot be reached
+    /// now (see [`crate::store_health`]).
+    pub fn store_unavailable() -> Self {
+        Self {
+            retry_after: Some(crate::store_health::RETRY_AFTER_SECONDS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is unavailable: retry shortly",
+            )
+        }
+    }
+
+    /// The 503 of a store failure that `cause` names, if it is one
+    /// ([`store_fault`]); the cause is logged.
+    fn of_store_fault(cause: anyhow::Error) -> Result<Self, anyhow::Error> {
+        let Some(fault) = store_fault(&cause) else {
+            return Err(cause);
+        };
+        let message = match fault {
+            StoreFault::Unreachable => "the database is unavailable: retry shortly",
+            StoreFault::Full => "the database is full: retry once an operator has freed space",
+        };
+        Ok(Self {
+            cause: Some(cause),
+            message: message.to_owned(),
+            ..Self::store_unavailable()
+        })
+    }
+
     /// 500 `internal`; the cause is logged, never sent.
     pub fn internal(cause: anyhow::Error) -> Self {
         Self {
@@ -155,10 +185,21 @@ impl ApiError {
     /// The code and message, for a WebSocket `error` frame; an internal
     /// cause is logged here, as a response logs it.
     pub fn into_parts(self) -> (&'static str, String) {
-        if let Some(cause) = &self.cause {
+        self.log_cause();
+        (self.code, self.message)
+    }
+
+    /// Logs the cause of a server failure: an error for a 500, a warning
+    /// for a 503 (a dependency down is an outage to watch, not a bug).
+    fn log_cause(&self) {
+        let Some(cause) = &self.cause else {
+            return;
+        };
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(code = self.code, error = ?cause, "request failed: a dependency is unavailable");
+        } else {
             tracing::error!(code = self.code, error = ?cause, "request failed");
         }
-        (self.code, self.message)
     }
 }
 
@@ -171,7 +212,9 @@ impl From<ChatError> for ApiError {
             ChatError::Conflict(conflict) => {
                 Self::new(StatusCode::CONFLICT, "conflict", conflict_message(conflict))
             }
-            ChatError::Unexpected(cause) => Self::internal(cause),
+            ChatError::Unexpected(cause) => {
+                Self::of_store_fault(cause).unwrap_or_else(Self::internal)
+            }
         }
     }
 }
@@ -254,6 +297,57 @@ fn conflict_message(conflict: Conflict) -> &'static str {
     }
 }
 
+/// A failure of the store that is not a bug: answered 503, to be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreFault {
+    /// Connection refused, reset or timed out; the pool could not hand out
+    /// a connection; the server is shutting down or refuses connections.
+    Unreachable,
+    /// The disk of the database is full.
+    Full,
+}
+
+/// What kind of store fault, if any, `cause` (or one of its sources) is.
+fn store_fault(cause: &anyhow::Error) -> Option<StoreFault> {
+    use std::io::ErrorKind;
+    cause.chain().find_map(|err| {
+        if let Some(err) = err.downcast_ref::<sqlx::Error>() {
+            return match err {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => Some(StoreFault::Unreachable),
+                sqlx::Error::Database(db) => match db.code().as_deref() {
+                    // PostgreSQL: connection exceptions, shutdown, too many
+                    // connections, disk full.
+                    Some(code)
+                        if code.starts_with("08")
+                            || matches!(code, "57P01" | "57P02" | "57P03" | "53300") =>
+                    {
+                        Some(StoreFault::Unreachable)
+                    }
+                    // PostgreSQL disk_full; SQLite SQLITE_FULL.
+                    Some("53100" | "13") => Some(StoreFault::Full),
+                    _ => None,
+                },
+                _ => None,
+            };
+        }
+        let io = err.downcast_ref::<std::io::Error>()?;
+        matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::TimedOut
+                | ErrorKind::NotConnected
+        )
+        .then_some(StoreFault::Unreachable)
+    })
+}
+
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         Self::unauthenticated(err.to_string())
@@ -262,9 +356,7 @@ impl From<AuthError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.cause {
-            tracing::error!(code = self.code, error = ?cause, "request failed");
-        }
+        self.log_cause();
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after {
@@ -290,6 +382,56 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+
+    /// Store failures that are outages are 503 `unavailable` with
+    /// `Retry-After`, however deep in the cause; anything else stays 500.
+    #[test]
+    fn store_outages_are_503_and_other_failures_500() {
+        use std::io::{Error as IoError, ErrorKind};
+        let cases: Vec<(anyhow::Error, StatusCode, Option<&str>)> = vec![
+            (
+                sqlx::Error::PoolTimedOut.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("unavailable"),
+            ),
+            (
+                anyhow::Error::new(sqlx::Error::Io(IoError::from(ErrorKind::ConnectionRefused)))
+                    .context("appending")
+                    .context("sending"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("unavailable"),
+            ),
+            (
+                anyhow::Error::new(IoError::from(ErrorKind::ConnectionReset)).context("reading"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("unavailable"),
+            ),
+            (
+                anyhow::Error::new(IoError::from(ErrorKind::NotFound)),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+            (
+                sqlx::Error::RowNotFound.into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+            (
+                anyhow::anyhow!("a bug"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (cause, status, word) in cases {
+            let shown = format!("{cause:#}");
+            let api = ApiError::from(ChatError::Unexpected(cause));
+            assert_eq!(api.status(), status, "{shown}");
+            assert_eq!(api.retry_after.is_some(), word.is_some(), "{shown}");
+            if let Some(word) = word {
+                assert!(api.message.contains(word), "{shown}: {}", api.message);
+            }
+        }
+    }
 
     /// Every typed cause the app raises today, with the exact code and
     /// message clients have always been given.

@@ -24,6 +24,7 @@ pub mod metrics;
 mod routes;
 pub mod startup;
 pub mod state;
+pub mod store_health;
 pub mod telemetry;
 mod throttle;
 pub mod ws;

@@ -27,8 +27,9 @@ pub struct AppState {
     pub service: ChatService,
     /// Token verification and customer token issuing.
     pub auth: Arc<Authenticator>,
-    /// The readiness probe.
-    pub readiness: Arc<dyn Readiness>,
+    /// Whether the store can be reached (the readiness probe and the
+    /// breaker in front of what needs the store).
+    pub store_health: Arc<crate::store_health::StoreHealth>,
     /// Longest customer token lifetime.
     pub customer_token_max_ttl: Duration,
     /// Largest accepted request body, in bytes.

@@ -19,10 +19,10 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The store answers.
+/// The store answers (within a second; 503 otherwise).
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state
-        .readiness
+        .store_health
         .check()
         .await
         .map_err(ApiError::unavailable)?;

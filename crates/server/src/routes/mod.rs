@@ -12,8 +12,12 @@ mod presence;
 mod receipts;
 mod tokens;
 
-use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -21,6 +25,7 @@ use chat_app::PageLimit;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store_health::StoreHealth;
 
 /// The page size of a `limit` query parameter, the default when absent.
 fn page_limit(raw: Option<u32>) -> Result<PageLimit, ApiError> {
@@ -42,7 +47,11 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(receipts::router())
         .merge(presence::router())
-        .merge(crate::ws::router());
+        .merge(crate::ws::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.store_health.clone(),
+            refuse_while_store_down,
+        ));
     Router::new()
         .nest("/api/v1/chat", api)
         .merge(health::router())
@@ -55,6 +64,20 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// Answers 503 `unavailable` at once while the store cannot be reached
+/// (see [`crate::store_health`]), instead of letting the request wait for
+/// the connection pool and fail.
+async fn refuse_while_store_down(
+    State(health): State<Arc<StoreHealth>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if health.is_down() {
+        return ApiError::store_unavailable().into_response();
+    }
+    next.run(request).await
 }
 
 /// Adds what browsers need to `router`: `Cache-Control: no-store` on every

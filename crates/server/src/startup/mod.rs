@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{Authenticator, CustomerTokens, StaffVerifier};
 use crate::config::Settings;
 use crate::state::AppState;
+use crate::store_health::StoreHealth;
 use crate::ws::{Hub, Realtime};
 
 pub mod attachments;
@@ -73,7 +74,10 @@ impl Application {
             ports.policy.clone(),
         );
         tokio::spawn(hub.clone().run(bus.subscribe(), shutdown.clone()));
+        let store_health = Arc::new(StoreHealth::new(store.readiness));
+        store_health.clone().spawn_probe(shutdown.clone());
         let realtime = Arc::new(Realtime {
+            store_health: store_health.clone(),
             hub,
             service: service.clone(),
             presence: PresenceService::new(presence_store, events, Arc::new(SystemClock)),
@@ -102,7 +106,7 @@ impl Application {
         let state = AppState {
             service,
             auth: Arc::new(auth),
-            readiness: store.readiness,
+            store_health,
             customer_token_max_ttl: settings.customer_token_max_ttl,
             max_request_bytes: settings.max_request_bytes,
             metrics: metrics.clone(),

@@ -67,6 +67,9 @@ pub struct Realtime {
     pub tasks: TaskTracker,
     /// Per-sender send limits, shared with REST.
     pub send_limiter: crate::limits::SendLimiter,
+    /// Whether the store can be reached: sends are refused at once while
+    /// it cannot.
+    pub store_health: Arc<crate::store_health::StoreHealth>,
 }
 
 pub(crate) fn router() -> Router<AppState> {

@@ -54,6 +54,16 @@ impl Refusal {
         }
     }
 
+    /// `unavailable`: the store cannot be reached now; send again shortly.
+    pub(in crate::ws) fn unavailable() -> Self {
+        let (code, message) = ApiError::store_unavailable().into_parts();
+        Self {
+            code,
+            message,
+            server_fault: true,
+        }
+    }
+
     /// `rate_limited` because the server is slow, not because the client
     /// sent too much: answered, never counted as abuse.
     pub(in crate::ws) fn busy(message: String) -> Self {

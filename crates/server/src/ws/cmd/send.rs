@@ -19,6 +19,9 @@ impl SendMessageFrame {
                 format!("too many messages: retry in {} ms", wait.as_millis().max(1)),
             ));
         }
+        if conn.rt.store_health.is_down() {
+            return Err(Refusal::unavailable());
+        }
         if conn.send_queue_full() {
             return Err(Refusal::busy(
                 "too many sends are waiting to be stored: send it again after an ack".to_owned(),
