@@ -147,6 +147,9 @@ enum EventDto {
         tenant: Uuid,
         presence: PresenceDto,
     },
+    EventsLost {
+        dropped: u64,
+    },
 }
 
 impl EventDto {
@@ -188,6 +191,7 @@ impl EventDto {
                 tenant: *tenant.as_uuid(),
                 presence: PresenceDto::from_domain(presence),
             },
+            ChatEvent::EventsLost { dropped } => Self::EventsLost { dropped: *dropped },
         })
     }
 
@@ -236,6 +240,7 @@ impl EventDto {
                 tenant: TenantId::from_uuid(tenant),
                 presence: presence.into_domain()?,
             },
+            Self::EventsLost { dropped } => ChatEvent::EventsLost { dropped },
         })
     }
 }
@@ -943,6 +948,7 @@ mod tests {
                 sender: Sender::Staff(StaffUserId::new_v4()),
                 is_typing: true,
             },
+            ChatEvent::EventsLost { dropped: 1_000 },
         ]
     }
 
@@ -959,7 +965,7 @@ mod tests {
     /// to the same JSON: a change of the format, either way, fails here and
     /// has to be a deliberate new version (or a field older nodes ignore,
     /// with the files updated in the same change).
-    const GOLDEN_V2: [(&str, &str); 15] = [
+    const GOLDEN_V2: [(&str, &str); 16] = [
         (
             "message_created",
             include_str!("../tests/golden/v2/message_created.json"),
@@ -1003,6 +1009,10 @@ mod tests {
         (
             "presence_busy",
             include_str!("../tests/golden/v2/presence_busy.json"),
+        ),
+        (
+            "events_lost",
+            include_str!("../tests/golden/v2/events_lost.json"),
         ),
         (
             "presence_offline",
@@ -1092,7 +1102,7 @@ mod tests {
         }
         assert_eq!(
             variants.len(),
-            6,
+            7,
             "every event variant has a golden payload"
         );
         assert_eq!(
@@ -1137,9 +1147,10 @@ mod tests {
                 ChatEvent::ReceiptMoved { .. } => 3,
                 ChatEvent::Typing { .. } => 4,
                 ChatEvent::PresenceChanged { .. } => 5,
+                ChatEvent::EventsLost { .. } => 6,
             })
             .collect();
-        assert_eq!(variants.len(), 6);
+        assert_eq!(variants.len(), 7);
     }
 
     #[test]

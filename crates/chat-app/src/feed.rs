@@ -9,6 +9,23 @@
 //! the [`MessageRepository`] and yields them first. Everything that is not
 //! a new message passes through where it arrived.
 //!
+//! A gap is only seen when a later message of the same conversation
+//! arrives, so the feed alone cannot notice events that never came. The
+//! rule that covers them, kept by every publisher and every consumer:
+//!
+//! - a publisher that cannot hand an event to the bus keeps it, in order,
+//!   and tries again until the bus takes it ([`crate::QueuedPublisher`]); if
+//!   it has to drop events (its bounded queue is full), the next thing it
+//!   publishes is a [`ChatEvent::EventsLost`];
+//! - a consumer that sees [`ChatEvent::EventsLost`], or a
+//!   [`BusEvent::Lagged`] (its own subscription fell behind or was
+//!   re-established), makes its clients catch up from the database: the
+//!   WebSocket hub closes every connection with 1013, and clients
+//!   reconnect and `resume` from the last `seq` they saw.
+//!
+//! Presence follows the same rule: a presence event waits in the same
+//! queue, and a reconnect announces the user again.
+//!
 //! Consumers that deliver messages live (the WebSocket hub; later
 //! webhooks, server-sent events, long polling) each wrap their own
 //! subscription: `OrderedFeed::new(bus.subscribe(), messages)`. The

@@ -6,10 +6,10 @@
 //! events instead of losing them.
 //!
 //! Memory stays bounded: the queue holds at most its capacity, and an event
-//! handed over while it is full is dropped and counted ([`PublishStats`]);
-//! its readers then catch up from the database (the ordered feed fetches a
-//! missing seq when a later one arrives; clients `resume` after a
-//! reconnect).
+//! handed over while it is full is dropped and counted ([`PublishStats`]).
+//! The next event the task publishes is then preceded by a
+//! [`ChatEvent::EventsLost`], on which every node asks its connections to
+//! reconnect and `resume`: what was dropped is read from the database.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +36,8 @@ pub struct PublishStats {
     dropped: AtomicU64,
     /// Tries the bus refused (each event may count several).
     failures: AtomicU64,
+    /// Events dropped since the last [`ChatEvent::EventsLost`] went out.
+    unannounced: AtomicU64,
 }
 
 impl PublishStats {
@@ -96,6 +98,7 @@ impl EventPublisher for QueuedPublisher {
         self.stats.pending.fetch_add(1, Ordering::Relaxed);
         if self.queue.try_send(event).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.unannounced.fetch_add(1, Ordering::Relaxed);
             let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // The first of an outage, then one line per thousand.
             if dropped % 1000 == 1 {
@@ -108,32 +111,47 @@ impl EventPublisher for QueuedPublisher {
     }
 }
 
-/// The publishing task: each event in turn, tried until the bus takes it.
+/// The publishing task: each event in turn, tried until the bus takes it;
+/// after events were dropped, first a [`ChatEvent::EventsLost`] so that
+/// their readers resume.
 async fn publish_in_order(
     bus: Arc<dyn EventBus>,
     mut events: mpsc::Receiver<ChatEvent>,
     stats: Arc<PublishStats>,
 ) {
     while let Some(event) = events.recv().await {
-        let mut wait = RETRY_FIRST;
-        let mut failed = 0_u32;
-        while let Err(err) = bus.publish(&event).await {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            failed += 1;
-            if failed == 1 {
-                tracing::warn!(error = %err, pending = stats.pending(), "publishing an event failed: trying again, later events wait behind it");
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(RETRY_MAX);
-        }
-        if failed > 0 {
-            tracing::info!(
-                tries = failed + 1,
-                pending = stats.pending(),
-                "the event bus takes events again"
+        let dropped = stats.unannounced.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "announcing dropped events: every node's clients resume"
             );
+            publish_until_taken(&*bus, &ChatEvent::EventsLost { dropped }, &stats).await;
         }
+        publish_until_taken(&*bus, &event, &stats).await;
         stats.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Publishes `event`, trying again until the bus takes it.
+async fn publish_until_taken(bus: &dyn EventBus, event: &ChatEvent, stats: &PublishStats) {
+    let mut wait = RETRY_FIRST;
+    let mut failed = 0_u32;
+    while let Err(err) = bus.publish(event).await {
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        failed += 1;
+        if failed == 1 {
+            tracing::warn!(error = %err, pending = stats.pending(), "publishing an event failed: trying again, later events wait behind it");
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
+    }
+    if failed > 0 {
+        tracing::info!(
+            tries = failed + 1,
+            pending = stats.pending(),
+            "the event bus takes events again"
+        );
     }
 }
 
@@ -254,7 +272,19 @@ mod tests {
         assert!((4..=5).contains(&stats.pending()), "{stats:?}");
         bus.gate.add_permits(1000);
         let kept = usize::try_from(stats.pending()).unwrap();
-        let got = received(&mut stream, kept).await;
-        assert_eq!(got, (0..10).map(event).take(kept).collect::<Vec<_>>());
+        let dropped = stats.dropped();
+        // The drops are announced before the next event the task takes.
+        let got = received(&mut stream, kept + 1).await;
+        let lost = got
+            .iter()
+            .position(|e| *e == ChatEvent::EventsLost { dropped })
+            .unwrap_or_else(|| panic!("no announcement in {got:?}"));
+        assert!(lost <= 1, "{got:?}");
+        let mut kept_events = got.clone();
+        kept_events.remove(lost);
+        assert_eq!(
+            kept_events,
+            (0..10).map(event).take(kept).collect::<Vec<_>>()
+        );
     }
 }

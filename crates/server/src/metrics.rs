@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chat_app::PublishStats;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -20,6 +21,8 @@ use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store_health::StoreHealth;
+use crate::ws::Hub;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -113,13 +116,14 @@ impl Metrics {
         }
     }
 
-    /// Also reports the counts of the event queue in front of the bus:
-    /// `chat_events_pending`, `chat_events_dropped_total` and
-    /// `chat_event_publish_failures_total`.
+    /// Also reports, at each scrape, what faults did: the event queue in
+    /// front of the bus (`chat_events_pending`,
+    /// `chat_events_dropped_total`, `chat_event_publish_failures_total`),
+    /// the resyncs asked of every connection (`chat_resyncs_total`) and
+    /// whether the store answers (`chat_store_up`).
     #[must_use]
-    pub fn with_publish_queue(mut self, stats: Arc<PublishStats>) -> Self {
-        self.registry
-            .register_collector(Box::new(PublishQueueCollector(stats)));
+    pub fn with_faults(mut self, faults: FaultSources) -> Self {
+        self.registry.register_collector(Box::new(faults));
         self
     }
 
@@ -211,35 +215,65 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Result<Response, Api
         .into_response())
 }
 
-/// Reads a [`QueuedPublisher`](chat_app::QueuedPublisher)'s counts at each
-/// scrape.
-#[derive(Debug)]
-struct PublishQueueCollector(Arc<PublishStats>);
+/// Where the fault metrics are read at each scrape.
+pub struct FaultSources {
+    /// The event queue in front of the bus (zero in-process).
+    pub publish: Arc<PublishStats>,
+    /// The hub, which counts the resyncs it asked.
+    pub hub: Arc<Hub>,
+    /// The store's reachability.
+    pub store: Arc<StoreHealth>,
+}
 
-impl Collector for PublishQueueCollector {
+impl std::fmt::Debug for FaultSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultSources")
+    }
+}
+
+/// Encodes one metric of a collector.
+fn encode_one(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for FaultSources {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let pending = ConstGauge::new(i64::try_from(self.0.pending()).unwrap_or(i64::MAX));
-        pending.encode(encoder.encode_descriptor(
+        let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        encode_one(
+            &mut encoder,
             "events_pending",
             "Events waiting to be published to the event bus",
-            None,
-            pending.metric_type(),
-        )?)?;
-        let dropped = ConstCounter::new(self.0.dropped());
-        dropped.encode(encoder.encode_descriptor(
+            &gauge(self.publish.pending()),
+        )?;
+        encode_one(
+            &mut encoder,
             "events_dropped",
             "Events dropped because the queue to the event bus was full \
-             (their readers catch up from the database)",
-            None,
-            dropped.metric_type(),
-        )?)?;
-        let failures = ConstCounter::new(self.0.failures());
-        failures.encode(encoder.encode_descriptor(
+             (announced, so that their readers resume)",
+            &ConstCounter::new(self.publish.dropped()),
+        )?;
+        encode_one(
+            &mut encoder,
             "event_publish_failures",
             "Publish tries the event bus refused (each is tried again)",
-            None,
-            failures.metric_type(),
-        )?)?;
-        Ok(())
+            &ConstCounter::new(self.publish.failures()),
+        )?;
+        encode_one(
+            &mut encoder,
+            "resyncs",
+            "Times this node asked every connection to reconnect and resume",
+            &ConstCounter::new(self.hub.resyncs()),
+        )?;
+        encode_one(
+            &mut encoder,
+            "store_up",
+            "1 when the last check reached the store, 0 while requests are refused",
+            &gauge(u64::from(!self.store.is_down())),
+        )
     }
 }

@@ -82,6 +82,14 @@ pub enum ChatEvent {
         /// The presence after the change.
         presence: chat_domain::Presence,
     },
+    /// A node dropped events it could not publish (its queue to the bus
+    /// was full): every node asks its connections to reconnect and
+    /// `resume`, so what was dropped is read from the database. Published
+    /// by [`crate::QueuedPublisher`] once the bus takes events again.
+    EventsLost {
+        /// How many events were dropped.
+        dropped: u64,
+    },
 }
 
 impl ChatEvent {
@@ -94,7 +102,7 @@ impl ChatEvent {
             | Self::ReceiptMoved { route, .. }
             | Self::Typing { route, .. } => Some(*route),
             Self::ConversationUpdated { conversation } => Some(Route::of(conversation)),
-            Self::PresenceChanged { .. } => None,
+            Self::PresenceChanged { .. } | Self::EventsLost { .. } => None,
         }
     }
 }

@@ -102,7 +102,13 @@ impl Application {
             &settings.attachments,
             realtime.shutdown.clone(),
         );
-        let metrics = Arc::new(crate::metrics::Metrics::new().with_publish_queue(publish_stats));
+        let metrics = Arc::new(crate::metrics::Metrics::new().with_faults(
+            crate::metrics::FaultSources {
+                publish: publish_stats,
+                hub: realtime.hub.clone(),
+                store: store_health.clone(),
+            },
+        ));
         let state = AppState {
             service,
             auth: Arc::new(auth),

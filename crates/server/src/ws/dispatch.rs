@@ -16,7 +16,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::Hub;
-use super::outbound::{CloseReason, EchoKey, Outbound};
+use super::outbound::{EchoKey, Outbound};
 use super::protocol::ServerFrame;
 
 /// How often the hub forgets the audiences of quiet conversations.
@@ -39,11 +39,11 @@ impl Hub {
                         // Some connections may have missed events: make them
                         // all reconnect and resume from the database.
                         tracing::error!(missed, "event dispatcher fell behind: asking every connection to resume");
-                        self.close_all(CloseReason::Resync);
+                        self.resync_all();
                     }
                     None => {
                         tracing::error!("event bus closed: asking every connection to resume");
-                        self.close_all(CloseReason::Resync);
+                        self.resync_all();
                         break;
                     }
                 },
@@ -143,6 +143,13 @@ pub(super) async fn route(hub: &Hub, event: ChatEvent) {
                 &out,
             );
         }
+        ChatEvent::EventsLost { dropped } => {
+            tracing::warn!(
+                dropped,
+                "a node dropped events it could not publish: asking every connection to resume"
+            );
+            hub.resync_all();
+        }
     }
 }
 
@@ -199,6 +206,30 @@ mod tests {
             Arc::new(chat_app::MockMembershipRepository::new()),
             policy,
         )
+    }
+
+    #[tokio::test]
+    async fn events_lost_by_a_node_ask_every_connection_here_to_resume() {
+        let hub = hub(Arc::new(chat_app::AllowAll), Vec::new());
+        let controls: Vec<ConnControl> = (0..3)
+            .map(|i| {
+                let control = ConnControl::default();
+                let (tx, _rx) = mpsc::channel(8);
+                let principal = if i == 0 {
+                    Principal::customer(TenantId::new_v4(), CustomerId::new_v4())
+                } else {
+                    Principal::staff(TenantId::new_v4(), StaffUserId::new_v4(), StaffRole::Staff)
+                };
+                hub.register(ConnectionId::new(), principal, tx, control.clone());
+                control
+            })
+            .collect();
+        route(&hub, ChatEvent::EventsLost { dropped: 7 }).await;
+        for control in &controls {
+            assert!(control.is_closed());
+            assert_eq!(control.reason(), crate::ws::outbound::CloseReason::Resync);
+        }
+        assert_eq!(hub.resyncs(), 1);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@
 mod audience;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -118,6 +118,8 @@ pub struct Hub {
     registry: RwLock<Registry>,
     audiences: Mutex<Audiences>,
     count: AtomicUsize,
+    /// Times every connection was asked to resume.
+    resyncs: AtomicU64,
     /// Read by the dispatcher's ordered feed to fill gaps.
     pub(super) messages: Arc<dyn MessageRepository>,
     /// Read for the host's policy, which decides by the stored conversation.
@@ -143,6 +145,7 @@ impl Hub {
             registry: RwLock::default(),
             audiences: Mutex::default(),
             count: AtomicUsize::new(0),
+            resyncs: AtomicU64::new(0),
             messages,
             conversations,
             members,
@@ -193,6 +196,18 @@ impl Hub {
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Asks every connection to reconnect and `resume` (close code 1013):
+    /// events may have been missed, the database has them.
+    pub fn resync_all(&self) {
+        self.resyncs.fetch_add(1, Ordering::Relaxed);
+        self.close_all(CloseReason::Resync);
+    }
+
+    /// How many times every connection was asked to resume, since start.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
     }
 
     /// Asks every connection of this node to close.
