@@ -170,19 +170,23 @@ impl SqliteStore {
         })
     }
 
-    /// Checks that both pools can reach the database, for readiness probes.
+    /// Checks that the database can be read and written, for readiness
+    /// probes: the writer commits one row of its own (`store_probe`), so a
+    /// store that cannot write (a full disk) fails the check.
     ///
     /// # Errors
-    /// When a connection cannot be acquired or a trivial query fails.
+    /// When a connection cannot be acquired, or the read or the write fails.
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("select 1")
             .execute(&self.read)
             .await
             .context("pinging the sqlite read pool")?;
-        sqlx::query("select 1")
+        let now = codec::micros(chrono::Utc::now());
+        sqlx::query("update store_probe set checked_at = ?1 where id = 1")
+            .bind(now)
             .execute(&self.write)
             .await
-            .context("pinging the sqlite write pool")?;
+            .context("writing the sqlite store probe")?;
         Ok(())
     }
 

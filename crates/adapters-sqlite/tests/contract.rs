@@ -122,7 +122,8 @@ mod sqlite_specific {
                 "conversation_members",
                 "conversations",
                 "messages",
-                "read_states"
+                "read_states",
+                "store_probe"
             ]
         );
         let applied: Vec<i64> =
@@ -130,7 +131,7 @@ mod sqlite_specific {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2, 3, 4]);
+        assert_eq!(applied, [1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]

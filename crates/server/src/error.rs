@@ -130,16 +130,16 @@ impl ApiError {
         }
     }
 
-    /// 503 `unavailable` with `Retry-After`: the store cannot be reached
-    /// now (see [`crate::store_health`]).
-    pub fn store_unavailable() -> Self {
+    /// 503 `unavailable` with `Retry-After`: the store cannot be reached,
+    /// or cannot write, now (see [`crate::store_health`]).
+    pub fn store_unavailable(fault: StoreFault) -> Self {
+        let message = match fault {
+            StoreFault::Unreachable => "the database is unavailable: retry shortly",
+            StoreFault::Full => "the database is full: retry once an operator has freed space",
+        };
         Self {
             retry_after: Some(crate::store_health::RETRY_AFTER_SECONDS),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the database is unavailable: retry shortly",
-            )
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
     }
 
@@ -149,14 +149,9 @@ impl ApiError {
         let Some(fault) = store_fault(&cause) else {
             return Err(cause);
         };
-        let message = match fault {
-            StoreFault::Unreachable => "the database is unavailable: retry shortly",
-            StoreFault::Full => "the database is full: retry once an operator has freed space",
-        };
         Ok(Self {
             cause: Some(cause),
-            message: message.to_owned(),
-            ..Self::store_unavailable()
+            ..Self::store_unavailable(fault)
         })
     }
 
@@ -299,7 +294,7 @@ fn conflict_message(conflict: Conflict) -> &'static str {
 
 /// A failure of the store that is not a bug: answered 503, to be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StoreFault {
+pub enum StoreFault {
     /// Connection refused, reset or timed out; the pool could not hand out
     /// a connection; the server is shutting down or refuses connections.
     Unreachable,
@@ -308,7 +303,7 @@ enum StoreFault {
 }
 
 /// What kind of store fault, if any, `cause` (or one of its sources) is.
-fn store_fault(cause: &anyhow::Error) -> Option<StoreFault> {
+pub(crate) fn store_fault(cause: &anyhow::Error) -> Option<StoreFault> {
     use std::io::ErrorKind;
     cause.chain().find_map(|err| {
         if let Some(err) = err.downcast_ref::<sqlx::Error>() {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{store_fault, StoreFault};
 use crate::state::Readiness;
 
 /// How often the store is checked.
@@ -36,6 +37,8 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 pub struct StoreHealth {
     readiness: Arc<dyn Readiness>,
     down: AtomicBool,
+    /// Whether the last failed check found the disk full.
+    full: AtomicBool,
     /// Checks that failed since start, for logs.
     failed_checks: AtomicU64,
 }
@@ -55,6 +58,7 @@ impl StoreHealth {
         Self {
             readiness,
             down: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             failed_checks: AtomicU64::new(0),
         }
     }
@@ -62,6 +66,16 @@ impl StoreHealth {
     /// Whether the last check failed: the breaker is open.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
+    }
+
+    /// Why the store is down, as the last failed check found it (a full
+    /// disk, or unreachable for any other reason).
+    pub fn fault(&self) -> StoreFault {
+        if self.full.load(Ordering::Relaxed) {
+            StoreFault::Full
+        } else {
+            StoreFault::Unreachable
+        }
     }
 
     /// Checks the store now (within [`PROBE_TIMEOUT`]) and records the
@@ -74,6 +88,10 @@ impl StoreHealth {
             .await
             .context("the store did not answer in time")
             .and_then(|answer| answer);
+        if let Err(err) = &checked {
+            let full = store_fault(err) == Some(StoreFault::Full);
+            self.full.store(full, Ordering::Relaxed);
+        }
         let was_down = self.down.swap(checked.is_err(), Ordering::Relaxed);
         match (&checked, was_down) {
             (Err(err), false) => {

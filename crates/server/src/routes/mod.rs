@@ -75,7 +75,7 @@ async fn refuse_while_store_down(
     next: Next,
 ) -> Response {
     if health.is_down() {
-        return ApiError::store_unavailable().into_response();
+        return ApiError::store_unavailable(health.fault()).into_response();
     }
     next.run(request).await
 }

@@ -66,8 +66,15 @@ async fn a_full_disk_refuses_sends_without_closing_the_client_and_sending_resume
     assert_eq!(failed, 40, "a full disk refuses sends");
     let pong = customer.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong", "still connected: {pong}");
+    ready_becomes(
+        &app,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(5),
+    )
+    .await;
 
     std::fs::remove_file(ballast).expect("free the disk");
+    ready_becomes(&app, StatusCode::OK, Duration::from_secs(5)).await;
     let after = customer
         .request(send_frame(&chat.id, "after", "k-after"))
         .await;

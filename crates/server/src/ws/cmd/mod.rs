@@ -18,7 +18,7 @@ use chat_app::{ChatError, Receipt};
 
 use super::connection::{Connection, Gone};
 use super::protocol::{self, ClientFrame, FrameError, Parsed, ServerFrame};
-use crate::error::ApiError;
+use crate::error::{ApiError, StoreFault};
 
 /// What a handler answers the client.
 #[derive(Debug)]
@@ -55,8 +55,8 @@ impl Refusal {
     }
 
     /// `unavailable`: the store cannot be reached now; send again shortly.
-    pub(in crate::ws) fn unavailable() -> Self {
-        let (code, message) = ApiError::store_unavailable().into_parts();
+    pub(in crate::ws) fn unavailable(fault: StoreFault) -> Self {
+        let (code, message) = ApiError::store_unavailable(fault).into_parts();
         Self {
             code,
             message,

@@ -20,7 +20,7 @@ impl SendMessageFrame {
             ));
         }
         if conn.rt.store_health.is_down() {
-            return Err(Refusal::unavailable());
+            return Err(Refusal::unavailable(conn.rt.store_health.fault()));
         }
         if conn.send_queue_full() {
             return Err(Refusal::busy(
