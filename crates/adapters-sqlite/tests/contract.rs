@@ -66,6 +66,42 @@ mod sqlite_specific {
 
     use super::*;
 
+    /// The levels of the events of the subscriber it is installed in.
+    struct Levels(Arc<std::sync::Mutex<Vec<tracing::Level>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Levels {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.0.lock().unwrap().push(*event.metadata().level());
+        }
+    }
+
+    /// A failing call is its caller's to log (the service answers, the
+    /// server logs the request once): the store records the failure in its
+    /// span at debug, never as an ERROR line of its own.
+    #[tokio::test]
+    async fn a_failing_call_leaves_the_logging_to_its_caller() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let store = SqliteStore::connect(&scratch_dir().join("chat.db"))
+            .await
+            .unwrap();
+        store.close().await;
+        let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
+        let _capturing = tracing::subscriber::set_default(subscriber);
+        let found = store.find(TenantId::new_v4(), ConversationId::new_v7()).await;
+        assert!(found.is_err(), "a closed store fails");
+        let levels = levels.lock().unwrap();
+        assert!(!levels.is_empty(), "the failure is recorded");
+        assert!(
+            levels.iter().all(|level| *level == tracing::Level::DEBUG),
+            "{levels:?}"
+        );
+    }
+
     async fn raw_connection(path: &Path) -> SqliteConnection {
         SqliteConnectOptions::new()
             .filename(path)
