@@ -92,7 +92,9 @@ mod sqlite_specific {
         let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
         let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
         let _capturing = tracing::subscriber::set_default(subscriber);
-        let found = store.find(TenantId::new_v4(), ConversationId::new_v7()).await;
+        let found = store
+            .find(TenantId::new_v4(), ConversationId::new_v7())
+            .await;
         assert!(found.is_err(), "a closed store fails");
         let levels = levels.lock().unwrap();
         assert!(!levels.is_empty(), "the failure is recorded");

@@ -34,6 +34,10 @@ pub struct RealtimeSettings {
     /// (every ping interval), so that the users of a crashed node go
     /// offline.
     pub redis_presence_ttl: Duration,
+    /// With Redis: most events waiting to be published (a Redis outage
+    /// longer than this many events drops the rest and makes every client
+    /// resume).
+    pub redis_event_queue: usize,
     /// Most WebSocket connections one user (staff member or customer) may
     /// have open at once, over every node; 0 for no limit.
     pub max_connections_per_user: usize,
@@ -84,6 +88,14 @@ impl RealtimeSettings {
             parse_var(env, "CHAT_REDIS_PRESENCE_TTL_MS", ping_ms.saturating_mul(3))?;
         let max_connections_per_user: usize =
             parse_var(env, "CHAT_WS_MAX_CONNECTIONS_PER_USER", 20)?;
+        let redis_event_queue: usize = parse_var(
+            env,
+            "CHAT_REDIS_EVENT_QUEUE",
+            chat_app::QueuedPublisher::DEFAULT_CAPACITY,
+        )?;
+        if redis_event_queue == 0 {
+            bail!("CHAT_REDIS_EVENT_QUEUE must be at least 1");
+        }
         if presence_ttl_ms <= ping_ms {
             bail!("CHAT_REDIS_PRESENCE_TTL_MS must be longer than CHAT_WS_PING_INTERVAL_MS (connections are refreshed every ping)");
         }
@@ -98,6 +110,7 @@ impl RealtimeSettings {
             redis_url,
             redis_prefix,
             redis_presence_ttl: Duration::from_millis(presence_ttl_ms),
+            redis_event_queue,
             max_connections_per_user,
         })
     }

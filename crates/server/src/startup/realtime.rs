@@ -59,7 +59,7 @@ pub(super) async fn realtime_adapters(settings: &Settings) -> anyhow::Result<Rea
                 presence_ttl = ?realtime.redis_presence_ttl,
                 "using Redis for cross-node events and presence"
             );
-            let queue = QueuedPublisher::spawn(bus.clone(), QueuedPublisher::DEFAULT_CAPACITY);
+            let queue = QueuedPublisher::spawn(bus.clone(), realtime.redis_event_queue);
             Ok(RealtimeAdapters {
                 bus,
                 presence: Arc::new(presence),

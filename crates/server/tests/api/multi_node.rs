@@ -14,6 +14,9 @@ use chat_domain::Sender;
 use chat_domain::{CustomerId, StaffUserId};
 use serde_json::{json, Value};
 
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
 use crate::helpers::{send_frame, Client, Db, TestApp};
 
 /// Two nodes of one deployment.
@@ -654,6 +657,117 @@ async fn acks_never_wait_for_a_paused_redis_and_its_events_arrive_once_it_wakes(
     assert!(
         failures >= 1,
         "the paused Redis refused publishes: {metrics}"
+    );
+    cluster.stop().await;
+}
+
+/// More events than the queue holds while Redis is paused: node A drops
+/// the rest, and once Redis wakes it announces the loss, so node B asks its
+/// staff client to reconnect (1013). The client does what the README says
+/// (reconnect, `resume` from the last `seq` it saw) and ends with every
+/// acked message exactly once: delivered live or recovered, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_dropped_while_redis_is_paused_make_clients_resume_and_nothing_is_lost() {
+    let Some(redis) = PrivateRedis::start().await else {
+        eprintln!("SKIPPED: cannot start a redis-server of the test's own");
+        return;
+    };
+    let cluster = Cluster::start_on(&redis.url, &[("CHAT_REDIS_EVENT_QUEUE", "4")]).await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let staff_token = b.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = a.open_conversation(&staff_token, customer).await;
+    let customer_token = a.customer_token(&staff_token, customer).await;
+    let mut staff = Client::connect(b, &staff_token).await;
+    b.wait_connections(1).await;
+    let mut patient = Client::connect(a, &customer_token).await;
+    a.wait_connections(1).await;
+    let first = patient.request(send_frame(&id, "hello", "k-0")).await;
+    assert_eq!(first["type"], "ack", "{first}");
+    let live = staff.next_of("new_message").await;
+    assert_eq!(live["message"]["seq"], 1);
+
+    redis.pause();
+    const SENDS: u64 = 20;
+    for i in 1..=SENDS {
+        let ack = patient
+            .request(send_frame(
+                &id,
+                &format!("while paused {i}"),
+                &format!("k-{i}"),
+            ))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    redis.wake();
+
+    // What reaches the staff socket live, until it is asked to resume.
+    let mut seen = vec![1_u64];
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), staff.socket.next())
+            .await
+            .expect("the staff socket hears something")
+            .expect("a frame or the close")
+            .expect("readable");
+        match message {
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(text.as_str()).expect("json");
+                if frame["type"] == "new_message" {
+                    seen.push(frame["message"]["seq"].as_u64().expect("seq"));
+                }
+            }
+            Message::Close(frame) => break frame,
+            _ => {}
+        }
+    };
+    assert_eq!(
+        close.map(|f| u16::from(f.code)),
+        Some(1013),
+        "asked to reconnect and resume"
+    );
+    let live_count = seen.len();
+    let last = *seen.iter().max().expect("seq 1 at least");
+
+    let mut again = Client::connect(b, &staff_token).await;
+    again
+        .send(json!({"type": "resume", "request_id": "r", "cursors": {id.clone(): last}}))
+        .await;
+    let mut acked = false;
+    while !acked || seen.len() < usize::try_from(SENDS + 1).unwrap() {
+        let frame = again.next().await;
+        match frame["type"].as_str() {
+            Some("new_message") => seen.push(frame["message"]["seq"].as_u64().expect("seq")),
+            Some("ack") => acked = true,
+            _ => {}
+        }
+    }
+    let extra = again.drain(Duration::from_millis(300)).await;
+    assert!(
+        !extra.iter().any(|f| f["type"] == "new_message"),
+        "no duplicate: {extra:?}"
+    );
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "each once: {seen:?}");
+    assert_eq!(sorted, (1..=SENDS + 1).collect::<Vec<_>>(), "none lost");
+    eprintln!(
+        "acked {}, delivered live {live_count}, recovered by resume {}",
+        SENDS + 1,
+        seen.len() - live_count
+    );
+    let metrics = a
+        .client
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        !metrics.contains("chat_events_dropped_total 0"),
+        "{metrics}"
     );
     cluster.stop().await;
 }
