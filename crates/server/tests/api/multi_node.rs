@@ -559,6 +559,18 @@ impl PrivateRedis {
         assert!(status.success(), "kill {signal}");
     }
 
+    /// Runs a command with `redis-cli` against it.
+    fn cli(&self, args: &[&str]) {
+        let port = self.url.rsplit(':').next().expect("a port");
+        let status = Command::new("redis-cli")
+            .args(["-p", port])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run redis-cli");
+        assert!(status.success(), "redis-cli {args:?}");
+    }
+
     fn pause(&self) {
         self.signal("-STOP");
     }
@@ -769,5 +781,54 @@ async fn events_dropped_while_redis_is_paused_make_clients_resume_and_nothing_is
         !metrics.contains("chat_events_dropped_total 0"),
         "{metrics}"
     );
+    cluster.stop().await;
+}
+
+/// Redis closes idle connections after 1 s (its `timeout`), so node A's
+/// publishing connection is closed between messages while the
+/// subscriptions (which Redis never times out) stay up: every message
+/// still reaches the staff socket on node B live, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_publishing_connection_closed_by_redis_loses_no_live_event() {
+    let Some(redis) = PrivateRedis::start().await else {
+        eprintln!("SKIPPED: cannot start a redis-server of the test's own");
+        return;
+    };
+    redis.cli(&["config", "set", "timeout", "1"]);
+    let cluster = Cluster::start_on(&redis.url, &[]).await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let staff_token = b.staff(StaffUserId::new_v4());
+    let customer = CustomerId::new_v4();
+    let id = a.open_conversation(&staff_token, customer).await;
+    let customer_token = a.customer_token(&staff_token, customer).await;
+    let mut staff = Peer::connect(b, &staff_token).await;
+    b.wait_connections(1).await;
+    let mut patient = Peer::connect(a, &customer_token).await;
+    a.wait_connections(1).await;
+    const SENDS: u64 = 3;
+    for i in 1..=SENDS {
+        // Longer than Redis's timeout: the publishing connection is idle
+        // long enough to be closed before each send.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let ack = patient
+            .request(send_frame(
+                &id,
+                &format!("after idling {i}"),
+                &format!("k-{i}"),
+            ))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let started = Instant::now();
+        staff
+            .event(|e| e["type"] == "new_message" && e["message"]["seq"] == i)
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "seq {i} arrived live, after {:?}",
+            started.elapsed()
+        );
+    }
+    staff.settle(Duration::from_millis(300)).await;
+    assert_eq!(staff.seqs(&id), (1..=SENDS).collect::<Vec<_>>());
     cluster.stop().await;
 }
