@@ -342,6 +342,18 @@ impl TestApp {
         .await
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics text")
+    }
+
     /// Waits until the app has `n` open sockets (registration follows the
     /// upgrade asynchronously).
     pub async fn wait_connections(&self, n: usize) {
@@ -488,4 +500,13 @@ impl Client {
 /// A `send_message` frame.
 pub fn send_frame(conversation: &str, body: &str, key: &str) -> Value {
     json!({"type": "send_message", "conversation_id": conversation, "body": body, "client_msg_id": key})
+}
+
+/// The value of the unlabelled metric `name` in a `/metrics` text.
+pub fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {metrics}"))
 }
