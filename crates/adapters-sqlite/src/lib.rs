@@ -172,7 +172,9 @@ impl SqliteStore {
 
     /// Checks that the database can be read and written, for readiness
     /// probes: the writer commits one row of its own (`store_probe`), so a
-    /// store that cannot write (a full disk) fails the check.
+    /// store that cannot write (a full disk) fails the check. The write
+    /// does not wait for a lock another process holds: a database that
+    /// another writer is writing to is not down.
     ///
     /// # Errors
     /// When a connection cannot be acquired, or the read or the write fails.
@@ -181,13 +183,31 @@ impl SqliteStore {
             .execute(&self.read)
             .await
             .context("pinging the sqlite read pool")?;
-        let now = codec::micros(chrono::Utc::now());
-        sqlx::query("update store_probe set checked_at = ?1 where id = 1")
-            .bind(now)
-            .execute(&self.write)
+        let mut writer = self
+            .write
+            .acquire()
             .await
-            .context("writing the sqlite store probe")?;
-        Ok(())
+            .context("acquiring the sqlite writer")?;
+        sqlx::query("pragma busy_timeout = 0")
+            .execute(&mut *writer)
+            .await
+            .context("setting the probe's busy timeout")?;
+        let wrote = sqlx::query("update store_probe set checked_at = ?1 where id = 1")
+            .bind(codec::micros(chrono::Utc::now()))
+            .execute(&mut *writer)
+            .await;
+        sqlx::query(&format!(
+            "pragma busy_timeout = {}",
+            BUSY_TIMEOUT.as_millis()
+        ))
+        .execute(&mut *writer)
+        .await
+        .context("restoring the writer's busy timeout")?;
+        match wrote {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(err)) if is_busy(err.code().as_deref()) => Ok(()),
+            Err(err) => Err(err).context("writing the sqlite store probe"),
+        }
     }
 
     /// Closes every connection, waiting for those in use to be returned, so
@@ -219,6 +239,13 @@ impl SqliteStore {
             .await
             .context("starting a sqlite write transaction")
     }
+}
+
+/// Whether an SQLite result code is `SQLITE_BUSY` or one of its extended
+/// codes (the primary code is the low byte).
+fn is_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
 }
 
 /// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`]

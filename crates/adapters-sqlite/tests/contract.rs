@@ -66,6 +66,28 @@ mod sqlite_specific {
 
     use super::*;
 
+    /// The readiness check writes, but does not wait for a write lock that
+    /// another process holds: that database is busy, not down.
+    #[tokio::test]
+    async fn the_readiness_check_passes_while_another_process_writes() {
+        let path = scratch_dir().join("chat.db");
+        let store = SqliteStore::connect(&path).await.unwrap();
+        let mut other = raw_connection(&path).await;
+        sqlx::raw_sql("begin immediate")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        store.ping().await.expect("busy is not down");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        sqlx::raw_sql("rollback").execute(&mut other).await.unwrap();
+        store.ping().await.expect("and it writes once free");
+    }
+
     /// The levels of the events of the subscriber it is installed in.
     struct Levels(Arc<std::sync::Mutex<Vec<tracing::Level>>>);
 
