@@ -10,7 +10,9 @@
 //! frame, `connection` per-socket concerns, `hub` registry and fan-out,
 //! `dispatch` events to frames), [`config`] (one module per section),
 //! [`startup`] (adapters chosen by configuration), [`error`] (every error's
-//! code and message on the wire), [`auth`] and [`listener`].
+//! code and message on the wire, and which store failures are outages),
+//! [`store_health`] (the readiness check and the breaker in front of the
+//! store), [`metrics`], [`auth`] and [`listener`].
 
 pub mod auth;
 pub mod cli;
