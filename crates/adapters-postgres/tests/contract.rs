@@ -339,4 +339,199 @@ mod postgres_specific {
             "bodies never reach errors"
         );
     }
+
+    /// Sequential scans of the tables staff chat reads, as PostgreSQL's
+    /// statistics count them (flushed once the store's sessions ended).
+    async fn seq_scans(admin: &sqlx::PgPool) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "select relname::text, coalesce(seq_scan, 0) from pg_stat_user_tables \
+             where relname in ('conversations', 'conversation_members', 'messages', \
+                 'read_states') order by relname",
+        )
+        .fetch_all(admin)
+        .await
+        .expect("table statistics")
+    }
+
+    /// Every membership, channel, list and unread path has an index to take:
+    /// with sequential scans priced out of the planner (`enable_seqscan =
+    /// off`, so a tiny table is not scanned only because it is tiny), the
+    /// statistics count no sequential scan of any of their tables. (A
+    /// whole index read end to end is not counted: the plans themselves
+    /// were read for that, on about 270,000 conversations.)
+    #[tokio::test]
+    async fn membership_and_list_paths_never_scan_a_table() {
+        use chat_app::{
+            ChannelListQuery, ConversationListQuery, MemberChange, MemberOp, MembershipRepository,
+        };
+        use chat_domain::{
+            ChannelName, ChannelProfile, ConversationScope, DirectMembers, KindName, MemberRole,
+            NewChannel, NewDirect, StaffUserId, Visibility,
+        };
+        use sqlx::Connection as _;
+
+        let url = fresh_database(&admin_url()).await.expect("a test database");
+        // Migrated first: building indexes reads the tables.
+        PostgresStore::connect(&url, 2)
+            .await
+            .expect("migrated")
+            .pool()
+            .close()
+            .await;
+        let mut admin = sqlx::PgConnection::connect(&url).await.expect("connects");
+        let name: String = sqlx::query_scalar("select current_database()")
+            .fetch_one(&mut admin)
+            .await
+            .expect("its name");
+        sqlx::raw_sql(&format!(
+            "alter database \"{name}\" set enable_seqscan = off"
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("no sequential scans unless unavoidable");
+        admin.close().await.expect("closed");
+        let stats = sqlx::PgPool::connect(&url).await.expect("a pool");
+        let before = seq_scans(&stats).await;
+
+        let store = PostgresStore::connect(&url, 2).await.expect("connects");
+        let tenant = TenantId::new_v4();
+        let (owner, member, other) = (
+            StaffUserId::new_v4(),
+            StaffUserId::new_v4(),
+            StaffUserId::new_v4(),
+        );
+        let channel = NewChannel {
+            id: ConversationId::new_v7(),
+            tenant,
+            profile: ChannelProfile {
+                name: ChannelName::parse("Night shift").unwrap(),
+                topic: None,
+            },
+            visibility: Visibility::Public,
+            owner,
+            members: vec![member],
+            now: at_nanos(),
+        };
+        let (room, _) = store
+            .create_channel(&channel, &[MessageId::new_v7()])
+            .await
+            .expect("a channel");
+        let direct = NewDirect {
+            id: ConversationId::new_v7(),
+            tenant,
+            members: DirectMembers::new(owner, &[other]).unwrap(),
+            now: at_nanos(),
+        };
+        let (dm, _) = store
+            .get_or_create_direct(&direct)
+            .await
+            .expect("a direct conversation");
+        store
+            .get_or_create_direct(&direct)
+            .await
+            .expect("found again");
+        for op in [
+            MemberOp::Add {
+                users: vec![other],
+                role: MemberRole::Member,
+            },
+            MemberOp::SetRole {
+                user: other,
+                role: MemberRole::Owner,
+            },
+            MemberOp::Remove { user: other },
+        ] {
+            store
+                .change_members(&MemberChange {
+                    tenant,
+                    conversation_id: room.id,
+                    by: owner,
+                    op,
+                    at: at_nanos(),
+                    notice_ids: vec![MessageId::new_v7()],
+                })
+                .await
+                .expect("a membership change");
+        }
+        store.member_role(tenant, room.id, member).await.unwrap();
+        store.member_ids(tenant, room.id).await.unwrap();
+        store
+            .membership_facts(tenant, &[room.id, dm.id], owner)
+            .await
+            .unwrap();
+        let page = store.list_members(tenant, room.id, 1, None).await.unwrap();
+        store
+            .list_members(tenant, room.id, 1, page.next_cursor)
+            .await
+            .unwrap();
+        for prefix in [None, Some("night".to_owned())] {
+            store
+                .list_channels(&ChannelListQuery {
+                    tenant,
+                    viewer: member,
+                    joined: None,
+                    prefix,
+                    limit: 10,
+                    cursor: None,
+                })
+                .await
+                .unwrap();
+        }
+        let scopes = [
+            ConversationScope::All { tenant },
+            ConversationScope::InboxAndClinician {
+                tenant,
+                clinician: owner,
+            },
+        ];
+        for scope in scopes {
+            for kind in [None, Some(KindName::Channel), Some(KindName::Customer)] {
+                store
+                    .list_conversations(&ConversationListQuery {
+                        scope,
+                        kind,
+                        reader: Sender::Staff(owner),
+                        status: None,
+                        limit: 10,
+                        cursor: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+            store
+                .unread_total(scope, Sender::Staff(owner))
+                .await
+                .unwrap();
+        }
+        store
+            .find_summary(tenant, room.id, Sender::Staff(owner))
+            .await
+            .unwrap();
+        // Its sessions end, which flushes their statistics; then one
+        // deliberate scan (tags have no index) in a session of its own shows
+        // that the count moves, once that session has flushed too.
+        store.pool().close().await;
+        let mut control = sqlx::PgConnection::connect(&url).await.expect("connects");
+        sqlx::raw_sql("select count(*) from conversations where tags = '{}'")
+            .execute(&mut control)
+            .await
+            .expect("a scan");
+        control.close().await.expect("closed");
+        let expected: Vec<(String, i64)> = before
+            .iter()
+            .map(|(table, scans)| (table.clone(), scans + i64::from(table == "conversations")))
+            .collect();
+        let mut after = seq_scans(&stats).await;
+        for _ in 0..100 {
+            if after != before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            after = seq_scans(&stats).await;
+        }
+        assert_eq!(
+            after, expected,
+            "sequential scans, the control's one included (before: {before:?})"
+        );
+    }
 }
