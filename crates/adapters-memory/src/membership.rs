@@ -6,9 +6,10 @@
 //! under the store's one lock: a change and its notices are stored
 //! together or not at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
+use chat_app::store_support::{distinct_users, notices_with_ids};
 use chat_app::{
     ChannelListQuery, ChannelListing, ChannelPage, ListCursor, MemberChange, MemberChangeOutcome,
     MemberOp, MemberPage, MembershipError, MembershipFacts, MembershipRepository, RepoError,
@@ -22,26 +23,6 @@ use chrono::{DateTime, Utc};
 
 use crate::conversations::taken;
 use crate::{truncate, Inner, MemoryStore};
-
-/// Pairs each notice with the next of `ids`.
-fn with_ids(
-    ids: &[MessageId],
-    notices: impl ExactSizeIterator<Item = SystemNotice>,
-) -> anyhow::Result<Vec<(MessageId, SystemNotice)>> {
-    anyhow::ensure!(
-        ids.len() >= notices.len(),
-        "{} notice ids for {} notices",
-        ids.len(),
-        notices.len()
-    );
-    Ok(ids.iter().copied().zip(notices).collect())
-}
-
-/// Each of `users` once, in order, without `except`.
-fn distinct(users: &[StaffUserId], except: Option<StaffUserId>) -> Vec<StaffUserId> {
-    let mut seen: HashSet<StaffUserId> = except.into_iter().collect();
-    users.iter().copied().filter(|u| seen.insert(*u)).collect()
-}
 
 /// `count` members as a number of the port's type.
 fn count(n: usize) -> u64 {
@@ -243,8 +224,8 @@ impl Inner {
     ) -> Result<(Conversation, Vec<Message>), MembershipError> {
         let mut new = new.clone();
         new.now = truncate(new.now);
-        let members = distinct(&new.members, Some(new.owner));
-        let notices = with_ids(
+        let members = distinct_users(&new.members, Some(new.owner));
+        let notices = notices_with_ids(
             notice_ids,
             members.iter().map(|&user| SystemNotice {
                 kind: NoticeKind::MemberAdded,
@@ -314,11 +295,11 @@ impl Inner {
         let member = |user: &StaffUserId| members.and_then(|m| m.get(user)).copied();
         let (changed, notices) = match &change.op {
             MemberOp::Add { users, role } => {
-                let fresh: Vec<StaffUserId> = distinct(users, None)
+                let fresh: Vec<StaffUserId> = distinct_users(users, None)
                     .into_iter()
                     .filter(|user| member(user).is_none())
                     .collect();
-                let notices = with_ids(
+                let notices = notices_with_ids(
                     &change.notice_ids,
                     fresh.iter().map(|&user| SystemNotice {
                         kind: NoticeKind::MemberAdded,
@@ -351,7 +332,7 @@ impl Inner {
                     user: Some(*user),
                     by: change.by,
                 };
-                let notices = with_ids(&change.notice_ids, std::iter::once(notice))?;
+                let notices = notices_with_ids(&change.notice_ids, std::iter::once(notice))?;
                 self.check_notice_ids(&notices)?;
                 if let Some(members) = self.members.get_mut(&id) {
                     members.remove(user);

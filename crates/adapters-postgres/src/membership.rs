@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use chat_app::store_support::{distinct_users, notices_with_ids};
 use chat_app::{
     ChannelListQuery, ChannelListing, ChannelPage, ListCursor, MemberChange, MemberChangeOutcome,
     MemberOp, MemberPage, MembershipError, MembershipFacts, MembershipRepository, RepoError,
@@ -292,33 +293,14 @@ fn notices_after(
     notice_ids: &[MessageId],
     contents: Vec<SystemNotice>,
 ) -> Result<Vec<Notice>, MembershipError> {
-    if notice_ids.len() < contents.len() {
-        return Err(anyhow::anyhow!(
-            "{} notice ids for {} notices",
-            notice_ids.len(),
-            contents.len()
-        )
-        .into());
-    }
     let mut seq = conversation.last_seq;
-    Ok(contents
+    Ok(notices_with_ids(notice_ids, contents.into_iter())?
         .into_iter()
-        .zip(notice_ids)
-        .map(|(notice, id)| {
+        .map(|(id, notice)| {
             seq = seq.next();
-            Notice {
-                id: *id,
-                seq,
-                notice,
-            }
+            Notice { id, seq, notice }
         })
         .collect())
-}
-
-/// `items` without repeats, first kept.
-fn distinct<T: Copy + Eq + std::hash::Hash>(items: impl IntoIterator<Item = T>) -> Vec<T> {
-    let mut seen = std::collections::HashSet::new();
-    items.into_iter().filter(|i| seen.insert(*i)).collect()
 }
 
 /// The least string above every string that starts with `prefix`, in code
@@ -363,7 +345,7 @@ async fn change_in(
     let conversation = lock_channel(tx, change.tenant, change.conversation_id).await?;
     let (changed, contents) = match &change.op {
         MemberOp::Add { users, role } => {
-            let users: Vec<_> = distinct(users.iter().copied())
+            let users: Vec<_> = distinct_users(users, None)
                 .into_iter()
                 .map(|u| (u, *role))
                 .collect();
@@ -610,7 +592,7 @@ impl MembershipRepository for PostgresStore {
         notice_ids: &[MessageId],
     ) -> Result<(Conversation, Vec<Message>), MembershipError> {
         let now = rows::truncate(new.now);
-        let members = distinct(new.members.iter().copied().filter(|m| *m != new.owner));
+        let members = distinct_users(&new.members, Some(new.owner));
         let mut prospective = new.prospective();
         let contents = members
             .iter()

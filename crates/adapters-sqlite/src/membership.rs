@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use chat_app::store_support::{distinct_users, notices_with_ids};
 use chat_app::{
     ChannelListQuery, ChannelListing, ChannelPage, ListCursor, MemberChange, MemberChangeOutcome,
     MemberOp, MemberPage, MembershipError, MembershipFacts, MembershipRepository, RepoError,
@@ -225,26 +226,6 @@ async fn post_notices(
         .context("moving the author's read marker past their notices")?;
     }
     Ok(posted)
-}
-
-/// Pairs each notice with the next of `ids`.
-fn with_ids(
-    ids: &[MessageId],
-    notices: impl ExactSizeIterator<Item = SystemNotice>,
-) -> anyhow::Result<Vec<(MessageId, SystemNotice)>> {
-    anyhow::ensure!(
-        ids.len() >= notices.len(),
-        "{} notice ids for {} notices",
-        ids.len(),
-        notices.len()
-    );
-    Ok(ids.iter().copied().zip(notices).collect())
-}
-
-/// Each of `users` once, in order, without `except`.
-fn distinct(users: &[StaffUserId], except: Option<StaffUserId>) -> Vec<StaffUserId> {
-    let mut seen: HashSet<StaffUserId> = except.into_iter().collect();
-    users.iter().copied().filter(|u| seen.insert(*u)).collect()
 }
 
 /// Those of `users` who are members of conversation `id`.
@@ -543,8 +524,8 @@ impl MembershipRepository for SqliteStore {
         new: &NewChannel,
         notice_ids: &[MessageId],
     ) -> Result<(Conversation, Vec<Message>), MembershipError> {
-        let members = distinct(&new.members, Some(new.owner));
-        let notices = with_ids(
+        let members = distinct_users(&new.members, Some(new.owner));
+        let notices = notices_with_ids(
             notice_ids,
             members.iter().map(|&user| SystemNotice {
                 kind: NoticeKind::MemberAdded,
@@ -674,7 +655,7 @@ impl MembershipRepository for SqliteStore {
         let channel = find_channel(&mut tx, tenant, id).await?;
         let (changed, notices) = match &change.op {
             MemberOp::Add { users, role } => {
-                let users = distinct(users, None);
+                let users = distinct_users(users, None);
                 let present = present_members(&mut tx, id, &users).await?;
                 let fresh: Vec<StaffUserId> = users
                     .into_iter()
@@ -686,7 +667,7 @@ impl MembershipRepository for SqliteStore {
                     user: Some(user),
                     by: change.by,
                 });
-                let notices = with_ids(&change.notice_ids, notices)?;
+                let notices = notices_with_ids(&change.notice_ids, notices)?;
                 let changed = fresh
                     .into_iter()
                     .map(|user| Member {
@@ -722,7 +703,7 @@ impl MembershipRepository for SqliteStore {
                 };
                 (
                     vec![gone],
-                    with_ids(&change.notice_ids, std::iter::once(notice))?,
+                    notices_with_ids(&change.notice_ids, std::iter::once(notice))?,
                 )
             }
             MemberOp::SetRole { user, role } => {

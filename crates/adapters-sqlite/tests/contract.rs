@@ -112,8 +112,18 @@ mod sqlite_specific {
             .unwrap();
         store.close().await;
         let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // tracing caches, process-wide, whether a callsite is of interest,
+        // from the first thread that reaches it: a sibling test's thread
+        // without a subscriber would make the store's events invisible here
+        // too. A global subscriber that keeps nothing keeps every callsite
+        // of interest; the rebuild applies that to callsites seen already.
+        static GLOBAL: OnceLock<()> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        });
         let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
         let _capturing = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
         let found = store
             .find(TenantId::new_v4(), ConversationId::new_v7())
             .await;

@@ -39,7 +39,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use chat_domain::{Conversation, ConversationId, Message, NewMessage, Seq, TenantId};
+use chat_domain::{
+    Conversation, ConversationId, Message, MessageId, NewMessage, Seq, StaffUserId, SystemNotice,
+    TenantId,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ports::{AppendError, AppendOutcome};
@@ -520,6 +523,32 @@ impl Collector {
         self.carried = later;
         batch
     }
+}
+
+/// Each of `users` once, in the order given, leaving out `except`: the
+/// people a membership change is about (a channel's owner is not among its
+/// added members).
+pub fn distinct_users(users: &[StaffUserId], except: Option<StaffUserId>) -> Vec<StaffUserId> {
+    let mut seen: HashSet<StaffUserId> = except.into_iter().collect();
+    users.iter().copied().filter(|u| seen.insert(*u)).collect()
+}
+
+/// Pairs each notice of a membership change with the next of the ids the
+/// change was given for them.
+///
+/// # Errors
+/// When there are fewer ids than notices (a caller's bug).
+pub fn notices_with_ids(
+    ids: &[MessageId],
+    notices: impl ExactSizeIterator<Item = SystemNotice>,
+) -> anyhow::Result<Vec<(MessageId, SystemNotice)>> {
+    anyhow::ensure!(
+        ids.len() >= notices.len(),
+        "{} notice ids for {} notices",
+        ids.len(),
+        notices.len()
+    );
+    Ok(ids.iter().copied().zip(notices).collect())
 }
 
 #[cfg(test)]
