@@ -93,6 +93,9 @@ pub struct SqliteStore {
     /// Concurrent sends share write transactions (see `group_commit`);
     /// started on the first send, on that caller's runtime.
     group: Arc<OnceLock<chat_app::store_support::Submitter>>,
+    /// The folder of the database file, whose disk the readiness check
+    /// measures.
+    dir: Arc<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -161,20 +164,27 @@ impl SqliteStore {
             .with_context(|| format!("opening read connections to {}", path.display()))?;
         let (checkpoints, stopped) = watch::channel(());
         tokio::spawn(checkpoint_in_background(checkpoint.clone(), stopped));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
         Ok(Self {
             write,
             read,
             checkpoint,
             checkpoints: Arc::new(checkpoints),
             group: Arc::default(),
+            dir: Arc::new(dir),
         })
     }
 
     /// Checks that the database can be read and written, for readiness
-    /// probes: the writer commits one row of its own (`store_probe`), so a
-    /// store that cannot write (a full disk) fails the check. The write
-    /// does not wait for a lock another process holds: a database that
-    /// another writer is writing to is not down.
+    /// probes: the writer commits one row of its own (`store_probe`), and
+    /// the disk must have [`MIN_FREE_BYTES`] free (a write into space the
+    /// WAL already holds succeeds on a full disk, a send that needs more
+    /// does not). The write does not wait for a lock another process
+    /// holds: a database that another writer is writing to is not down.
     ///
     /// # Errors
     /// When a connection cannot be acquired, or the read or the write fails.
@@ -204,10 +214,19 @@ impl SqliteStore {
         .await
         .context("restoring the writer's busy timeout")?;
         match wrote {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(err)) if is_busy(err.code().as_deref()) => Ok(()),
-            Err(err) => Err(err).context("writing the sqlite store probe"),
+            Ok(_) => {}
+            Err(sqlx::Error::Database(err)) if is_busy(err.code().as_deref()) => {}
+            Err(err) => return Err(err).context("writing the sqlite store probe"),
         }
+        let free = free_bytes(&self.dir)
+            .with_context(|| format!("measuring the free space of {}", self.dir.display()))?;
+        if free < MIN_FREE_BYTES {
+            return Err(anyhow::Error::new(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{free} bytes free on the database's disk"),
+            )));
+        }
+        Ok(())
     }
 
     /// Closes every connection, waiting for those in use to be returned, so
@@ -239,6 +258,16 @@ impl SqliteStore {
             .await
             .context("starting a sqlite write transaction")
     }
+}
+
+/// The least free space on the database's disk for the store to count as
+/// able to write: a batch of sends and its WAL frames fit in it.
+pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// The bytes an unprivileged process may still write on the disk of `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stats = rustix::fs::statvfs(dir)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// Whether an SQLite result code is `SQLITE_BUSY` or one of its extended

@@ -330,6 +330,9 @@ pub(crate) fn store_fault(cause: &anyhow::Error) -> Option<StoreFault> {
             };
         }
         let io = err.downcast_ref::<std::io::Error>()?;
+        if io.kind() == ErrorKind::StorageFull {
+            return Some(StoreFault::Full);
+        }
         matches!(
             io.kind(),
             ErrorKind::ConnectionRefused
@@ -400,6 +403,11 @@ mod tests {
                 anyhow::Error::new(IoError::from(ErrorKind::ConnectionReset)).context("reading"),
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("unavailable"),
+            ),
+            (
+                anyhow::Error::new(IoError::from(ErrorKind::StorageFull)),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("full"),
             ),
             (
                 anyhow::Error::new(IoError::from(ErrorKind::NotFound)),
