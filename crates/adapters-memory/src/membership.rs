@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chat_app::store_support::{distinct_users, notices_with_ids};
+use chat_app::store_support::{distinct_users, notice_messages, notices_with_ids};
 use chat_app::{
     ChannelListQuery, ChannelListing, ChannelPage, ListCursor, MemberChange, MemberChangeOutcome,
     MemberOp, MemberPage, MembershipError, MembershipFacts, MembershipRepository, RepoError,
@@ -89,41 +89,22 @@ impl Inner {
         let Some(conversation) = self.conversations.get_mut(&id) else {
             return Vec::new();
         };
-        let (tenant, mut seq) = (conversation.tenant, conversation.last_seq);
-        let mut posted = Vec::with_capacity(notices.len());
-        for &(message_id, notice) in notices {
-            seq = seq.next();
-            posted.push(Message {
-                id: message_id,
-                tenant,
-                conversation_id: id,
-                seq,
-                sender: Sender::System,
-                body: None,
-                attachments: Vec::new(),
-                reply_to: None,
-                client_msg_id: None,
-                created_at: at,
-                edited_at: None,
-                deleted_at: None,
-                system: Some(notice),
-            });
-        }
-        if !posted.is_empty() {
-            conversation.last_seq = seq;
+        let posted = notice_messages(conversation, notices, at);
+        if let Some(last) = posted.last() {
+            conversation.last_seq = last.seq;
             conversation.updated_at = at;
             conversation.last_activity_at = conversation.last_activity_at.max(at);
         }
         for message in &posted {
             self.push_message(message.clone());
         }
-        if let Some(&(_, last)) = notices.last() {
+        if let Some((seq, by)) = posted.last().and_then(|m| Some((m.seq, m.system?.by))) {
             let member = self
                 .members
                 .get(&id)
-                .is_some_and(|members| members.contains_key(&last.by));
+                .is_some_and(|members| members.contains_key(&by));
             if member {
-                self.mark_read(id, Sender::Staff(last.by), seq, at);
+                self.mark_read(id, Sender::Staff(by), seq, at);
             }
         }
         posted

@@ -10,15 +10,15 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use chat_app::store_support::{distinct_users, notices_with_ids};
+use chat_app::store_support::{distinct_users, notice_messages, notices_with_ids};
 use chat_app::{
     ChannelListQuery, ChannelListing, ChannelPage, ListCursor, MemberChange, MemberChangeOutcome,
     MemberOp, MemberPage, MembershipError, MembershipFacts, MembershipRepository, RepoError,
 };
 use chat_domain::{
     check_owner_departure, ChannelPatch, Conversation, ConversationId, ConversationKind, Member,
-    MemberRole, Message, MessageId, NewChannel, NewDirect, NoticeKind, Sender, StaffUserId,
-    SystemNotice, TenantId,
+    MemberRole, Message, MessageId, NewChannel, NewDirect, NoticeKind, StaffUserId, SystemNotice,
+    TenantId,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
@@ -152,42 +152,38 @@ async fn post_notices(
     at: DateTime<Utc>,
 ) -> anyhow::Result<Vec<Message>> {
     let at = codec::truncate(at);
-    let mut seq = conversation.last_seq;
-    let mut posted = Vec::with_capacity(notices.len());
-    for &(id, notice) in notices {
-        seq = seq.next();
-        sqlx::query(
-            "insert into messages (id, tenant_id, conversation_id, seq, sender_type, \
-                 created_at, system_event, system_user_id, system_by_id) \
-             values (?1, ?2, ?3, ?4, 'system', ?5, ?6, ?7, ?8)",
+    let posted = notice_messages(conversation, notices, at);
+    // 8 parameters a row, far below SQLite's limit.
+    for chunk in posted.chunks(1000) {
+        let mut args = SqliteArguments::default();
+        for message in chunk {
+            let notice = message.system.context("a notice without its content")?;
+            args.add(*message.id.as_uuid())
+                .map_err(anyhow::Error::msg)?;
+            args.add(*message.tenant.as_uuid())
+                .map_err(anyhow::Error::msg)?;
+            args.add(*message.conversation_id.as_uuid())
+                .map_err(anyhow::Error::msg)?;
+            args.add(message.seq.as_i64()).map_err(anyhow::Error::msg)?;
+            args.add(codec::micros(at)).map_err(anyhow::Error::msg)?;
+            args.add(notice.kind.as_str()).map_err(anyhow::Error::msg)?;
+            args.add(notice.user.map(Uuid::from))
+                .map_err(anyhow::Error::msg)?;
+            args.add(*notice.by.as_uuid()).map_err(anyhow::Error::msg)?;
+        }
+        let rows = vec!["(?, ?, ?, ?, 'system', ?, ?, ?, ?)"; chunk.len()].join(", ");
+        sqlx::query_with(
+            &format!(
+                "insert into messages (id, tenant_id, conversation_id, seq, sender_type, \
+                     created_at, system_event, system_user_id, system_by_id) values {rows}"
+            ),
+            args,
         )
-        .bind(*id.as_uuid())
-        .bind(*conversation.tenant.as_uuid())
-        .bind(*conversation.id.as_uuid())
-        .bind(seq.as_i64())
-        .bind(codec::micros(at))
-        .bind(notice.kind.as_str())
-        .bind(notice.user.map(Uuid::from))
-        .bind(*notice.by.as_uuid())
         .execute(&mut *tx)
         .await
-        .context("inserting a system notice")?;
-        posted.push(Message {
-            id,
-            tenant: conversation.tenant,
-            conversation_id: conversation.id,
-            seq,
-            sender: Sender::System,
-            body: None,
-            attachments: Vec::new(),
-            reply_to: None,
-            client_msg_id: None,
-            created_at: at,
-            edited_at: None,
-            deleted_at: None,
-            system: Some(notice),
-        });
+        .context("inserting system notices")?;
     }
+    let seq = posted.last().map_or(conversation.last_seq, |m| m.seq);
     if !posted.is_empty() {
         sqlx::query(
             "update conversations set last_seq = ?3, updated_at = ?4, \
@@ -574,8 +570,7 @@ impl MembershipRepository for SqliteStore {
             new.now,
         )
         .await?;
-        let created = find_channel(&mut tx, new.tenant, new.id).await?;
-        let posted = post_notices(&mut tx, &created, &notices, new.now).await?;
+        let posted = post_notices(&mut tx, &new.prospective(), &notices, new.now).await?;
         let created = find_channel(&mut tx, new.tenant, new.id).await?;
         tx.commit().await.context("committing a channel")?;
         tracing::info!(conversation_id = %created.id, "channel created");

@@ -533,6 +533,38 @@ pub fn distinct_users(users: &[StaffUserId], except: Option<StaffUserId>) -> Vec
     users.iter().copied().filter(|u| seen.insert(*u)).collect()
 }
 
+/// The messages `notices` become when posted to `conversation` at `at`:
+/// from the system, with the seqs after its `last_seq`, in order (`at`
+/// already cut to what the store keeps).
+pub fn notice_messages(
+    conversation: &Conversation,
+    notices: &[(MessageId, SystemNotice)],
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<Message> {
+    let mut seq = conversation.last_seq;
+    notices
+        .iter()
+        .map(|&(id, notice)| {
+            seq = seq.next();
+            Message {
+                id,
+                tenant: conversation.tenant,
+                conversation_id: conversation.id,
+                seq,
+                sender: chat_domain::Sender::System,
+                body: None,
+                attachments: Vec::new(),
+                reply_to: None,
+                client_msg_id: None,
+                created_at: at,
+                edited_at: None,
+                deleted_at: None,
+                system: Some(notice),
+            }
+        })
+        .collect()
+}
+
 /// Pairs each notice of a membership change with the next of the ids the
 /// change was given for them.
 ///
